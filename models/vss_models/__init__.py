@@ -1,0 +1,1 @@
+"""Builders, trainers and evaluators of the models VSS Serving ships."""

@@ -1,0 +1,1 @@
+"""VSSModel control plane: CRD models, render, rollout decisions, kopf handlers and the `vss` CLI."""

@@ -1,0 +1,1 @@
+"""Predictor runtimes (ONNX Runtime, TorchScript), dynamic batching and the KServe predictor model."""

@@ -1,0 +1,1 @@
+"""Per-task pre/post-processing and the KServe transformer model."""
