@@ -1,0 +1,261 @@
+"""The VSSModel resource (`serving.vss.ai/v1alpha1`) as pydantic models: the one schema that the CRD,
+the operator, `vss render` and `vss run` all read."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "serving.vss.ai"
+VERSION = "v1alpha1"
+KIND = "VSSModel"
+PLURAL = "vssmodels"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DURATION = r"^([0-9]+(ms|s|m|h))+$"
+
+
+class SpecModel(BaseModel):
+    """Base of every spec block: camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=False
+    )
+
+
+class Task(StrEnum):
+    DETECTION = "detection"
+    CLASSIFICATION = "classification"
+
+
+class ModelFormat(StrEnum):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+
+
+class Device(StrEnum):
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class YoloLayout(StrEnum):
+    """How a detector's raw output is laid out; `auto` reads it from the model's outputs and metadata."""
+
+    AUTO = "auto"
+    YOLOV5 = "yolov5"  # [B, N, 5+nc]: cx, cy, w, h, objectness, class scores
+    YOLOV8 = "yolov8"  # [B, 4+nc, N]: cx, cy, w, h, class scores (v8 and v11 alike)
+    END2END = "end2end"  # [B, K, 6]: x1, y1, x2, y2, score, class id (NMS inside the graph)
+
+
+class ModelVersion(SpecModel):
+    name: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=20,
+                               description="Version name, a DNS label (it becomes part of child names).")]
+    storage_uri: Annotated[str, Field(min_length=1, description=(
+        "Where the weights are: any KServe storage URI (s3://, gs://, pvc://, https://), "
+        "or a local path / file:// URI for `vss run`."))]
+    format: ModelFormat = ModelFormat.ONNX
+
+
+class Batching(SpecModel):
+    max_batch_size: Annotated[int, Field(ge=1, le=256, description="Largest merged batch.")] = 8
+    max_latency_ms: Annotated[float, Field(ge=0, le=1000, description=(
+        "Longest a request waits for others to join its batch."))] = 5.0
+
+
+class Resources(SpecModel):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class PredictorSpec(SpecModel):
+    device: Device = Device.CPU
+    resources: Resources = Field(default_factory=Resources)
+    min_replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    threads: Annotated[int | None, Field(ge=1, le=256, description=(
+        "Intra-op threads of the runtime; unset means one per available core."))] = None
+    batching: Batching = Field(default_factory=Batching)
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> Self:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("predictor.maxReplicas must be >= predictor.minReplicas")
+        return self
+
+
+class DetectionParams(SpecModel):
+    input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
+    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
+    max_detections: Annotated[int, Field(ge=1, le=10000)] = 300
+    classes: list[str] | None = Field(default=None, description=(
+        "Class names by id; unset means the names stored in the model's metadata."))
+    layout: YoloLayout = YoloLayout.AUTO
+    rectangular: bool = Field(default=True, description=(
+        "Letterbox to the smallest stride-multiple rectangle holding the frame when the model "
+        "accepts dynamic height/width (as Ultralytics does); a square otherwise."))
+
+
+class ClassificationParams(SpecModel):
+    input_size: Annotated[int, Field(ge=16, le=1024)] = 224
+    resize_size: Annotated[int | None, Field(ge=16, le=2048, description=(
+        "Shorter side before the center crop; unset means inputSize * 256 / 224."))] = None
+    top_k: Annotated[int, Field(ge=1, le=1000)] = 5
+    mean: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.485, 0.456, 0.406]
+    std: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.229, 0.224, 0.225]
+    softmax: Literal["auto", "always", "never"] = Field(default="auto", description=(
+        "Apply softmax to the model output: auto applies it unless rows already sum to 1."))
+    classes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _std_positive(self) -> Self:
+        if any(s <= 0 for s in self.std):
+            raise ValueError("classification.std values must be > 0")
+        return self
+
+
+class TransformerSpec(SpecModel):
+    detection: DetectionParams | None = None
+    classification: ClassificationParams | None = None
+    max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30, description=(
+        "Largest request body accepted; larger ones get 413."))] = 32 * 1024 * 1024
+
+
+class RolloutStep(SpecModel):
+    weight: Annotated[int, Field(ge=1, le=99)]
+    pause: Annotated[str, Field(pattern=DURATION)] = "1m"
+
+
+class PrometheusSource(SpecModel):
+    url: str = "http://prometheus.monitoring:9090"
+
+
+class Analysis(SpecModel):
+    interval: Annotated[str, Field(pattern=DURATION)] = "1m"
+    failure_limit: Annotated[int, Field(ge=1, le=100)] = 2
+    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    max_p95_latency_ms: Annotated[float, Field(gt=0)] = 80.0
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+
+
+class RolloutSpec(SpecModel):
+    strategy: Literal["Canary", "Immediate"] = "Canary"
+    traffic_router: Literal["gatewayapi", "knative"] = "gatewayapi"
+    steps: list[RolloutStep] = Field(default_factory=lambda: [
+        RolloutStep(weight=10, pause="2m"), RolloutStep(weight=50, pause="5m")])
+    analysis: Analysis = Field(default_factory=Analysis)
+    promotion: Literal["Automatic", "Manual"] = "Automatic"
+
+    @model_validator(mode="after")
+    def _weights_rise(self) -> Self:
+        weights = [s.weight for s in self.steps]
+        if any(b <= a for a, b in itertools.pairwise(weights)):
+            raise ValueError("rollout.steps weights must rise strictly from step to step")
+        return self
+
+
+class VSSModelSpec(SpecModel):
+    task: Task
+    version: Annotated[str, Field(pattern=DNS_LABEL, description="The version that should serve.")]
+    versions: Annotated[list[ModelVersion], Field(min_length=1)]
+    predictor: PredictorSpec = Field(default_factory=PredictorSpec)
+    transformer: TransformerSpec = Field(default_factory=TransformerSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [v.name for v in self.versions]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.versions names must be unique")
+        if self.version not in names:
+            raise ValueError(f"spec.version {self.version!r} must name an entry of spec.versions {names}")
+        for task in Task:
+            block = getattr(self.transformer, task.value)
+            if task is not self.task and block is not None:
+                raise ValueError(f"spec.transformer.{task.value} is set but spec.task is {self.task.value}")
+        if getattr(self.transformer, self.task.value) is None:
+            # Fill the chosen task's block with its defaults, so consumers never see None for it.
+            defaults: dict[Task, SpecModel] = {
+                Task.DETECTION: DetectionParams(), Task.CLASSIFICATION: ClassificationParams()}
+            setattr(self.transformer, self.task.value, defaults[self.task])
+        return self
+
+    def served_version(self) -> ModelVersion:
+        return next(v for v in self.versions if v.name == self.version)
+
+    @property
+    def detection(self) -> DetectionParams:
+        assert self.transformer.detection is not None, "task is not detection"
+        return self.transformer.detection
+
+    @property
+    def classification(self) -> ClassificationParams:
+        assert self.transformer.classification is not None, "task is not classification"
+        return self.transformer.classification
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class VSSModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    api_version: Annotated[Literal["serving.vss.ai/v1alpha1"], Field(alias="apiVersion")] = API_VERSION
+    kind: Literal["VSSModel"] = KIND
+    metadata: ObjectMeta
+    spec: VSSModelSpec
+    status: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Any) -> VSSModel:
+        return cls.model_validate(dict(body))
+
+    @classmethod
+    def from_yaml_file(cls, path: Path) -> VSSModel:
+        """Read one VSSModel from a YAML file, with an error that names the file and the field."""
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except yaml.YAMLError as exc:
+            raise InvalidSpec(f"{path}: not valid YAML: {exc}") from exc
+        found = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+        if len(found) != 1:
+            raise InvalidSpec(f"{path}: expected exactly one {KIND} document, found {len(found)}")
+        try:
+            return cls.model_validate(found[0])
+        except ValidationError as exc:
+            raise InvalidSpec(f"{path}: {describe_validation_error(exc)}") from exc
+
+
+class InvalidSpec(ValueError):
+    """A VSSModel that cannot be served as written."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as `90s`, `2m`, `1h30m`, `250ms`."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"([0-9]+)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(n) * units[u] for n, u in parts)
