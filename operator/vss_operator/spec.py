@@ -15,9 +15,9 @@ from pydantic.alias_generators import to_camel
 
 GROUP = "serving.vss.ai"
 VERSION = "v1alpha1"
-KIND = "VSSModel"
+KIND: Literal["VSSModel"] = "VSSModel"
 PLURAL = "vssmodels"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Literal["serving.vss.ai/v1alpha1"] = "serving.vss.ai/v1alpha1"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
