@@ -1,0 +1,128 @@
+"""Dynamic batching: concurrent requests with the same per-item shape are merged into one run.
+
+Requests already queued when the runtime frees up are merged at once, so a lone client never waits
+for company; only while traffic is concurrent (the last run held more than one request) does a
+batch wait up to `max_latency` for more."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vss_predictors.runtime import Array
+
+RunFn = Callable[[Mapping[str, Array]], dict[str, Array]]
+
+
+@dataclass
+class _Pending:
+    feeds: Mapping[str, Array]
+    rows: int
+    key: tuple[tuple[str, str, tuple[int, ...]], ...]
+    done: asyncio.Future[dict[str, Array]] = field(repr=False)
+
+
+def batch_key(feeds: Mapping[str, Array]) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """Requests merge only when every input agrees on dtype and on all dimensions but the first."""
+    return tuple(sorted((name, a.dtype.str, tuple(a.shape[1:])) for name, a in feeds.items()))
+
+
+class DynamicBatcher:
+    """Runs `run` on merged batches in one worker thread; `submit` is safe from any coroutine."""
+
+    def __init__(self, run: RunFn, *, max_batch_size: int, max_latency_s: float, merge: bool,
+                 on_batch: Callable[[int], None] = lambda _rows: None) -> None:
+        self._run = run
+        self._max_rows = max_batch_size if merge else 1
+        self._max_latency_s = max_latency_s
+        self._merge = merge
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._carry: _Pending | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._last_rows = 1
+        # One thread: a run already uses every intra-op thread, a second would only contend.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vss-batch")
+
+    async def submit(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        rows = int(next(iter(feeds.values())).shape[0])
+        loop = asyncio.get_running_loop()
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._work(), name="vss-batcher")
+        pending = _Pending(feeds, rows, batch_key(feeds), loop.create_future())
+        self._queue.put_nowait(pending)
+        return await pending.done
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _next(self, wait_s: float | None) -> _Pending | None:
+        assert self._queue is not None
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        if wait_s is None:
+            return await self._queue.get()
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if wait_s <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return None
+
+    async def _collect(self) -> list[_Pending]:
+        first = await self._next(None)
+        assert first is not None
+        batch, rows = [first], first.rows
+        loop = asyncio.get_running_loop()
+        wait = self._max_latency_s if self._last_rows > 1 else 0.0
+        deadline = loop.time() + wait
+        while self._merge and rows < self._max_rows:
+            item = await self._next(max(0.0, deadline - loop.time()))
+            if item is None:
+                break
+            if item.key != first.key or rows + item.rows > self._max_rows:
+                self._carry = item
+                break
+            batch.append(item)
+            rows += item.rows
+        self._last_rows = rows
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [p for p in batch if not p.done.cancelled()]
+            if not live:
+                continue
+            try:
+                merged = _concat([p.feeds for p in live]) if len(live) > 1 else live[0].feeds
+                self._on_batch(sum(p.rows for p in live))
+                outputs = await loop.run_in_executor(self._executor, self._run, merged)
+            except Exception as exc:  # the run failed: every waiting request learns why
+                for p in live:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+                continue
+            start = 0
+            for p in live:
+                if not p.done.done():
+                    p.done.set_result({k: v[start:start + p.rows] for k, v in outputs.items()})
+                start += p.rows
+
+
+def _concat(feeds: list[Mapping[str, Array]]) -> dict[str, Array]:
+    return {name: np.concatenate([f[name] for f in feeds], axis=0) for name in feeds[0]}

@@ -1,0 +1,197 @@
+"""The predictor as a KServe `Model`: loads a runtime with retries, warms it up, validates v2 inputs
+and answers through the dynamic batcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from vss_predictors.batcher import DynamicBatcher
+from vss_predictors.errors import InvalidTensor, ModelLoadError, UnsupportedModel
+from vss_predictors.metrics import ServingMetrics
+from vss_predictors.prelude import Normalization
+from vss_predictors.runtime import V2_DATATYPES, Array, Runtime, TensorSpec, has_dynamic_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    model_name: str
+    version: str
+    model_path: Path
+    model_format: str = "onnx"
+    device: str = "cpu"
+    threads: int | None = None
+    normalization: Normalization | None = None
+    max_batch_size: int = 8
+    max_latency_ms: float = 5.0
+    warmup_shape: tuple[int, int] = (640, 640)
+    warmup_runs: int = 2
+    load_attempts: int = 5
+    load_backoff_s: float = 0.5
+
+
+def open_runtime(settings: PredictorSettings) -> Runtime:
+    if settings.model_format == "onnx":
+        from vss_predictors.onnx_runtime import OnnxRuntime
+
+        return OnnxRuntime(settings.model_path, device=settings.device, threads=settings.threads,
+                           normalization=settings.normalization)
+    if settings.model_format == "torchscript":
+        from vss_predictors.torchscript_runtime import TorchScriptRuntime
+
+        return TorchScriptRuntime(settings.model_path, device=settings.device, threads=settings.threads,
+                                  normalization=settings.normalization)
+    raise UnsupportedModel(f"unknown model format {settings.model_format!r} (onnx | torchscript)")
+
+
+def load_with_retries(settings: PredictorSettings) -> Runtime:
+    """Missing files (a storage initializer still copying) are retried with exponential backoff;
+    a file that is there but unusable fails at once."""
+    delay = settings.load_backoff_s
+    for attempt in range(1, settings.load_attempts + 1):
+        try:
+            return open_runtime(settings)
+        except UnsupportedModel as exc:
+            raise ModelLoadError(f"cannot serve {settings.model_path}: {exc}") from exc
+        except OSError as exc:
+            if attempt == settings.load_attempts:
+                raise ModelLoadError(
+                    f"cannot load {settings.model_path} after {attempt} attempts: {exc}") from exc
+            log.warning("model load failed, retrying", extra={"attempt": attempt, "delay_s": delay,
+                                                              "error": str(exc)})
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def warmup_feeds(inputs: list[TensorSpec], hw: tuple[int, int]) -> dict[str, Array]:
+    """Zeros of each input's shape, batch 1, with image height/width from `hw` where dynamic."""
+    feeds: dict[str, Array] = {}
+    for spec in inputs:
+        shape = list(spec.shape)
+        if shape and shape[0] == -1:
+            shape[0] = 1
+        if len(shape) == 4:  # NHWC (uint8 prelude) or NCHW: fill H and W
+            h_axis, w_axis = (1, 2) if shape[3] == 3 else (2, 3)
+            shape[h_axis] = hw[0] if shape[h_axis] == -1 else shape[h_axis]
+            shape[w_axis] = hw[1] if shape[w_axis] == -1 else shape[w_axis]
+        feeds[spec.name] = np.zeros([d if d != -1 else 1 for d in shape], dtype=spec.dtype)
+    return feeds
+
+
+class PredictorModel(kserve.Model):
+    def __init__(self, settings: PredictorSettings, metrics: ServingMetrics) -> None:
+        super().__init__(settings.model_name)
+        self.settings = settings
+        self.metrics = metrics
+        self.runtime: Runtime | None = None
+        self.batcher: DynamicBatcher | None = None
+        self._labels = {"model_name": settings.model_name, "version": settings.version}
+
+    def load(self) -> bool:
+        runtime = load_with_retries(self.settings)
+        feeds = warmup_feeds(runtime.inputs, self.settings.warmup_shape)
+        started = time.perf_counter()
+        for _ in range(self.settings.warmup_runs):
+            runtime.run(feeds)
+        log.info("model ready", extra={
+            "model": self.name, "version": self.settings.version, "backend": runtime.info.backend,
+            "providers": list(runtime.info.providers), "dynamic_batch": has_dynamic_batch(runtime),
+            "warmup_ms": round((time.perf_counter() - started) * 1000, 1)})
+        batch_hist = self.metrics.batch_size.labels(**self._labels)
+        self.batcher = DynamicBatcher(
+            runtime.run, max_batch_size=self.settings.max_batch_size,
+            max_latency_s=self.settings.max_latency_ms / 1000, merge=has_dynamic_batch(runtime),
+            on_batch=batch_hist.observe)
+        self.runtime = runtime
+        self.ready = True
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        """Triton-style model configuration: tensors, what the runtime really got, the model's metadata."""
+        runtime = self._runtime()
+        return {
+            "name": self.name, "version": self.settings.version, "backend": runtime.info.backend,
+            "inputs": [t.as_v2_metadata() for t in runtime.inputs],
+            "outputs": [t.as_v2_metadata() for t in runtime.outputs],
+            "max_batch_size": self.settings.max_batch_size if has_dynamic_batch(runtime) else 0,
+            "parameters": {"providers": list(runtime.info.providers), "device": runtime.info.device,
+                           "metadata": dict(runtime.info.metadata)},
+        }
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [t.as_v2_metadata() for t in self._runtime().inputs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [t.as_v2_metadata() for t in self._runtime().outputs]
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise kserve.errors.ModelNotReady(self.name)
+        return self.runtime
+
+    def feeds(self, request: InferRequest) -> dict[str, Array]:
+        """The request's tensors as numpy arrays, checked against the model's inputs."""
+        runtime = self._runtime()
+        expected = {t.name: t for t in runtime.inputs}
+        given = {t.name: t for t in request.inputs}
+        if set(given) != set(expected):
+            raise InvalidTensor(f"model {self.name!r} takes inputs {sorted(expected)}, got {sorted(given)}")
+        feeds: dict[str, Array] = {}
+        for name, spec in expected.items():
+            tensor = given[name]
+            if tensor.datatype != spec.datatype:
+                raise InvalidTensor(f"input {name!r} must be {spec.datatype}, got {tensor.datatype}")
+            shape = tuple(int(d) for d in tensor.shape)
+            if not spec.accepts_shape(shape):
+                raise InvalidTensor(f"input {name!r} must have shape {list(spec.shape)} (-1: any), "
+                                    f"got {list(shape)}")
+            if shape and shape[0] == 0:
+                raise InvalidTensor(f"input {name!r} is an empty batch")
+            try:
+                feeds[name] = tensor.as_numpy()
+            except (ValueError, TypeError) as exc:
+                raise InvalidTensor(f"input {name!r}: data does not match shape {list(shape)}: {exc}"
+                                    ) from exc
+        batches = {a.shape[0] for a in feeds.values() if a.ndim}
+        if len(batches) > 1:
+            raise InvalidTensor(f"inputs disagree on the batch size: {sorted(batches)}")
+        return feeds
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> InferResponse:
+        if not isinstance(payload, InferRequest):
+            raise InvalidInput("the predictor speaks the v2 protocol: send v2 tensors to /v2/models/"
+                               f"{self.name}/infer")
+        started = time.perf_counter()
+        status = "success"
+        try:
+            feeds = self.feeds(payload)
+            assert self.batcher is not None
+            outputs = await self.batcher.submit(feeds)
+        except InvalidInput:
+            status = "client_error"
+            raise
+        except Exception:
+            status = "server_error"
+            raise
+        finally:
+            self.metrics.requests.labels(**self._labels, component="predictor", status=status).inc()
+            self.metrics.duration.labels(**self._labels, component="predictor", stage="predict").observe(
+                time.perf_counter() - started)
+        result = [InferOutput(name=name, shape=list(array.shape), datatype=V2_DATATYPES[array.dtype],
+                              data=np.ascontiguousarray(array)) for name, array in outputs.items()]
+        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=result,
+                             model_version=self.settings.version,
+                             use_binary_outputs=payload.use_binary_outputs,
+                             requested_outputs=payload.request_outputs)

@@ -1,0 +1,137 @@
+"""ONNX Runtime behind the `Runtime` protocol: TensorRT → CUDA → CPU, whichever is really present."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from vss_predictors.errors import UnsupportedModel
+from vss_predictors.prelude import Normalization, add_uint8_nhwc_prelude, image_input
+from vss_predictors.runtime import Array, RuntimeInfo, TensorSpec
+
+log = logging.getLogger(__name__)
+
+TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_ORT_TYPES = {
+    "tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(double)": "FP64",
+    "tensor(uint8)": "UINT8", "tensor(int8)": "INT8", "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64", "tensor(bool)": "BOOL", "tensor(uint16)": "UINT16",
+    "tensor(int16)": "INT16",
+}
+
+
+def _loadable(library: str) -> bool:
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
+
+
+def gpu_libraries_present() -> dict[str, bool]:
+    """Which GPU execution providers could load here: the driver for CUDA, libnvinfer for TensorRT."""
+    cuda = _loadable("libcuda.so.1")
+    return {CUDA: cuda, TENSORRT: cuda and any(_loadable(f"libnvinfer.so.{v}") for v in (10, 11))}
+
+
+def select_providers(device: str, available: Sequence[str], present: Mapping[str, bool]) -> list[str]:
+    """Execution providers to ask for, best first; CPU always closes the list as the fallback."""
+    wanted = [TENSORRT, CUDA] if device == "gpu" else []
+    chosen = [p for p in wanted if p in available and present.get(p, False)]
+    return [*chosen, CPU]
+
+
+def _provider_options(provider: str, cache_dir: Path) -> dict[str, Any]:
+    if provider == TENSORRT:
+        return {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir)}
+    if provider == CUDA:
+        return {"cudnn_conv_algo_search": "HEURISTIC"}
+    return {}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    datatype = _ORT_TYPES.get(arg.type)
+    if datatype is None:
+        raise UnsupportedModel(f"tensor {arg.name} has unsupported type {arg.type}")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+    return TensorSpec(arg.name, datatype, shape)
+
+
+class OnnxRuntime:
+    """One `InferenceSession`, with the uint8 NHWC prelude in front of image models."""
+
+    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+                 normalization: Normalization | None = None,
+                 cache_dir: Path = Path("/tmp/vss-trt-cache")) -> None:  # noqa: S108
+        if path.suffix != ".onnx":
+            raise UnsupportedModel(f"{path}: ONNX models must be .onnx files")
+        try:
+            model = onnx.load_model(str(path))
+        except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
+            raise UnsupportedModel(f"{path}: not a readable ONNX model: {exc}") from exc
+        self.prelude = normalization is not None and image_input(model) is not None
+        if self.prelude and normalization is not None:
+            model = add_uint8_nhwc_prelude(model, normalization)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        wanted = select_providers(device, ort.get_available_providers(), gpu_libraries_present())
+        self._session = self._open(model.SerializeToString(), options, wanted, cache_dir)
+        got = self._session.get_providers()
+        if got[0] != wanted[0] or (device == "gpu" and got[0] == CPU):
+            log.warning("asked for %s on device %s, running on %s", wanted, device, got)
+        log.info("onnxruntime session ready", extra={"providers": got, "device": device})
+        meta = self._session.get_modelmeta()
+        self._info = RuntimeInfo(
+            backend=f"onnxruntime-{ort.__version__}", providers=tuple(got),
+            device="gpu" if got[0] in (TENSORRT, CUDA) else "cpu",
+            metadata=dict(meta.custom_metadata_map))
+        self._inputs = [_spec(i) for i in self._session.get_inputs()]
+        self._outputs = [_spec(o) for o in self._session.get_outputs()]
+        self._output_names = [o.name for o in self._outputs]
+
+    @staticmethod
+    def _open(model: bytes, options: ort.SessionOptions, wanted: list[str],
+              cache_dir: Path) -> ort.InferenceSession:
+        # A provider whose libraries fail at session creation is dropped, and the next one tried.
+        last: Exception | None = None
+        for start in range(len(wanted)):
+            providers = wanted[start:]
+            try:
+                return ort.InferenceSession(
+                    model, sess_options=options, providers=providers,
+                    provider_options=[_provider_options(p, cache_dir) for p in providers])
+            except Exception as exc:
+                log.warning("execution provider %s failed to start: %s", providers[0], exc)
+                last = exc
+        raise UnsupportedModel(f"onnxruntime could not open the model: {last}")
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    @property
+    def info(self) -> RuntimeInfo:
+        return self._info
+
+    def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        results = self._session.run(self._output_names, dict(feeds))
+        return dict(zip(self._output_names, results, strict=True))

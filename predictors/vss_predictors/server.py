@@ -1,0 +1,217 @@
+"""KServe `ModelServer` bootstrap shared by the predictor and transformer processes.
+
+It adds what KServe 0.21 lacks for a hot path and a hostile network: a v2 REST infer route that keeps
+binary tensors binary (KServe's own turns them into Python lists, and rejects non-UTF-8 BYTES such as
+JPEG), a request-size limit answered with 413, Triton's `/v2/models/{name}/config` extension,
+and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import kserve
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import ORJSONResponse
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+from kserve.errors import InvalidInput
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
+
+HEADER_LENGTH = "inference-header-content-length"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `extra` fields."""
+
+    _standard = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                    + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        event.update({k: v for k, v in vars(record).items() if k not in self._standard})
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(event, default=str)
+
+
+def configure_json_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for name in ("", "kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler] if name == "" else []
+        logger.propagate = name != ""
+    logging.getLogger().setLevel(level)
+    logging.getLogger("kserve.trace").setLevel("WARNING")  # per-request latency lines: metrics say it
+    logging.getLogger("uvicorn.access").setLevel("WARNING")
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: a body over `max_bytes` gets 413 before it is read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+        rejected = False
+
+        async def limited() -> Message:
+            nonlocal seen, rejected
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    rejected = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.max_bytes)
+        except Exception:
+            if rejected:
+                await _too_large(send, self.max_bytes)
+            else:
+                raise
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = orjson.dumps({"error": f"request body is larger than the limit of {limit} bytes"})
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def parse_v2_rest_request(body: bytes, json_length: int | None, model_name: str) -> InferRequest:
+    """A v2 REST request, binary extension included, with binary tensors kept as raw bytes."""
+    size = len(body) if json_length is None else json_length
+    if size > len(body) or size < 0:
+        raise InvalidInput(f"{HEADER_LENGTH} is {json_length} but the body has only {len(body)} bytes")
+    try:
+        header = orjson.loads(body[:size])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
+        raise InvalidInput("request must be a JSON object with an 'inputs' list")
+    offset = size
+    inputs = []
+    for index, spec in enumerate(header["inputs"]):
+        if not isinstance(spec, dict) or not {"name", "shape", "datatype"} <= spec.keys():
+            raise InvalidInput(f"inputs[{index}] needs 'name', 'shape' and 'datatype'")
+        shape = spec["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidInput(f"inputs[{index}].shape must be a list of non-negative integers")
+        params = spec.get("parameters") or {}
+        tensor = InferInput(name=str(spec["name"]), shape=shape, datatype=str(spec["datatype"]),
+                            parameters=params or None)
+        if "data" in spec:
+            tensor.data = spec["data"]
+        elif "binary_data_size" in params:
+            length = params["binary_data_size"]
+            if not isinstance(length, int) or length < 0 or offset + length > len(body):
+                raise InvalidInput(f"input {spec['name']!r}: binary_data_size {length} runs past the body")
+            tensor._raw_data = body[offset:offset + length]
+            offset += length
+        else:
+            raise InvalidInput(f"input {spec['name']!r} has neither 'data' nor binary_data_size")
+        inputs.append(tensor)
+    if offset != len(body):
+        raise InvalidInput(f"{len(body) - offset} bytes after the last binary tensor were not claimed")
+    outputs = None
+    if isinstance(header.get("outputs"), list):
+        outputs = [RequestedOutput(name=str(o.get("name")), parameters=o.get("parameters"))
+                   for o in header["outputs"] if isinstance(o, dict)]
+    return InferRequest(model_name=model_name, infer_inputs=inputs, request_id=header.get("id"),
+                        parameters=header.get("parameters"), request_outputs=outputs)
+
+
+def install_routes(app: FastAPI, dataplane: DataPlane,
+                   configs: dict[str, Callable[[], dict[str, Any]]]) -> None:
+    """Routes registered before KServe's own, so they take precedence for the same paths."""
+
+    async def infer(model_name: str, request: Request) -> Response:
+        body = await request.body()
+        declared = request.headers.get(HEADER_LENGTH)
+        if declared is not None and not declared.isdigit():
+            raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {declared!r}")
+        infer_request = parse_v2_rest_request(body, int(declared) if declared else None, model_name)
+        headers = dict(request.headers)
+        result, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=headers)
+        if not isinstance(result, InferResponse):
+            raise InvalidInput(f"model {model_name!r} does not answer v2 requests")
+        content, json_length = result.to_rest()
+        if isinstance(content, bytes):
+            return Response(content, media_type="application/octet-stream",
+                            headers={HEADER_LENGTH: str(json_length)})
+        return ORJSONResponse(content)
+
+    async def config(model_name: str) -> Response:
+        await dataplane.get_model(model_name)  # 404/503 through KServe's handlers
+        describe = configs.get(model_name)
+        if describe is None:
+            return ORJSONResponse({"name": model_name, "parameters": {}})
+        return ORJSONResponse(describe())
+
+    app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
+    app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
+
+
+# REST status for errors that carry a gRPC status (grpc_interceptor's GrpcException family), so one
+# exception class answers right on both protocols.
+HTTP_STATUS_BY_GRPC = {
+    StatusCode.INVALID_ARGUMENT: 400, StatusCode.NOT_FOUND: 404, StatusCode.RESOURCE_EXHAUSTED: 413,
+    StatusCode.DEADLINE_EXCEEDED: 504, StatusCode.UNAVAILABLE: 503, StatusCode.FAILED_PRECONDITION: 400,
+}
+
+
+async def grpc_status_error_handler(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GrpcException)
+    status = HTTP_STATUS_BY_GRPC.get(exc.status_code, 500)
+    return ORJSONResponse({"error": exc.details}, status_code=status)
+
+
+def serve(models: list[kserve.Model], *, max_request_bytes: int,
+          configs: dict[str, Callable[[], dict[str, Any]]] | None = None,
+          **server_args: Any) -> None:
+    """Start KServe's ModelServer with our routes and limits; blocks until SIGTERM/SIGINT."""
+    from kserve import model_server  # the FastAPI app lives at module level in KServe
+
+    server = kserve.ModelServer(**server_args)
+    install_routes(model_server.app, server.dataplane, configs or {})
+    model_server.app.add_exception_handler(GrpcException, grpc_status_error_handler)
+    model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    server.start(models)

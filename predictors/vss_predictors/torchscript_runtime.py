@@ -1,0 +1,84 @@
+"""TorchScript behind the `Runtime` protocol. `torch.jit.load` reads TorchScript archives only: no
+`torch.load`, no pickle of arbitrary objects."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vss_predictors.errors import UnsupportedModel
+from vss_predictors.prelude import Normalization
+from vss_predictors.runtime import Array, RuntimeInfo, TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+class TorchScriptRuntime:
+    """An image model in TorchScript: takes UINT8 NHWC pixels when a normalisation is given (done in
+    torch on the model's device), FP32 NCHW otherwise; its output is read as `output0`."""
+
+    def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+                 normalization: Normalization | None = None) -> None:
+        import torch
+
+        if path.suffix not in (".pt", ".pth", ".torchscript"):
+            raise UnsupportedModel(f"{path}: TorchScript models must be .pt/.torchscript archives")
+        self._torch = torch
+        if threads:
+            torch.set_num_threads(threads)
+        want_gpu = device == "gpu" and torch.cuda.is_available()
+        if device == "gpu" and not want_gpu:
+            log.warning("asked for device gpu, but torch sees no CUDA device: running on CPU")
+        self._device = torch.device("cuda" if want_gpu else "cpu")
+        extra: dict[str, Any] = {"names": ""}
+        try:
+            self._module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)  # type: ignore[no-untyped-call]
+        except RuntimeError as exc:
+            raise UnsupportedModel(f"{path}: not a TorchScript archive: {exc}") from exc
+        self._module.eval()
+        metadata: dict[str, str] = {}
+        if extra["names"]:
+            names = extra["names"]
+            metadata["names"] = names.decode() if isinstance(names, bytes) else str(names)
+        self._norm = normalization
+        if normalization is not None:
+            scale, bias = normalization.scale_and_bias()
+            self._scale = torch.from_numpy(scale).to(self._device)
+            self._bias = torch.from_numpy(bias).to(self._device)
+            self._inputs = [TensorSpec("images", "UINT8", (-1, -1, -1, 3))]
+        else:
+            self._inputs = [TensorSpec("images", "FP32", (-1, 3, -1, -1))]
+        n_classes = len(json.loads(metadata["names"])) if metadata.get("names", "").startswith(("[", "{")
+                                                                                               ) else -1
+        self._outputs = [TensorSpec("output0", "FP32", (-1, n_classes))]
+        self._info = RuntimeInfo(backend=f"torchscript-{torch.__version__}",
+                                 providers=("CUDA",) if want_gpu else ("CPU",),
+                                 device="gpu" if want_gpu else "cpu", metadata=metadata)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    @property
+    def info(self) -> RuntimeInfo:
+        return self._info
+
+    def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(feeds["images"])).to(self._device)
+        if self._norm is not None:
+            x = x.permute(0, 3, 1, 2).float() * self._scale + self._bias
+        with torch.inference_mode():
+            out = self._module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return {"output0": out.float().cpu().numpy()}

@@ -1,0 +1,65 @@
+"""Image decoding for the transformer: JPEG through libjpeg-turbo (simplejpeg), PNG/BMP through OpenCV.
+Every failure is an `InvalidImage` that says what was wrong."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import simplejpeg
+
+from vss_transformers.errors import InvalidImage, PayloadTooLarge
+
+Image = npt.NDArray[np.uint8]
+
+JPEG_MAGIC = b"\xff\xd8"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_PIXELS = 8192 * 8192
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image:
+    """RGB uint8 HxWx3 from encoded JPEG or PNG bytes."""
+    if not data:
+        raise InvalidImage("image is empty (0 bytes)")
+    if data[:2] == JPEG_MAGIC:
+        try:
+            width, height, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise InvalidImage(f"not a readable JPEG header: {exc}") from exc
+        _check_pixels(width * height, max_pixels)
+        try:
+            image: Image = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        except ValueError as exc:
+            raise InvalidImage(f"corrupt or truncated JPEG: {exc}") from exc
+        return image
+    if data[:8] == PNG_MAGIC or data[:2] == b"BM":
+        buffer = np.frombuffer(data, dtype=np.uint8)
+        decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise InvalidImage("corrupt or truncated PNG/BMP image")
+        _check_pixels(decoded.shape[0] * decoded.shape[1], max_pixels)
+        rgb: Image = np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+        return rgb
+    raise InvalidImage(f"not a JPEG or PNG image (starts with {data[:8].hex()})")
+
+
+def _check_pixels(pixels: int, max_pixels: int) -> None:
+    if pixels > max_pixels:
+        raise PayloadTooLarge(f"image has {pixels} pixels, more than the limit of {max_pixels}")
+    if pixels == 0:
+        raise InvalidImage("image has no pixels")
+
+
+def check_pixels(array: npt.NDArray[np.generic], *, max_pixels: int = MAX_PIXELS) -> Image:
+    """Validate a raw `pixels` tensor: UINT8 HxWx3 RGB."""
+    if array.dtype != np.uint8:
+        raise InvalidImage(f"pixels must be UINT8, got {array.dtype}")
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise InvalidImage(f"pixels must have shape [H, W, 3], got {list(array.shape)}")
+    _check_pixels(array.shape[0] * array.shape[1], max_pixels)
+    return array.astype(np.uint8, copy=False)
+
+
+def encode_jpeg(image: Image, quality: int = 90) -> bytes:
+    encoded: bytes = simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality, colorspace="RGB")
+    return encoded

@@ -1,0 +1,90 @@
+"""The transformer's side of the hop to the predictor: gRPC v2 with raw binary tensor contents (no JSON,
+one copy per tensor), and the predictor's `/config` read once at start-up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from vss_predictors.runtime import NUMPY_DTYPES, V2_DATATYPES, Array
+
+from vss_transformers.errors import PredictorTimeout, PredictorUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def encode_request(model_name: str, feeds: Mapping[str, Array]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model_name)
+    for name, array in feeds.items():
+        request.inputs.add(name=name, datatype=V2_DATATYPES[array.dtype], shape=list(array.shape))
+        request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+    return request
+
+
+def decode_response(response: pb.ModelInferResponse) -> dict[str, Array]:
+    out: dict[str, Array] = {}
+    for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        out[tensor.name] = np.frombuffer(raw, dtype=NUMPY_DTYPES[tensor.datatype]).reshape(tensor.shape)
+    return out
+
+
+class PredictorClient:
+    def __init__(self, *, model_name: str, grpc_target: str, rest_base: str, timeout_s: float,
+                 max_message_bytes: int) -> None:
+        self.model_name = model_name
+        self.grpc_target = grpc_target
+        self.rest_base = rest_base.rstrip("/")
+        self.timeout_s = timeout_s
+        self._options = [("grpc.max_send_message_length", max_message_bytes),
+                         ("grpc.max_receive_message_length", max_message_bytes)]
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: GRPCInferenceServiceStub | None = None
+
+    def fetch_config(self, deadline_s: float) -> dict[str, Any]:
+        """The predictor's model configuration; retried with backoff while it is still loading."""
+        url = f"{self.rest_base}/v2/models/{self.model_name}/config"
+        end = time.monotonic() + deadline_s
+        delay = 0.2
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - our own predictor
+                    config: dict[str, Any] = json.loads(reply.read())
+                    return config
+            except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+                if time.monotonic() + delay > end:
+                    raise PredictorUnavailable(
+                        f"predictor at {url} not ready after {deadline_s:.0f}s: {exc}") from exc
+                log.info("waiting for the predictor", extra={"url": url, "error": str(exc)})
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def infer_blocking(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        """One synchronous call, for warm-up before the event loop runs."""
+        with grpc.insecure_channel(self.grpc_target, options=self._options) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            return decode_response(stub.ModelInfer(encode_request(self.model_name, feeds),
+                                                   timeout=self.timeout_s))
+
+    async def infer(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        if self._stub is None:  # the aio channel must be made inside the serving event loop
+            self._channel = grpc.aio.insecure_channel(self.grpc_target, options=self._options)
+            self._stub = GRPCInferenceServiceStub(self._channel)
+        try:
+            response = await self._stub.ModelInfer(encode_request(self.model_name, feeds),
+                                                   timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise PredictorTimeout(f"predictor did not answer within {self.timeout_s}s") from exc
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise PredictorUnavailable(f"predictor unavailable: {exc.details()}") from exc
+            raise
+        return decode_response(response)

@@ -1,0 +1,129 @@
+"""Each task as the transformer sees it: how it learns the model from the predictor's config, and how
+it turns images into a UINT8 batch and the model's outputs into results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from vss_operator.spec import ClassificationParams, DetectionParams, YoloLayout
+from vss_predictors.runtime import Array
+
+from vss_transformers import classification, detection
+from vss_transformers.codecs import Image
+from vss_transformers.errors import InvalidRequest
+
+
+class Task(Protocol):
+    name: str
+    input_name: str
+
+    def configure(self, config: Mapping[str, Any]) -> None: ...
+
+    def warmup_images(self) -> list[Image]: ...
+
+    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]: ...
+
+    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]: ...
+
+    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]: ...
+
+    def seed_json(self, result: Any, seconds: float) -> dict[str, object]: ...
+
+
+def _image_input(config: Mapping[str, Any]) -> tuple[str, tuple[int, int] | None]:
+    inputs = config.get("inputs") or []
+    if len(inputs) != 1 or inputs[0].get("datatype") != "UINT8" or len(inputs[0].get("shape", [])) != 4:
+        raise RuntimeError(
+            f"the predictor must take one UINT8 [N, H, W, 3] input (start it with --normalize), got {inputs}")
+    _, h, w, _ = inputs[0]["shape"]
+    return str(inputs[0]["name"]), (None if h == -1 or w == -1 else (int(h), int(w)))
+
+
+def _metadata(config: Mapping[str, Any]) -> dict[str, str]:
+    meta = (config.get("parameters") or {}).get("metadata") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+class DetectionTask:
+    name = "detection"
+
+    def __init__(self, params: DetectionParams) -> None:
+        self.params = params
+        self.input_name = "images"
+        self.layout = detection.ModelLayout("yolov8", tuple(params.classes or ()), 32, None)
+        self.output_name = "output0"
+
+    def configure(self, config: Mapping[str, Any]) -> None:
+        self.input_name, fixed = _image_input(config)
+        outputs = config.get("outputs") or []
+        if len(outputs) != 1:
+            raise RuntimeError(f"a YOLO detector has exactly one output, the predictor reports {outputs}")
+        self.output_name = str(outputs[0]["name"])
+        meta = _metadata(config)
+        names = tuple(self.params.classes or ()) or detection.parse_names(meta.get("names", ""))
+        stride = int(meta["stride"]) if meta.get("stride", "").isdigit() else 32
+        layout = (self.params.layout.value if self.params.layout is not YoloLayout.AUTO
+                  else detection.detect_layout(outputs[0]["shape"], meta, len(names)))
+        self.layout = detection.ModelLayout(layout, names, stride, fixed)
+
+    def warmup_images(self) -> list[Image]:
+        return [np.full((720, 1280, 3), 114, dtype=np.uint8)]
+
+    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
+        return detection.preprocess(images, self.params.input_size, self.layout, self.params.rectangular)
+
+    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+        raw = outputs[self.output_name].astype(np.float32, copy=False)
+        return detection.postprocess(raw, context, self.layout, self.params.confidence_threshold,
+                                     self.params.iou_threshold, self.params.max_detections)
+
+    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+        return detection.as_v2_tensors(results, self.layout.names)
+
+    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
+        return detection.as_seed_json(result, self.layout.names, seconds)
+
+
+class ClassificationTask:
+    name = "classification"
+
+    def __init__(self, params: ClassificationParams) -> None:
+        self.params = params
+        self.input_name = "images"
+        self.crop = params.input_size
+        self.resize = params.resize_size or round(params.input_size * 256 / 224)
+        self.names: tuple[str, ...] = tuple(params.classes or ())
+        self.output_name = "output0"
+
+    def configure(self, config: Mapping[str, Any]) -> None:
+        self.input_name, fixed = _image_input(config)
+        if fixed is not None and fixed != (self.crop, self.crop):
+            raise RuntimeError(f"model input is {fixed[0]}x{fixed[1]} but inputSize is {self.crop}")
+        outputs = config.get("outputs") or []
+        if not outputs:
+            raise RuntimeError("the predictor reports no outputs")
+        self.output_name = str(outputs[0]["name"])
+        if not self.names:
+            self.names = detection.parse_names(_metadata(config).get("names", ""))
+
+    def warmup_images(self) -> list[Image]:
+        return [np.full((self.resize, self.resize, 3), 128, dtype=np.uint8)]
+
+    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
+        return classification.preprocess(images, self.resize, self.crop), None
+
+    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+        raw = outputs[self.output_name]
+        if raw.ndim != 2:
+            raise InvalidRequest(f"classifier output must be [N, classes], got {list(raw.shape)}")
+        probs = classification.to_probabilities(raw.astype(np.float32, copy=False), self.params.softmax)
+        return classification.top_k(probs, self.params.top_k)
+
+    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+        return classification.as_v2_tensors(results, self.names)
+
+    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
+        return classification.as_seed_json(result, self.names, seconds)
