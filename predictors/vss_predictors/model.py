@@ -12,13 +12,14 @@ from typing import Any
 import kserve
 import numpy as np
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from vss_predictors.batcher import DynamicBatcher
 from vss_predictors.errors import InvalidTensor, ModelLoadError, UnsupportedModel
 from vss_predictors.metrics import ServingMetrics
 from vss_predictors.prelude import Normalization
-from vss_predictors.runtime import V2_DATATYPES, Array, Runtime, TensorSpec, has_dynamic_batch
+from vss_predictors.runtime import Array, Runtime, TensorSpec, has_dynamic_batch
+from vss_predictors.server import binary_output
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,7 @@ class PredictorModel(kserve.Model):
             self.metrics.requests.labels(**self._labels, component="predictor", status=status).inc()
             self.metrics.duration.labels(**self._labels, component="predictor", stage="predict").observe(
                 time.perf_counter() - started)
-        result = [InferOutput(name=name, shape=list(array.shape), datatype=V2_DATATYPES[array.dtype],
-                              data=np.ascontiguousarray(array)) for name, array in outputs.items()]
+        result = [binary_output(name, array) for name, array in outputs.items()]
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=result,
                              model_version=self.settings.version,
                              use_binary_outputs=payload.use_binary_outputs,

@@ -76,6 +76,10 @@ class Runtime(Protocol):
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]: ...
 
 
+def datatype_of(array: npt.NDArray[np.generic]) -> str:
+    return "BYTES" if array.dtype == np.object_ else V2_DATATYPES[array.dtype]
+
+
 def has_dynamic_batch(runtime: Runtime) -> bool:
     """True when every input and output has a dynamic leading dimension, so requests can be merged."""
     return all(t.shape and t.shape[0] == -1 for t in [*runtime.inputs, *runtime.outputs])

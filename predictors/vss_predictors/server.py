@@ -15,14 +15,17 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import kserve
+import numpy as np
+import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import ORJSONResponse
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+
+from vss_predictors.runtime import datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -116,6 +119,19 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def binary_output(name: str, array: npt.NDArray[np.generic]) -> InferOutput:
+    """An output tensor held as raw bytes: gRPC sends them as raw contents, REST as binary data when
+    asked for and as JSON otherwise, with no detour through Python lists on the binary paths."""
+    tensor = InferOutput(name=name, shape=list(array.shape), datatype=datatype_of(array))
+    tensor.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
+    return tensor
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
+                    media_type="application/json")
+
+
 def parse_v2_rest_request(body: bytes, json_length: int | None, model_name: str) -> InferRequest:
     """A v2 REST request, binary extension included, with binary tensors kept as raw bytes."""
     size = len(body) if json_length is None else json_length
@@ -177,14 +193,14 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
         if isinstance(content, bytes):
             return Response(content, media_type="application/octet-stream",
                             headers={HEADER_LENGTH: str(json_length)})
-        return ORJSONResponse(content)
+        return json_response(content)
 
     async def config(model_name: str) -> Response:
         await dataplane.get_model(model_name)  # 404/503 through KServe's handlers
         describe = configs.get(model_name)
         if describe is None:
-            return ORJSONResponse({"name": model_name, "parameters": {}})
-        return ORJSONResponse(describe())
+            return json_response({"name": model_name, "parameters": {}})
+        return json_response(describe())
 
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
@@ -201,7 +217,7 @@ HTTP_STATUS_BY_GRPC = {
 async def grpc_status_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, GrpcException)
     status = HTTP_STATUS_BY_GRPC.get(exc.status_code, 500)
-    return ORJSONResponse({"error": exc.details}, status_code=status)
+    return json_response({"error": exc.details}, status_code=status)
 
 
 def serve(models: list[kserve.Model], *, max_request_bytes: int,

@@ -14,9 +14,9 @@ from typing import Any
 import kserve
 import numpy as np
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 from vss_predictors.metrics import ServingMetrics
-from vss_predictors.runtime import V2_DATATYPES
+from vss_predictors.server import binary_output
 
 from vss_transformers.codecs import MAX_PIXELS, Image, check_pixels, decode_image
 from vss_transformers.errors import InvalidImage, InvalidRequest
@@ -62,6 +62,14 @@ class TransformerModel(kserve.Model):
                                              "predictor": config.get("parameters", {}).get("providers")})
         self.ready = True
         return True
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """Either input, not both: encoded images, or raw RGB pixels."""
+        return [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+                {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return self.task.output_specs()
 
     # --- request decoding -------------------------------------------------------------------------
     def _encoded_from_v2(self, request: InferRequest) -> list[bytes] | Image:
@@ -158,9 +166,7 @@ class TransformerModel(kserve.Model):
         if isinstance(payload, dict):
             return {"predictions": [self.task.seed_json(r, t_post - started) for r in results]}
         tensors = self.task.v2_outputs(results)
-        infer_outputs = [InferOutput(name=n, shape=list(a.shape), data=a,
-                                     datatype="BYTES" if a.dtype == object else V2_DATATYPES[a.dtype])
-                         for n, a in tensors.items()]
+        infer_outputs = [binary_output(n, a) for n, a in tensors.items()]
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=infer_outputs,
                              model_version=self.version, use_binary_outputs=payload.use_binary_outputs,
                              requested_outputs=payload.request_outputs)

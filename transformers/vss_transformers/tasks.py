@@ -32,6 +32,8 @@ class Task(Protocol):
 
     def seed_json(self, result: Any, seconds: float) -> dict[str, object]: ...
 
+    def output_specs(self) -> list[dict[str, Any]]: ...
+
 
 def _image_input(config: Mapping[str, Any]) -> tuple[str, tuple[int, int] | None]:
     inputs = config.get("inputs") or []
@@ -86,6 +88,13 @@ class DetectionTask:
     def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
         return detection.as_seed_json(result, self.layout.names, seconds)
 
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": "boxes", "datatype": "FP32", "shape": [-1, -1, 4]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "class_ids", "datatype": "INT32", "shape": [-1, -1]},
+                {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
+                {"name": "num_detections", "datatype": "INT32", "shape": [-1]}]
+
 
 class ClassificationTask:
     name = "classification"
@@ -127,3 +136,9 @@ class ClassificationTask:
 
     def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
         return classification.as_seed_json(result, self.names, seconds)
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        k = min(self.params.top_k, len(self.names)) if self.names else self.params.top_k
+        return [{"name": "labels", "datatype": "BYTES", "shape": [-1, k]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, k]},
+                {"name": "class_ids", "datatype": "INT32", "shape": [-1, k]}]

@@ -1,0 +1,126 @@
+"""`vss run FILE`: serve a VSSModel on this machine, predictor and transformer as two processes on
+loopback, with no cluster. The same flags as in a pod (from `serving_args`), so what runs here runs there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlparse
+
+from vss_operator.serving_args import predictor_args, transformer_args
+from vss_operator.spec import InvalidSpec, VSSModel
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def local_model_path(storage_uri: str, base: Path) -> Path:
+    """A local file for `storageUri`: a path (relative to the YAML's folder, then the working folder)
+    or a file:// URI. Remote storage needs a cluster's storage initializer."""
+    parsed = urlparse(storage_uri)
+    if parsed.scheme not in ("", "file"):
+        raise InvalidSpec(f"vss run serves local files; {storage_uri!r} needs a cluster "
+                          "(see `vss render` and the operator)")
+    raw = Path(parsed.path if parsed.scheme == "file" else storage_uri).expanduser()
+    for candidate in ([raw] if raw.is_absolute() else [base / raw, Path.cwd() / raw]):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise InvalidSpec(f"model file {storage_uri!r} not found (looked in {base} and {Path.cwd()}); "
+                      "build the shipped models with `vss models build`")
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[2] if isinstance(process.args, list) else 'process'} "
+                               f"exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - loopback
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {deadline_s:.0f}s")
+
+
+def stop(processes: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    for p in reversed(processes):  # transformer first, so it stops taking requests
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    for p in processes:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_local(path: Path, http_port: int = 8080, grpc_port: int = 8081, *,
+              ready_timeout_s: float = 600.0) -> int:
+    try:
+        model = VSSModel.from_yaml_file(path)
+        spec = model.spec
+        version = spec.served_version()
+        model_file = local_model_path(version.storage_uri, path.resolve().parent)
+    except InvalidSpec as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = model.metadata.name
+    p_http, p_grpc = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "vss_predictors",
+             *predictor_args(spec, version, str(model_file), p_http, p_grpc, model_name=name)],
+            env=env, start_new_session=True))
+        wait_ready(f"http://127.0.0.1:{p_http}/v2/models/{name}/ready", processes[0], ready_timeout_s)
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "vss_transformers",
+             *transformer_args(spec, name, f"127.0.0.1:{p_grpc}", f"127.0.0.1:{p_http}", http_port,
+                               grpc_port)],
+            env=env, start_new_session=True))
+        wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", processes[1], ready_timeout_s)
+        print(f"VSSModel {name} ({spec.task.value}, version {version.name}, {model_file.name}) is serving:\n"
+              f"  v2 REST  http://127.0.0.1:{http_port}/v2/models/{name}/infer\n"
+              f"  v2 gRPC  127.0.0.1:{grpc_port}  (model {name})\n"
+              f"  v1 JSON  http://127.0.0.1:{http_port}/v1/models/{name}:predict\n"
+              f"  metrics  http://127.0.0.1:{http_port}/metrics  (predictor: "
+              f"http://127.0.0.1:{p_http}/metrics)\n"
+              "Ctrl-C stops both processes.", flush=True)
+        while not stopping:
+            for p in processes:
+                if p.poll() is not None:
+                    print(f"error: a serving process exited with code {p.returncode}", file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop(processes)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
