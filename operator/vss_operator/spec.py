@@ -23,6 +23,19 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
 
 
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """A CRD `x-kubernetes-validations` entry: the apiserver's twin of a validator below, so that
+    `kubectl apply` refuses what pydantic would refuse, with the same words."""
+    entry = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
 class SpecModel(BaseModel):
     """Base of every spec block: camelCase on the wire, snake_case in Python, unknown fields refused."""
 
@@ -76,6 +89,10 @@ class Resources(SpecModel):
 
 
 class PredictorSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(cel(
+        "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        "predictor.maxReplicas must be >= predictor.minReplicas", ".maxReplicas")))
+
     device: Device = Device.CPU
     resources: Resources = Field(default_factory=Resources)
     min_replicas: Annotated[int, Field(ge=0, le=100)] = 1
@@ -110,7 +127,8 @@ class ClassificationParams(SpecModel):
         "Shorter side before the center crop; unset means inputSize * 256 / 224."))] = None
     top_k: Annotated[int, Field(ge=1, le=1000)] = 5
     mean: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.485, 0.456, 0.406]
-    std: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.229, 0.224, 0.225]
+    std: Annotated[list[float], Field(min_length=3, max_length=3, json_schema_extra=_validations(
+        cel("self.all(s, s > 0.0)", "classification.std values must be > 0")))] = [0.229, 0.224, 0.225]
     softmax: Literal["auto", "always", "never"] = Field(default="auto", description=(
         "Apply softmax to the model output: auto applies it unless rows already sum to 1."))
     classes: list[str] | None = None
@@ -149,8 +167,12 @@ class Analysis(SpecModel):
 class RolloutSpec(SpecModel):
     strategy: Literal["Canary", "Immediate"] = "Canary"
     traffic_router: Literal["gatewayapi", "knative"] = "gatewayapi"
-    steps: list[RolloutStep] = Field(default_factory=lambda: [
-        RolloutStep(weight=10, pause="2m"), RolloutStep(weight=50, pause="5m")])
+    steps: list[RolloutStep] = Field(
+        default_factory=lambda: [RolloutStep(weight=10, pause="2m"), RolloutStep(weight=50, pause="5m")],
+        max_length=20,
+        json_schema_extra=_validations(cel(
+            "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
+            "rollout.steps weights must rise strictly from step to step")))
     analysis: Analysis = Field(default_factory=Analysis)
     promotion: Literal["Automatic", "Manual"] = "Automatic"
 
@@ -163,9 +185,25 @@ class RolloutSpec(SpecModel):
 
 
 class VSSModelSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        cel("self.versions.exists(v, v.name == self.version)",
+            "spec.version must name an entry of spec.versions", ".version"),
+        *(cel(f"self.task == '{task.value}' || !has(self.transformer) || !has(self.transformer.{task.value})",
+              f"spec.transformer.{task.value} is set but spec.task is not {task.value}: "
+              "set only the transformer block of the chosen task", f".transformer.{task.value}")
+          for task in Task)))
+
     task: Task
-    version: Annotated[str, Field(pattern=DNS_LABEL, description="The version that should serve.")]
-    versions: Annotated[list[ModelVersion], Field(min_length=1)]
+    version: Annotated[str, Field(pattern=DNS_LABEL, max_length=20, description=(
+        "The version that should serve; changing it starts a rollout."))]
+    versions: Annotated[list[ModelVersion], Field(
+        min_length=1, max_length=32,
+        description="Every known version; GitOps adds one and flips `version`.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            **_validations(cel("self.all(a, self.exists_one(b, b.name == a.name))",
+                               "spec.versions names must be unique")),
+        })]
     predictor: PredictorSpec = Field(default_factory=PredictorSpec)
     transformer: TransformerSpec = Field(default_factory=TransformerSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)

@@ -7,6 +7,7 @@ import json
 
 from vss_operator.spec import ClassificationParams, DetectionParams
 
+from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
 
 
@@ -25,11 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_task(name: str, params_json: str) -> Task:
+def build_task(name: str, params_json: str, args: argparse.Namespace) -> Task:
     params = json.loads(params_json)
+    images = ImageRequests(max_batch_images=args.max_batch_images)
     if name == "detection":
-        return DetectionTask(DetectionParams.model_validate(params))
-    return ClassificationTask(ClassificationParams.model_validate(params))
+        return DetectionTask(DetectionParams.model_validate(params), images)
+    return ClassificationTask(ClassificationParams.model_validate(params), images)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
                              rest_base=f"http://{args.predictor_rest_host}",
                              timeout_s=float(args.predictor_request_timeout_seconds),
                              max_message_bytes=args.max_request_bytes * 8)
-    model = TransformerModel(args.model_name, args.model_version, build_task(args.task, args.params), client,
-                             ServingMetrics.create(), max_batch_images=args.max_batch_images,
+    task = build_task(args.task, args.params, args)
+    model = TransformerModel(args.model_name, args.model_version, task, client, ServingMetrics.create(),
                              predictor_wait_s=args.predictor_wait_s)
     model.load()
     serve([model], max_request_bytes=args.max_request_bytes, http_port=args.http_port,

@@ -8,23 +8,33 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from kserve.protocol.infer_type import InferRequest
 from vss_operator.spec import ClassificationParams, DetectionParams, YoloLayout
 from vss_predictors.runtime import Array
 
 from vss_transformers import classification, detection
 from vss_transformers.codecs import Image
 from vss_transformers.errors import InvalidRequest
+from vss_transformers.images import Encoded, ImageRequests
 
 
 class Task(Protocol):
+    """A task's request parsing (`parse_*`, cheap, on the event loop), its CPU work (`prepare`,
+    `postprocess`, in an executor) and its answers (`v2_outputs`, `seed_json`)."""
+
     name: str
-    input_name: str
 
     def configure(self, config: Mapping[str, Any]) -> None: ...
 
-    def warmup_images(self) -> list[Image]: ...
+    def input_specs(self) -> list[dict[str, Any]]: ...
 
-    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]: ...
+    def parse_v2(self, request: InferRequest) -> Any: ...
+
+    def parse_v1(self, payload: dict[str, Any]) -> Any: ...
+
+    def warmup_request(self) -> Any: ...
+
+    def prepare(self, parsed: Any) -> tuple[dict[str, Array], Any]: ...
 
     def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]: ...
 
@@ -49,12 +59,43 @@ def _metadata(config: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-class DetectionTask:
+class ImageTask:
+    """What the vision tasks share: image requests in, one UINT8 NHWC tensor to the predictor."""
+
+    input_name = "images"
+
+    def __init__(self, requests: ImageRequests) -> None:
+        self.requests = requests
+
+    def input_specs(self) -> list[dict[str, Any]]:
+        return self.requests.v2_inputs()
+
+    def parse_v2(self, request: InferRequest) -> Encoded:
+        return self.requests.parse_v2(request)
+
+    def parse_v1(self, payload: dict[str, Any]) -> Encoded:
+        return self.requests.parse_v1(payload)
+
+    def warmup_request(self) -> Encoded:
+        return self.warmup_images()[None]
+
+    def prepare(self, parsed: Encoded) -> tuple[dict[str, Array], Any]:
+        batch, context = self.preprocess(self.requests.decode(parsed))
+        return {self.input_name: batch}, context
+
+    def warmup_images(self) -> Image:
+        raise NotImplementedError
+
+    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
+        raise NotImplementedError
+
+
+class DetectionTask(ImageTask):
     name = "detection"
 
-    def __init__(self, params: DetectionParams) -> None:
+    def __init__(self, params: DetectionParams, requests: ImageRequests | None = None) -> None:
+        super().__init__(requests or ImageRequests())
         self.params = params
-        self.input_name = "images"
         self.layout = detection.ModelLayout("yolov8", tuple(params.classes or ()), 32, None)
         self.output_name = "output0"
 
@@ -71,8 +112,8 @@ class DetectionTask:
                   else detection.detect_layout(outputs[0]["shape"], meta, len(names)))
         self.layout = detection.ModelLayout(layout, names, stride, fixed)
 
-    def warmup_images(self) -> list[Image]:
-        return [np.full((720, 1280, 3), 114, dtype=np.uint8)]
+    def warmup_images(self) -> Image:
+        return np.full((720, 1280, 3), 114, dtype=np.uint8)
 
     def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
         return detection.preprocess(images, self.params.input_size, self.layout, self.params.rectangular)
@@ -96,12 +137,12 @@ class DetectionTask:
                 {"name": "num_detections", "datatype": "INT32", "shape": [-1]}]
 
 
-class ClassificationTask:
+class ClassificationTask(ImageTask):
     name = "classification"
 
-    def __init__(self, params: ClassificationParams) -> None:
+    def __init__(self, params: ClassificationParams, requests: ImageRequests | None = None) -> None:
+        super().__init__(requests or ImageRequests())
         self.params = params
-        self.input_name = "images"
         self.crop = params.input_size
         self.resize = params.resize_size or round(params.input_size * 256 / 224)
         self.names: tuple[str, ...] = tuple(params.classes or ())
@@ -118,8 +159,8 @@ class ClassificationTask:
         if not self.names:
             self.names = detection.parse_names(_metadata(config).get("names", ""))
 
-    def warmup_images(self) -> list[Image]:
-        return [np.full((self.resize, self.resize, 3), 128, dtype=np.uint8)]
+    def warmup_images(self) -> Image:
+        return np.full((self.resize, self.resize, 3), 128, dtype=np.uint8)
 
     def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
         return classification.preprocess(images, self.resize, self.crop), None
