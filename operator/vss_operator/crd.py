@@ -1,0 +1,189 @@
+"""The VSSModel CustomResourceDefinition, generated from the pydantic models in `spec.py` and `status.py`.
+
+`python -m vss_operator.crd` rewrites `crds/serving.vss.ai_vssmodels.yaml`; a unit test fails when that
+file drifts from the models.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic_core import core_schema
+
+from vss_operator.spec import DNS_LABEL, GROUP, KIND, PLURAL, VERSION, VSSModelSpec, cel
+from vss_operator.status import VSSModelStatus
+
+SINGULAR = "vssmodel"
+SHORT_NAMES = ("vssm",)
+CATEGORIES = ("vss",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+CRD_FILE = f"{GROUP}_{PLURAL}.yaml"
+MAX_NAME = 40
+
+Schema = dict[str, Any]
+
+# Keys a structural schema may keep, in the order they are written; everything else pydantic emits
+# (title, $defs, …) is dropped.
+_KEPT = (
+    "description", "type", "format", "enum", "default", "pattern", "minimum", "exclusiveMinimum", "maximum",
+    "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "minItems", "maxItems", "required",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "properties", "items", "additionalProperties",
+    "x-kubernetes-validations",
+)
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Version", "type": "string", "jsonPath": ".spec.version",
+     "description": "The version that should serve"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canaryVersion",
+     "description": "The version under a canary rollout"},
+    {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight",
+     "description": "Percent of traffic on the canary"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Task", "type": "string", "jsonPath": ".spec.task", "priority": 1},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
+    {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+]
+
+
+class _WithFactoryDefaults(GenerateJsonSchema):
+    """Also publish `default_factory` defaults, so the apiserver fills the same defaults pydantic does.
+
+    A nested model's default is `{}`: the apiserver then fills its fields from their own defaults."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        if "default_factory" in schema and not schema.get("default_factory_takes_data"):
+            value = schema["default_factory"]()  # type: ignore[call-arg]
+            return {} if isinstance(value, BaseModel) else value
+        return schema.get("default", NoDefault)
+
+
+def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    """Turn pydantic's JSON Schema into a Kubernetes structural schema: refs inlined, `X | None` as
+    plain X (a null is pruned by the apiserver), draft-2020 exclusive bounds as OpenAPI v3 booleans."""
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **node}
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"a structural schema cannot express a union: {options}")
+        node = {**_structural(options[0], defs), **node}
+    if node.get("default", 0) is None:
+        del node["default"]
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]
+    for bound in ("Minimum", "Maximum"):
+        value = node.get(f"exclusive{bound}")
+        if value is not None and not isinstance(value, bool):
+            node[bound.lower()] = value
+            node[f"exclusive{bound}"] = True
+    out: Schema = {k: node[k] for k in _KEPT if k in node}
+    if "properties" in out:
+        out["properties"] = {k: _structural(v, defs) for k, v in out["properties"].items()}
+        out.setdefault("type", "object")
+    if "items" in out:
+        out["items"] = _structural(out["items"], defs)
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _structural(out["additionalProperties"], defs)
+    return out
+
+
+def openapi_schema(model: type[BaseModel], *, defaults: bool = True) -> Schema:
+    """The structural OpenAPI v3 schema of a pydantic model, camelCase field names."""
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_WithFactoryDefaults)
+    defs = raw.pop("$defs", {})
+    schema = _structural(raw, defs)
+    return schema if defaults else _without_defaults(schema)
+
+
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
+def crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition as a dict."""
+    spec = {"description": "What to serve and how to roll it out.", **openapi_schema(VSSModelSpec)}
+    # The operator writes status; defaults there would only hide what it did not write.
+    status = {"description": "What the operator observed (kstatus conditions Ready, Reconciling, Stalled).",
+              **openapi_schema(VSSModelStatus, defaults=False)}
+    root: Schema = {
+        "type": "object",
+        "description": (
+            "A model served by KServe InferenceServices, one per version, rolled out by canary."),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "x-kubernetes-validations": [cel(
+            f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{DNS_LABEL}')",
+            f"metadata.name must be a DNS label of at most {MAX_NAME} characters "
+            "(it prefixes the names of the InferenceServices)")],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "vss-serving", "app.kubernetes.io/component": "crd"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": list(CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
+                "schema": {"openAPIV3Schema": root},
+            }],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = ("# Generated by `python -m vss_operator.crd` from operator/vss_operator/spec.py and\n"
+              "# status.py. Do not edit: change the models and regenerate.\n")
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=110, allow_unicode=True)
+
+
+def default_path() -> Path:
+    """`crds/<file>` at the repository root (this file lives in operator/vss_operator/)."""
+    return Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else default_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(crd_yaml())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""The VSSModel `status` (kstatus conditions Ready/Reconciling/Stalled) as pydantic models, and the pure
+functions that derive it from the child InferenceServices' own conditions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from vss_operator.spec import VSSModel
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+Phase = Literal["Stable", "Progressing", "Promoted", "RolledBack", "Failed"]
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+# Condition reasons (CamelCase constants, as metav1.Condition wants them).
+INFERENCE_SERVICES_READY = "InferenceServicesReady"
+INFERENCE_SERVICE_NOT_READY = "InferenceServiceNotReady"
+INFERENCE_SERVICE_PENDING = "InferenceServicePending"
+INFERENCE_SERVICE_FAILED = "InferenceServiceFailed"
+PROGRESSING = "Progressing"
+INVALID_SPEC = "InvalidSpec"
+APPLY_REJECTED = "ApplyRejected"
+
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+# KServe reports these when a child will not become ready without a change from a person.
+_TERMINAL_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
+_TERMINAL_REASONS = frozenset({
+    "ProgressDeadlineExceeded", "RevisionFailed", "ModelLoadFailed", "InvalidSpec"})
+MAX_MESSAGE = 32768
+MAX_HISTORY = 20
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(StatusModel):
+    type: Annotated[str, Field(pattern=CONDITION_TYPE_PATTERN, max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, Field(pattern=REASON_PATTERN, min_length=1, max_length=1024)]
+    message: Annotated[str, Field(max_length=MAX_MESSAGE)] = ""
+    last_transition_time: datetime
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+
+class HistoryEntry(StatusModel):
+    version: Annotated[str, Field(max_length=20)]
+    result: Literal["Promoted", "RolledBack", "Failed"]
+    at: datetime
+    message: Annotated[str | None, Field(max_length=1024)] = None
+
+
+class VSSModelStatus(StatusModel):
+    observed_generation: Annotated[int | None, Field(ge=0, description=(
+        "The metadata.generation this status describes."))] = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    stable_version: Annotated[str | None, Field(max_length=20, description=(
+        "The version that serves the stable traffic."))] = None
+    canary_version: Annotated[str | None, Field(max_length=20, description=(
+        "The version under a canary rollout, if any."))] = None
+    canary_weight: Annotated[int | None, Field(ge=0, le=100, description=(
+        "Percent of traffic sent to the canary version."))] = None
+    phase: Phase | None = None
+    url: str | None = None
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
+
+    @classmethod
+    def from_body_status(cls, status: Mapping[str, Any] | None) -> VSSModelStatus:
+        """What the object says now; a status written by someone else that does not parse reads as empty."""
+        try:
+            return cls.model_validate(dict(status or {}))
+        except ValueError:
+            return cls()
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def as_patch(self) -> dict[str, Any]:
+        """JSON for a merge patch of `status`: fields now unset are sent as null, so they are removed."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+
+@dataclass(frozen=True)
+class ChildState:
+    """What one child InferenceService says about itself."""
+
+    name: str
+    ready: ConditionStatus
+    reason: str
+    message: str
+    stalled: bool
+    url: str | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The reconcile could not apply the children: the spec or the apiserver refused them."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def _camel_reason(reason: str | None, fallback: str) -> str:
+    if reason and re.match(REASON_PATTERN, reason) and len(reason) <= 1024:
+        return reason
+    return fallback
+
+
+def isvc_state(name: str, isvc: Mapping[str, Any] | None) -> ChildState:
+    """Read a KServe InferenceService's own `Ready` condition and model status (None: not created yet)."""
+    if isvc is None:
+        return ChildState(name, "Unknown", INFERENCE_SERVICE_PENDING,
+                          f"InferenceService {name} does not exist yet", False, None)
+    status = isvc.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), None)
+    model_status = status.get("modelStatus") or {}
+    failure = model_status.get("lastFailureInfo") or {}
+    stalled = model_status.get("transitionStatus") in _TERMINAL_TRANSITIONS
+    if ready is None:
+        return ChildState(name, "Unknown", INFERENCE_SERVICE_PENDING,
+                          f"InferenceService {name} has not reported readiness yet", stalled,
+                          status.get("url"))
+    value: ConditionStatus = ready.get("status") if ready.get("status") in ("True", "False") else "Unknown"
+    reason = _camel_reason(ready.get("reason") or failure.get("reason"), INFERENCE_SERVICE_NOT_READY)
+    message = str(ready.get("message") or failure.get("message") or "")
+    stalled = stalled or (value == "False" and reason in _TERMINAL_REASONS)
+    return ChildState(name, value, reason, message, stalled, status.get("url"))
+
+
+def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
+    """Replace the condition of `new.type`, keeping lastTransitionTime when its status did not change."""
+    old = next((c for c in conditions if c.type == new.type), None)
+    if old is not None and old.status == new.status:
+        new = new.model_copy(update={"last_transition_time": old.last_transition_time})
+    return [*(c for c in conditions if c.type != new.type), new]
+
+
+def _remove_condition(conditions: Sequence[Condition], type_: str) -> list[Condition]:
+    return [c for c in conditions if c.type != type_]
+
+
+def _condition(type_: str, value: ConditionStatus, reason: str, message: str, now: datetime,
+               generation: int | None) -> Condition:
+    return Condition(type=type_, status=value, reason=reason, message=message[:MAX_MESSAGE],
+                     last_transition_time=now, observed_generation=generation)
+
+
+def _ordered(conditions: list[Condition]) -> list[Condition]:
+    order = {READY: 0, RECONCILING: 1, STALLED: 2}
+    return sorted(conditions, key=lambda c: (order.get(c.type, 3), c.type))
+
+
+def failed_status(previous: VSSModelStatus, failure: Failure, now: datetime,
+                  observed_generation: int | None) -> VSSModelStatus:
+    """Ready=False and Stalled=True with the failure's reason: nothing changes until the spec does."""
+    conditions = set_condition(previous.conditions, _condition(
+        READY, "False", failure.reason, failure.message, now, observed_generation))
+    conditions = set_condition(conditions, _condition(
+        STALLED, "True", failure.reason, failure.message, now, observed_generation))
+    conditions = _remove_condition(conditions, RECONCILING)
+    return previous.model_copy(update={
+        "observed_generation": observed_generation, "conditions": _ordered(conditions), "phase": "Failed"})
+
+
+def status_for(
+    model: VSSModel,
+    desired: Sequence[Mapping[str, Any]],
+    observed: Iterable[Mapping[str, Any]],
+    previous: VSSModelStatus,
+    now: datetime,
+    observed_generation: int | None,
+) -> VSSModelStatus:
+    """The status a VSSModel should show, given the manifests render wants (`desired`) and the children
+    the apiserver holds (`observed`). Conditions other than Ready/Reconciling/Stalled (RolloutSucceeded…)
+    and the rollout fields are carried over from `previous`: their owner is the rollout."""
+    by_name = {o["metadata"]["name"]: o for o in observed if o.get("kind") == "InferenceService"}
+    wanted = [d["metadata"]["name"] for d in desired if d.get("kind") == "InferenceService"]
+    children = [isvc_state(name, by_name.get(name)) for name in wanted]
+    not_ready = [c for c in children if c.ready != "True"]
+    stalled = next((c for c in not_ready if c.stalled), None)
+
+    def cond(type_: str, value: ConditionStatus, reason: str, message: str) -> Condition:
+        return _condition(type_, value, reason, message, now, observed_generation)
+
+    conditions = list(previous.conditions)
+    phase: Phase
+    if stalled is not None:
+        message = f"InferenceService {stalled.name}: {stalled.message}".rstrip(": ")
+        conditions = set_condition(conditions, cond(READY, "False", stalled.reason, message))
+        conditions = set_condition(conditions, cond(STALLED, "True", stalled.reason, message))
+        conditions = _remove_condition(conditions, RECONCILING)
+        phase = "Failed"
+    elif not_ready:
+        first = not_ready[0]
+        message = f"InferenceService {first.name}: {first.message}".rstrip(": ")
+        conditions = set_condition(conditions, cond(READY, "False", first.reason, message))
+        conditions = set_condition(conditions, cond(
+            RECONCILING, "True", PROGRESSING, f"waiting for InferenceService {first.name} to become ready"))
+        conditions = _remove_condition(conditions, STALLED)
+        phase = "Progressing"
+    else:
+        names = ", ".join(c.name for c in children)
+        conditions = set_condition(conditions, cond(
+            READY, "True", INFERENCE_SERVICES_READY, f"InferenceService {names} ready"))
+        conditions = _remove_condition(conditions, RECONCILING)
+        conditions = _remove_condition(conditions, STALLED)
+        phase = "Stable"
+
+    in_rollout = previous.canary_version is not None
+    return previous.model_copy(update={
+        "observed_generation": observed_generation,
+        "conditions": _ordered(conditions),
+        "stable_version": previous.stable_version if in_rollout else model.spec.version,
+        "phase": previous.phase if in_rollout else phase,
+        "url": _url(desired, children),
+    })
+
+
+def _url(desired: Sequence[Mapping[str, Any]], children: Sequence[ChildState]) -> str | None:
+    route = next((d for d in desired if d.get("kind") == "HTTPRoute"), None)
+    if route is not None and route["spec"].get("hostnames"):
+        return f"http://{route['spec']['hostnames'][0]}"
+    return next((c.url for c in children if c.url), None)
+
+
+def transitions(previous: VSSModelStatus, current: VSSModelStatus) -> list[Event]:
+    """Events worth posting: Ready flipped (or first set), or Stalled became true."""
+    events: list[Event] = []
+    old_ready, new_ready = previous.condition(READY), current.condition(READY)
+    if new_ready is not None and (old_ready is None or old_ready.status != new_ready.status
+                                  or old_ready.reason != new_ready.reason):
+        kind: Literal["Normal", "Warning"] = "Normal" if new_ready.status == "True" else "Warning"
+        if new_ready.status != "True" and new_ready.reason in (INFERENCE_SERVICE_PENDING, PROGRESSING):
+            kind = "Normal"
+        events.append(Event(kind, new_ready.reason, new_ready.message))
+    old_stalled, new_stalled = previous.condition(STALLED), current.condition(STALLED)
+    if new_stalled is not None and new_stalled.status == "True" and (
+            old_stalled is None or old_stalled.status != "True"):
+        events.append(Event("Warning", STALLED, new_stalled.message))
+    return events
