@@ -1,0 +1,278 @@
+"""VSSModel → the manifests the operator applies (pure): one KServe InferenceService per served version,
+with the transformer collocated in the predictor pod, and the Gateway API HTTPRoute that splits traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from vss_operator.serving_args import predictor_args, transformer_args
+from vss_operator.spec import API_VERSION, KIND, Device, ModelVersion, VSSModel
+
+Manifest = dict[str, Any]
+
+ISVC_API_VERSION = "serving.kserve.io/v1beta1"
+ISVC_KIND = "InferenceService"
+ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+ROUTE_KIND = "HTTPRoute"
+
+MANAGED_BY = "vss-operator"
+MODEL_LABEL = "serving.vss.ai/model"
+VERSION_LABEL = "serving.vss.ai/version"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+
+# KServe collocation: `kserve-container` is the predictor, `transformer-container` the pre/post step
+# in front of it; KServe routes the pod's traffic to the transformer's first port.
+PREDICTOR_CONTAINER = "kserve-container"
+TRANSFORMER_CONTAINER = "transformer-container"
+PREDICTOR_HTTP_PORT = 8085
+PREDICTOR_GRPC_PORT = 8086
+TRANSFORMER_HTTP_PORT = 8080
+TRANSFORMER_GRPC_PORT = 8081
+MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts what STORAGE_URI names
+KSERVE_SERVICE_PORT = 80  # the port of KServe's `<isvc>-predictor` Service
+GPU_RESOURCE = "nvidia.com/gpu"
+RUN_AS = 1000
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Operator-wide settings for what render writes (flags of `vss operator`, values of the chart)."""
+
+    cpu_image: str = "ghcr.io/vss-serving/predictor-cpu:0.1.0"
+    gpu_image: str = "ghcr.io/vss-serving/predictor-gpu:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    gateway_name: str = "kserve-ingress-gateway"
+    gateway_namespace: str = "kserve"
+    domain: str = "example.com"
+    # KServe ≥0.16 also accepts Standard/Knative; the legacy names work on every release.
+    raw_deployment_mode: str = "RawDeployment"
+    serverless_deployment_mode: str = "Serverless"
+    transformer_cpu_request: str = "250m"
+    transformer_memory_request: str = "256Mi"
+    transformer_memory_limit: str = "1Gi"
+    # The ServiceAccount KServe's storage initializer reads storage credentials from; None: the default.
+    model_service_account: str | None = None
+
+
+DEFAULT_CONFIG = RenderConfig()
+
+
+def isvc_name(model: VSSModel, version: str) -> str:
+    return f"{model.metadata.name}-{version}"
+
+
+def host(model: VSSModel, config: RenderConfig) -> str:
+    """The stable host clients call, whatever version serves it."""
+    return f"{model.metadata.name}.{model.metadata.namespace}.{config.domain}"
+
+
+def model_path(storage_uri: str) -> str:
+    """Where a file named by `storage_uri` lands in the pod: KServe downloads it into MODEL_DIR."""
+    base = posixpath.basename(urlparse(storage_uri).path)
+    return f"{MODEL_DIR}/{base}" if base else MODEL_DIR
+
+
+def child_selector(model_name: str) -> str:
+    """Label selector of every object the operator rendered for the VSSModel `model_name`."""
+    return f"{MODEL_LABEL}={model_name},{MANAGED_BY_LABEL}={MANAGED_BY}"
+
+
+def render(
+    model: VSSModel,
+    config: RenderConfig = DEFAULT_CONFIG,
+    *,
+    stable_version: str | None = None,
+    canary_version: str | None = None,
+    canary_weight: int = 0,
+) -> list[Manifest]:
+    """The manifests serving `model`: `stable_version` (default: spec.version) takes 100 - canary_weight
+    percent of the traffic and `canary_version`, when given, the rest."""
+    if not 0 <= canary_weight <= 100:
+        raise ValueError(f"canary_weight must be within 0..100, not {canary_weight}")
+    # A JSON round trip: every manifest is a tree of its own, with no part shared with another.
+    return [json.loads(json.dumps(m)) for m in _render(model, config, stable_version, canary_version,
+                                                         canary_weight)]
+
+
+def _render(model: VSSModel, config: RenderConfig, stable_version: str | None, canary_version: str | None,
+            canary_weight: int) -> list[Manifest]:
+    versions = {v.name: v for v in model.spec.versions}
+    stable = versions[stable_version or model.spec.version]
+    canary = versions[canary_version] if canary_version is not None else None
+    if model.spec.rollout.traffic_router == "knative":
+        # One InferenceService; KServe keeps the previous revision and splits by canaryTrafficPercent.
+        serving = canary or stable
+        isvc = _inference_service(model, config, serving, model.metadata.name, knative=True)
+        if canary is not None:
+            isvc["spec"]["predictor"]["canaryTrafficPercent"] = canary_weight
+        return [isvc]
+    manifests = [_inference_service(model, config, stable, isvc_name(model, stable.name), knative=False)]
+    if canary is not None:
+        manifests.append(
+            _inference_service(model, config, canary, isvc_name(model, canary.name), knative=False))
+    backends = [(stable.name, 100 - canary_weight)]
+    if canary is not None:
+        backends.append((canary.name, canary_weight))
+    manifests.append(_http_route(model, config, backends))
+    return manifests
+
+
+def _labels(model: VSSModel, instance: str, component: str, version: str | None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": model.metadata.name,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "vss-serving",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        MODEL_LABEL: model.metadata.name,
+    }
+    if version is not None:
+        labels["app.kubernetes.io/version"] = version
+        labels[VERSION_LABEL] = version
+    return labels
+
+
+def _metadata(model: VSSModel, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
+              ) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": model.metadata.namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    if model.metadata.uid:
+        meta["ownerReferences"] = [{
+            "apiVersion": API_VERSION, "kind": KIND, "name": model.metadata.name, "uid": model.metadata.uid,
+            "controller": True, "blockOwnerDeletion": True,
+        }]
+    return meta
+
+
+def _http_get(path: str, port: int, *, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": 2,
+            "failureThreshold": failures}
+
+
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+_TMP_MOUNT = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - an emptyDir: the root fs is read-only
+
+
+def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVersion, name: str, *,
+                       knative: bool) -> Manifest:
+    spec = model.spec
+    gpu = spec.predictor.device is Device.GPU
+    labels = _labels(model, name, "inference", version.name)
+
+    limits = dict(spec.predictor.resources.limits)
+    requests = dict(spec.predictor.resources.requests)
+    if gpu:
+        limits.setdefault(GPU_RESOURCE, "1")
+    predictor: dict[str, Any] = {
+        "name": PREDICTOR_CONTAINER,
+        "image": config.gpu_image if gpu else config.cpu_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "vss_predictors"],
+        "args": predictor_args(spec, version, model_path(version.storage_uri),
+                               PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT, model_name=model.metadata.name),
+        "env": [{"name": "STORAGE_URI", "value": version.storage_uri}],
+        "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": _TMP_MOUNT,
+    }
+    # Clients call the model by the VSSModel's name whichever version answers, so both share it.
+    args = transformer_args(spec, model.metadata.name, f"localhost:{PREDICTOR_GRPC_PORT}",
+                            f"localhost:{PREDICTOR_HTTP_PORT}", TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT,
+                            version=version.name)
+    transformer: dict[str, Any] = {
+        "name": TRANSFORMER_CONTAINER,
+        "image": config.cpu_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "vss_transformers"],
+        "args": args,
+        "env": [{"name": "PROTOCOL", "value": "v2"}],
+        # Knative serves exactly one port per pod; raw mode also publishes gRPC on the Service.
+        "ports": [{"name": "http1", "containerPort": TRANSFORMER_HTTP_PORT, "protocol": "TCP"}] + (
+            [] if knative else [{"name": "grpc", "containerPort": TRANSFORMER_GRPC_PORT, "protocol": "TCP"}]),
+        "readinessProbe": _http_get("/v2/health/ready", TRANSFORMER_HTTP_PORT, period=5, failures=3),
+        "livenessProbe": _http_get("/v2/health/live", TRANSFORMER_HTTP_PORT, period=10, failures=3),
+        "resources": {
+            "requests": {"cpu": config.transformer_cpu_request, "memory": config.transformer_memory_request},
+            "limits": {"memory": config.transformer_memory_limit},
+        },
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": _TMP_MOUNT,
+    }
+    if not knative:
+        # Knative refuses ports and probes on a second container; in raw mode the predictor gets its own,
+        # with a startup probe that gives the warm-up (TensorRT engine builds) five minutes.
+        predictor["ports"] = [
+            {"name": "predictor-http", "containerPort": PREDICTOR_HTTP_PORT, "protocol": "TCP"},
+            {"name": "predictor-grpc", "containerPort": PREDICTOR_GRPC_PORT, "protocol": "TCP"},
+        ]
+        predictor["startupProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=5, failures=60)
+        predictor["readinessProbe"] = _http_get("/v2/health/ready", PREDICTOR_HTTP_PORT, period=5, failures=3)
+        predictor["livenessProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=10, failures=3)
+
+    pod: dict[str, Any] = {
+        "minReplicas": spec.predictor.min_replicas,
+        "maxReplicas": spec.predictor.max_replicas,
+        "labels": labels,
+        "annotations": {
+            # The predictor's metrics carry the version label the rollout analysis queries.
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PREDICTOR_HTTP_PORT),
+            "prometheus.io/path": "/metrics",
+        },
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [predictor, transformer],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+    }
+    if config.model_service_account:
+        pod["serviceAccountName"] = config.model_service_account
+    if gpu:
+        pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    annotations = {
+        DEPLOYMENT_MODE: config.serverless_deployment_mode if knative else config.raw_deployment_mode,
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+    }
+    return {
+        "apiVersion": ISVC_API_VERSION,
+        "kind": ISVC_KIND,
+        "metadata": _metadata(model, name, labels, annotations),
+        "spec": {"predictor": pod},
+    }
+
+
+def _http_route(model: VSSModel, config: RenderConfig, backends: list[tuple[str, int]]) -> Manifest:
+    name = model.metadata.name
+    return {
+        "apiVersion": ROUTE_API_VERSION,
+        "kind": ROUTE_KIND,
+        "metadata": _metadata(model, name, _labels(model, name, "route", None)),
+        "spec": {
+            "parentRefs": [{
+                "group": "gateway.networking.k8s.io", "kind": "Gateway",
+                "name": config.gateway_name, "namespace": config.gateway_namespace,
+            }],
+            "hostnames": [host(model, config)],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {"group": "", "kind": "Service", "name": f"{isvc_name(model, version)}-predictor",
+                     "port": KSERVE_SERVICE_PORT, "weight": weight}
+                    for version, weight in backends
+                ],
+            }],
+        },
+    }

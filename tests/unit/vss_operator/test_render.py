@@ -1,0 +1,278 @@
+"""render: a VSSModel becomes InferenceServices (predictor + collocated transformer) and an HTTPRoute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from vss_operator.render import RenderConfig, child_selector, model_path, render
+from vss_operator.serving_args import predictor_args, transformer_args
+from vss_operator.spec import VSSModel
+
+UID = "0c6f1c9e-2f5b-4f7e-9d55-0a4b3f0e8e11"
+
+
+def _model(**spec: Any) -> VSSModel:
+    body: dict[str, Any] = {
+        "apiVersion": "serving.vss.ai/v1alpha1",
+        "kind": "VSSModel",
+        "metadata": {"name": "yolo", "namespace": "vision", "uid": UID, "generation": 3},
+        "spec": {
+            "task": "detection",
+            "version": "v2",
+            "versions": [
+                {"name": "v1", "storageUri": "s3://models/yolo/v1/model.onnx"},
+                {"name": "v2", "storageUri": "s3://models/yolo/v2/best.onnx"},
+            ],
+            **spec,
+        },
+    }
+    return VSSModel.model_validate(body)
+
+
+def _containers(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
+
+
+def test_cpu_detection_model_renders_the_expected_inferenceservice_and_route() -> None:
+    model = _model()
+    config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1", domain="example.com")
+
+    isvc, route = render(model, config)
+
+    labels = {
+        "app.kubernetes.io/name": "yolo",
+        "app.kubernetes.io/instance": "yolo-v2",
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/part-of": "vss-serving",
+        "app.kubernetes.io/managed-by": "vss-operator",
+        "serving.vss.ai/model": "yolo",
+        "app.kubernetes.io/version": "v2",
+        "serving.vss.ai/version": "v2",
+    }
+    owner = {"apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel", "name": "yolo", "uid": UID,
+             "controller": True, "blockOwnerDeletion": True}
+    security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]}}
+    tmp = [{"name": "tmp", "mountPath": "/tmp"}]
+    version = model.spec.versions[1]
+
+    def probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": 2,
+                "failureThreshold": failures}
+
+    assert isvc == {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": "yolo-v2",
+            "namespace": "vision",
+            "labels": labels,
+            "annotations": {
+                "serving.kserve.io/deploymentMode": "RawDeployment",
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+            },
+            "ownerReferences": [owner],
+        },
+        "spec": {"predictor": {
+            "minReplicas": 1,
+            "maxReplicas": 1,
+            "labels": labels,
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8085",
+                            "prometheus.io/path": "/metrics"},
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "reg/cpu:1",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-m", "vss_predictors"],
+                    "args": predictor_args(model.spec, version, "/mnt/models/best.onnx", 8085, 8086,
+                                           model_name="yolo"),
+                    "env": [{"name": "STORAGE_URI", "value": "s3://models/yolo/v2/best.onnx"}],
+                    "resources": {},
+                    "securityContext": security,
+                    "volumeMounts": tmp,
+                    "ports": [
+                        {"name": "predictor-http", "containerPort": 8085, "protocol": "TCP"},
+                        {"name": "predictor-grpc", "containerPort": 8086, "protocol": "TCP"},
+                    ],
+                    "startupProbe": probe("/v2/health/live", 8085, 5, 60),
+                    "readinessProbe": probe("/v2/health/ready", 8085, 5, 3),
+                    "livenessProbe": probe("/v2/health/live", 8085, 10, 3),
+                },
+                {
+                    "name": "transformer-container",
+                    "image": "reg/cpu:1",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-m", "vss_transformers"],
+                    "args": transformer_args(model.spec, "yolo", "localhost:8086", "localhost:8085",
+                                             8080, 8081, version="v2"),
+                    "env": [{"name": "PROTOCOL", "value": "v2"}],
+                    "ports": [
+                        {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+                        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+                    ],
+                    "readinessProbe": probe("/v2/health/ready", 8080, 5, 3),
+                    "livenessProbe": probe("/v2/health/live", 8080, 10, 3),
+                    "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                  "limits": {"memory": "1Gi"}},
+                    "securityContext": security,
+                    "volumeMounts": tmp,
+                },
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        }},
+    }
+    assert route == {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": "yolo",
+            "namespace": "vision",
+            "labels": {
+                "app.kubernetes.io/name": "yolo",
+                "app.kubernetes.io/instance": "yolo",
+                "app.kubernetes.io/component": "route",
+                "app.kubernetes.io/part-of": "vss-serving",
+                "app.kubernetes.io/managed-by": "vss-operator",
+                "serving.vss.ai/model": "yolo",
+            },
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "name": "kserve-ingress-gateway", "namespace": "kserve"}],
+            "hostnames": ["yolo.vision.example.com"],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"group": "", "kind": "Service", "name": "yolo-v2-predictor", "port": 80,
+                                 "weight": 100}],
+            }],
+        },
+    }
+
+
+def test_transformer_talks_to_the_predictor_on_localhost_with_its_health_check() -> None:
+    transformer = _containers(render(_model())[0])["transformer-container"]
+
+    args = transformer["args"]
+    assert args[args.index("--predictor_host") + 1] == "localhost:8086"
+    assert args[args.index("--predictor_rest_host") + 1] == "localhost:8085"
+    assert "--enable_predictor_health_check" in args
+    assert args[args.index("--http_port") + 1] == "8080"
+    assert args[args.index("--grpc_port") + 1] == "8081"
+
+
+def test_gpu_device_asks_for_one_gpu_and_uses_the_gpu_image_for_the_predictor_only() -> None:
+    model = _model(predictor={"device": "gpu", "resources": {"limits": {"memory": "4Gi"}}})
+    config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1")
+
+    isvc = render(model, config)[0]
+
+    containers = _containers(isvc)
+    assert containers["kserve-container"]["image"] == "reg/gpu:1"
+    assert containers["kserve-container"]["resources"]["limits"] == {"memory": "4Gi", "nvidia.com/gpu": "1"}
+    assert containers["transformer-container"]["image"] == "reg/cpu:1"
+    assert "nvidia.com/gpu" not in str(containers["transformer-container"]["resources"])
+    assert isvc["spec"]["predictor"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_cpu_device_asks_for_no_gpu() -> None:
+    assert "nvidia.com/gpu" not in str(render(_model())[0])
+
+
+def test_canary_gets_its_own_inferenceservice_and_the_route_splits_by_weight() -> None:
+    manifests = render(_model(), stable_version="v1", canary_version="v2", canary_weight=10)
+
+    assert [m["metadata"]["name"] for m in manifests] == ["yolo-v1", "yolo-v2", "yolo"]
+    backends = manifests[2]["spec"]["rules"][0]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in backends] == [
+        ("yolo-v1-predictor", 90), ("yolo-v2-predictor", 10)]
+    stable_args = _containers(manifests[0])["kserve-container"]["args"]
+    assert stable_args[stable_args.index("--model_version") + 1] == "v1"
+    assert _containers(manifests[0])["kserve-container"]["env"][0]["value"] == "s3://models/yolo/v1/model.onnx"
+
+
+def test_a_rolled_back_canary_stays_routed_at_zero() -> None:
+    route = render(_model(), stable_version="v1", canary_version="v2", canary_weight=0)[-1]
+
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+
+
+def test_knative_router_renders_one_inferenceservice_with_canary_traffic_percent_and_no_route() -> None:
+    model = _model(rollout={"trafficRouter": "knative"})
+
+    plain = render(model)
+    canary = render(model, stable_version="v1", canary_version="v2", canary_weight=25)
+
+    assert [m["kind"] for m in plain] == ["InferenceService"]
+    assert plain[0]["metadata"]["name"] == "yolo"
+    assert plain[0]["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert "canaryTrafficPercent" not in plain[0]["spec"]["predictor"]
+    assert canary[0]["spec"]["predictor"]["canaryTrafficPercent"] == 25
+    assert canary[0]["metadata"]["labels"]["serving.vss.ai/version"] == "v2"
+    containers = _containers(canary[0])
+    # Knative serves one port and refuses probes on the second container.
+    assert "ports" not in containers["kserve-container"]
+    assert "readinessProbe" not in containers["kserve-container"]
+    assert [p["containerPort"] for p in containers["transformer-container"]["ports"]] == [8080]
+
+
+def test_deployment_modes_are_configurable_for_newer_kserve_names() -> None:
+    config = RenderConfig(raw_deployment_mode="Standard")
+
+    isvc = render(_model(), config)[0]
+
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_without_a_uid_there_are_no_owner_references() -> None:
+    model = _model()
+    model.metadata.uid = None
+
+    assert all("ownerReferences" not in m["metadata"] for m in render(model))
+
+
+def test_replicas_and_model_service_account_come_through() -> None:
+    model = _model(predictor={"minReplicas": 2, "maxReplicas": 5})
+
+    predictor = render(model, RenderConfig(model_service_account="models-s3"))[0]["spec"]["predictor"]
+
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
+    assert predictor["serviceAccountName"] == "models-s3"
+
+
+def test_manifests_share_no_objects_so_a_caller_may_edit_one_safely() -> None:
+    isvc, route = render(_model())
+
+    isvc["metadata"]["labels"]["x"] = "y"
+    _containers(isvc)["kserve-container"]["securityContext"]["privileged"] = True
+
+    assert "x" not in isvc["spec"]["predictor"]["labels"]
+    assert "privileged" not in _containers(isvc)["transformer-container"]["securityContext"]
+    assert "x" not in route["metadata"]["labels"]
+
+
+def test_canary_weight_outside_0_to_100_is_refused() -> None:
+    with pytest.raises(ValueError, match="canary_weight"):
+        render(_model(), canary_version="v1", canary_weight=101)
+
+
+@pytest.mark.parametrize(("uri", "path"), [
+    ("s3://models/yolo/v2/model.onnx", "/mnt/models/model.onnx"),
+    ("pvc://claim/dir/resnet.pt", "/mnt/models/resnet.pt"),
+    ("https://example.com/m.onnx?x=1", "/mnt/models/m.onnx"),
+    ("gs://bucket/folder/", "/mnt/models"),
+])
+def test_model_path_is_the_file_under_mnt_models(uri: str, path: str) -> None:
+    assert model_path(uri) == path
+
+
+def test_every_child_matches_the_child_selector() -> None:
+    selector = dict(part.split("=") for part in child_selector("yolo").split(","))
+
+    for manifest in render(_model()):
+        assert selector.items() <= manifest["metadata"]["labels"].items()
