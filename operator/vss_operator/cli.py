@@ -1,0 +1,154 @@
+"""The `vss` command: `render`, `crd`, `operator`, `run` and `models`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from vss_operator.render import RenderConfig
+from vss_operator.spec import InvalidSpec, VSSModel
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    defaults = RenderConfig()
+    parser = argparse.ArgumentParser(prog="vss", description="VSS Serving: serve VSSModels on KServe.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = commands.add_parser("render", help="print the manifests the operator would apply for FILE")
+    render.add_argument("file", type=Path, metavar="FILE")
+    _render_options(render, defaults)
+
+    commands.add_parser("crd", help="print the VSSModel CustomResourceDefinition")
+
+    op = commands.add_parser("operator", help="run the operator (kopf, in this process)")
+    op.add_argument("--namespace", "-n", default=env("VSS_WATCH_NAMESPACE") or None,
+                    help="watch only this namespace (default: every namespace)")
+    op.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or KUBECONFIG)")
+    op.add_argument("--health-port", type=int, default=int(env("VSS_HEALTH_PORT", "8080")),
+                    help="port of /healthz and /metrics")
+    op.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
+                    help="take the leader Lease before reconciling (one active replica)")
+    op.add_argument("--lease-name", default=env("VSS_LEASE_NAME", "vss-operator"))
+    op.add_argument("--lease-namespace", default=None,
+                    help="namespace of the Lease (default: POD_NAMESPACE, the pod's own, or default)")
+    op.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
+    op.add_argument("--lease-renew-deadline", type=float, default=10.0, help="seconds")
+    op.add_argument("--lease-retry-period", type=float, default=2.0, help="seconds")
+    op.add_argument("--retry-delay", type=float, default=5.0,
+                    help="seconds before a reconcile that met an apiserver error is retried")
+    _render_options(op, defaults)
+
+    run = commands.add_parser("run", help="serve FILE locally: predictor and transformer on loopback")
+    run.add_argument("file", type=Path, metavar="FILE")
+    run.add_argument("--http-port", type=int, default=8080)
+    run.add_argument("--grpc-port", type=int, default=8081)
+
+    commands.add_parser("models", help="build or train the shipped models (vss models --help)",
+                        add_help=False)
+    return parser
+
+
+def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> None:
+    get = os.environ.get
+    parser.add_argument("--cpu-image", default=get("VSS_CPU_IMAGE", defaults.cpu_image),
+                        help="image of the transformer and of CPU predictors")
+    parser.add_argument("--gpu-image", default=get("VSS_GPU_IMAGE", defaults.gpu_image),
+                        help="image of GPU predictors (CUDA, onnxruntime-gpu)")
+    parser.add_argument("--image-pull-policy",
+                        default=get("VSS_IMAGE_PULL_POLICY", defaults.image_pull_policy))
+    parser.add_argument("--gateway-name", default=get("VSS_GATEWAY_NAME", defaults.gateway_name),
+                        help="Gateway the HTTPRoutes attach to")
+    parser.add_argument("--gateway-namespace",
+                        default=get("VSS_GATEWAY_NAMESPACE", defaults.gateway_namespace))
+    parser.add_argument("--domain", default=get("VSS_DOMAIN", defaults.domain),
+                        help="hosts are <model>.<namespace>.<domain>")
+    parser.add_argument("--model-service-account", default=get("VSS_MODEL_SERVICE_ACCOUNT") or None,
+                        help="ServiceAccount holding the storage credentials of the model pods")
+
+
+def _render_config(args: argparse.Namespace) -> RenderConfig:
+    return RenderConfig(
+        cpu_image=args.cpu_image, gpu_image=args.gpu_image, image_pull_policy=args.image_pull_policy,
+        gateway_name=args.gateway_name, gateway_namespace=args.gateway_namespace, domain=args.domain,
+        model_service_account=args.model_service_account)
+
+
+def _lease_namespace(flag: str | None) -> str:
+    if flag:
+        return flag
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.is_file():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return "default"
+
+
+def _render(args: argparse.Namespace) -> int:
+    from vss_operator.render import render
+
+    model = VSSModel.from_yaml_file(args.file)
+    print(yaml.safe_dump_all(render(model, _render_config(args)), sort_keys=False, width=110), end="")
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from vss_operator.daemon import OperatorOptions, run
+    from vss_operator.leader import LeaseTimings
+
+    kopf.configure(verbose=args.verbose)
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    options = OperatorOptions(
+        namespace=args.namespace, kubeconfig=args.kubeconfig, render=_render_config(args),
+        health_port=args.health_port, leader_election=args.leader_election, lease_name=args.lease_name,
+        lease_namespace=_lease_namespace(args.lease_namespace), identity=identity,
+        lease=LeaseTimings(args.lease_duration, args.lease_renew_deadline, args.lease_retry_period),
+        retry_delay=args.retry_delay)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in through the same kubeconfig
+    return asyncio.run(run(options))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "models":
+        # Another package's CLI, loaded only when asked for (it pulls in the training stack).
+        models_main: Callable[[list[str]], int | None] = importlib.import_module("vss_models.cli").main
+        return int(models_main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "render":
+            return _render(args)
+        if args.command == "crd":
+            from vss_operator.crd import crd_yaml
+
+            print(crd_yaml(), end="")
+            return 0
+        if args.command == "operator":
+            return _operator(args)
+        if args.command == "run":
+            from vss_operator.local import run_local
+
+            return run_local(args.file, args.http_port, args.grpc_port)
+    except InvalidSpec as exc:
+        print(f"vss: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""The `vss` command line: render, crd, run and models delegation."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from vss_operator import cli
+from vss_operator.crd import crd_yaml
+
+MODEL = """\
+apiVersion: serving.vss.ai/v1alpha1
+kind: VSSModel
+metadata:
+  name: yolo
+  namespace: vision
+spec:
+  task: detection
+  version: v1
+  versions:
+    - {name: v1, storageUri: "s3://models/yolo/v1/model.onnx"}
+"""
+
+
+def test_render_prints_the_manifests_as_multi_document_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "yolo.yaml"
+    path.write_text(MODEL)
+
+    assert cli.main(["render", str(path), "--cpu-image", "reg/cpu:2"]) == 0
+
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("InferenceService", "yolo-v1"), ("HTTPRoute", "yolo")]
+    assert docs[0]["spec"]["predictor"]["containers"][0]["image"] == "reg/cpu:2"
+    assert "&id" not in capsys.readouterr().out
+
+
+def test_render_of_an_invalid_file_says_which_field_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MODEL.replace("version: v1\n", "version: v9\n"))
+
+    assert cli.main(["render", str(path)]) == 2
+
+    assert "spec.version 'v9' must name an entry" in capsys.readouterr().err
+
+
+def test_crd_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["crd"]) == 0
+
+    assert capsys.readouterr().out == crd_yaml()
+
+
+def test_run_hands_the_file_and_ports_to_run_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[Path, int, int]] = []
+
+    def fake_run_local(path: Path, http_port: int, grpc_port: int) -> int:
+        calls.append((path, http_port, grpc_port))
+        return 0
+
+    monkeypatch.setattr("vss_operator.local.run_local", fake_run_local)
+
+    assert cli.main(["run", str(tmp_path / "m.yaml"), "--http-port", "9000"]) == 0
+    assert calls == [(tmp_path / "m.yaml", 9000, 8081)]
+
+
+def test_models_passes_the_rest_of_the_command_line_to_vss_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    fake = types.ModuleType("vss_models.cli")
+    fake.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vss_models.cli", fake)
+
+    assert cli.main(["models", "build", "--out", "x"]) == 3
+    assert seen == [["build", "--out", "x"]]
+
+
+def test_lease_namespace_comes_from_the_flag_then_pod_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "ops")
+
+    assert cli._lease_namespace("explicit") == "explicit"
+    assert cli._lease_namespace(None) == "ops"
