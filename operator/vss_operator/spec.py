@@ -21,6 +21,7 @@ API_VERSION: Literal["serving.vss.ai/v1alpha1"] = "serving.vss.ai/v1alpha1"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
+PROMETHEUS_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -154,17 +155,59 @@ class RolloutStep(SpecModel):
 
 class PrometheusSource(SpecModel):
     url: str = "http://prometheus.monitoring:9090"
+    timeout: Annotated[str, Field(pattern=DURATION, description=(
+        "How long one query may take; a query that takes longer counts as no data."))] = "5s"
+    labels: dict[str, str] = Field(
+        default_factory=dict, description=(
+            "Extra exact label matchers for every query, e.g. {namespace: vision} when the scrape "
+            "configuration attaches a namespace label (model names are unique per namespace only)."),
+        json_schema_extra=_validations(cel(
+            f"size(self) <= 8 && self.all(k, k.matches('{PROMETHEUS_LABEL}'))",
+            "rollout.analysis.prometheus.labels takes at most 8 Prometheus label names")))
+
+    @model_validator(mode="after")
+    def _label_names(self) -> Self:
+        if len(self.labels) > 8 or not all(re.match(PROMETHEUS_LABEL, k) for k in self.labels):
+            raise ValueError("rollout.analysis.prometheus.labels takes at most 8 Prometheus label names")
+        return self
 
 
 class Analysis(SpecModel):
-    interval: Annotated[str, Field(pattern=DURATION)] = "1m"
-    failure_limit: Annotated[int, Field(ge=1, le=100)] = 2
-    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
-    max_p95_latency_ms: Annotated[float, Field(gt=0)] = 80.0
+    interval: Annotated[str, Field(pattern=DURATION, description=(
+        "How often the canary is judged; also the window of every query, so keep it at least twice "
+        "Prometheus' scrape interval."))] = "1m"
+    failure_limit: Annotated[int, Field(ge=1, le=100, description=(
+        "Failed checks in one rollout that roll it back."))] = 2
+    no_data_limit: Annotated[int, Field(ge=1, le=100, description=(
+        "Checks in a row without data (no requests, Prometheus unreachable) that roll the rollout back. "
+        "A check without data neither passes nor fails."))] = 5
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000, description=(
+        "Fewest canary requests in an interval for a check to count; fewer is no data."))] = 10
+    max_error_rate: Annotated[float, Field(ge=0.0, le=1.0, description=(
+        "Highest share of the canary's requests that may end in a server error."))] = 0.01
+    max_p95_latency_ms: Annotated[float, Field(gt=0, description=(
+        "Highest 95th percentile of the canary's request duration."))] = 80.0
+    component: Literal["predictor", "transformer"] = Field(default="predictor", description=(
+        "Whose metrics judge the canary: the predictor's (the model) or the transformer's (what "
+        "clients see, pre/post-processing included)."))
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
 
 
+class Shadow(SpecModel):
+    """Mirror live requests to the new version (answers discarded) before it takes any traffic."""
+
+    percent: Annotated[int, Field(ge=1, le=100, description="Share of requests mirrored.")] = 100
+    duration: Annotated[str, Field(pattern=DURATION, description=(
+        "How long the shadow phase lasts at least; it ends after that once a check passes."))] = "5m"
+
+
 class RolloutSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        cel("self.strategy != 'Canary' || size(self.steps) > 0",
+            "rollout.steps must hold at least one step when rollout.strategy is Canary", ".steps"),
+        cel("self.trafficRouter == 'gatewayapi' || (!has(self.shadow) && !has(self.stickyHeader))",
+            "rollout.shadow and rollout.stickyHeader need rollout.trafficRouter gatewayapi")))
+
     strategy: Literal["Canary", "Immediate"] = "Canary"
     traffic_router: Literal["gatewayapi", "knative"] = "gatewayapi"
     steps: list[RolloutStep] = Field(
@@ -174,13 +217,27 @@ class RolloutSpec(SpecModel):
             "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
             "rollout.steps weights must rise strictly from step to step")))
     analysis: Analysis = Field(default_factory=Analysis)
-    promotion: Literal["Automatic", "Manual"] = "Automatic"
+    promotion: Literal["Automatic", "Manual"] = Field(default="Automatic", description=(
+        "Manual: after the last step passes, wait for the annotation serving.vss.ai/promote "
+        "naming the canary version."))
+    progress_deadline: Annotated[str, Field(pattern=DURATION, description=(
+        "Longest wait for the new version's InferenceService to become ready; then it rolls back."))] = "10m"
+    shadow: Shadow | None = Field(default=None, description=(
+        "Optional shadow phase before the first step (Gateway API RequestMirror)."))
+    sticky_header: Annotated[str | None, Field(
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$", max_length=128, description=(
+            "Keep a client on one version during a rollout: the gateway's session persistence by "
+            "this request header (Gateway API sessionPersistence, type Header)."))] = None
 
     @model_validator(mode="after")
     def _weights_rise(self) -> Self:
         weights = [s.weight for s in self.steps]
         if any(b <= a for a, b in itertools.pairwise(weights)):
             raise ValueError("rollout.steps weights must rise strictly from step to step")
+        if self.strategy == "Canary" and not self.steps:
+            raise ValueError("rollout.steps must hold at least one step when rollout.strategy is Canary")
+        if self.traffic_router != "gatewayapi" and (self.shadow is not None or self.sticky_header):
+            raise ValueError("rollout.shadow and rollout.stickyHeader need rollout.trafficRouter gatewayapi")
         return self
 
 
