@@ -81,6 +81,8 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if int(declared) <= DRAIN_FACTOR * self.max_bytes:
+                await _discard_body(receive)  # so the client reads our 413 instead of a reset
             await _too_large(send, self.max_bytes)
             return
         seen = 0
@@ -105,6 +107,16 @@ class BodySizeLimit:
                 await _too_large(send, self.max_bytes)
             else:
                 raise
+
+
+DRAIN_FACTOR = 16
+
+
+async def _discard_body(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 class _BodyTooLarge(Exception):

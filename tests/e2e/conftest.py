@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.e2e.serving import Served, vss_run
+from tests.fixtures.onnx_graphs import colour_cell_detector, mean_colour_classifier, save
+
+DETECTION_YAML = """\
+apiVersion: serving.vss.ai/v1alpha1
+kind: VSSModel
+metadata: {{name: {name}}}
+spec:
+  task: detection
+  version: v1
+  versions: [{{name: v1, storageUri: {path}}}]
+  predictor: {{batching: {{maxBatchSize: 8, maxLatencyMs: 2}}}}
+  transformer:
+    maxRequestBytes: 4000000
+    detection: {{confidenceThreshold: 0.5, iouThreshold: 0.4}}
+"""
+
+CLASSIFICATION_YAML = """\
+apiVersion: serving.vss.ai/v1alpha1
+kind: VSSModel
+metadata: {{name: {name}}}
+spec:
+  task: classification
+  version: v1
+  versions: [{{name: v1, storageUri: {path}}}]
+  transformer:
+    classification: {{topK: 3}}
+"""
+
+
+def write_model_yaml(tmp: Path, name: str, template: str, model_file: Path) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(template.format(name=name, path=model_file))
+    return path
+
+
+def scene() -> np.ndarray:
+    """A 1280x720 RGB frame: a red block (person) and a blue block (object) on black."""
+    image = np.zeros((720, 1280, 3), np.uint8)
+    image[100:300, 200:400, 0] = 255
+    image[480:620, 880:1040, 2] = 255
+    return image
+
+
+def jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image[:, :, ::-1])
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def detector(workdir: Path) -> Iterator[Served]:
+    model = save(colour_cell_detector("yolov8"), workdir / "cells-v8.onnx")
+    with vss_run(write_model_yaml(workdir, "cells", DETECTION_YAML, model), "cells", workdir) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def classifier(workdir: Path) -> Iterator[Served]:
+    model = save(mean_colour_classifier(), workdir / "colour.onnx")
+    with vss_run(write_model_yaml(workdir, "colours", CLASSIFICATION_YAML, model), "colours", workdir) as served:
+        yield served

@@ -1,0 +1,93 @@
+"""Bad input against real `vss run` processes: every caller mistake is a 4xx (or gRPC INVALID_ARGUMENT)
+that says what was wrong, never a 500 or a hang, and the server answers a good request right after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import jpeg, scene
+from tests.e2e.serving import REPO, Served, post
+
+GOOD = jpeg(scene())
+
+
+def _binary(inputs: list[tuple[str, str, list[int], bytes]]) -> tuple[bytes, dict[str, str]]:
+    header = {"inputs": [{"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(b)}}
+                         for n, d, s, b in inputs]}
+    head = json.dumps(header).encode()
+    return head + b"".join(b for *_, b in inputs), {"Inference-Header-Content-Length": str(len(head)),
+                                                     "Content-Type": "application/octet-stream"}
+
+
+def _bytes_tensor(*items: bytes) -> bytes:
+    return b"".join(len(i).to_bytes(4, "little") + i for i in items)
+
+
+def _image_request(*items: bytes) -> tuple[bytes, dict[str, str]]:
+    return _binary([("image", "BYTES", [len(items)], _bytes_tensor(*items))])
+
+
+CASES = {
+    "not an image": (_image_request(b"this is plain text, not a picture"), 400, "not a JPEG or PNG"),
+    "truncated jpeg": (_image_request(GOOD[: len(GOOD) // 3]), 400, "JPEG"),
+    "pixels of the wrong dtype": (_binary([("pixels", "FP32", [4, 4, 3], b"\0" * 192)]), 400, "must be UINT8"),
+    "pixels of the wrong shape": (_binary([("pixels", "UINT8", [4, 4], b"\0" * 16)]), 400, "[H, W, 3]"),
+    "empty batch": (_binary([("image", "BYTES", [0], b"")]), 400, "empty"),
+    "unknown input name": (_binary([("frames", "BYTES", [1], _bytes_tensor(GOOD))]), 400, "exactly one input"),
+    "both inputs": (_binary([("image", "BYTES", [1], _bytes_tensor(GOOD)),
+                             ("pixels", "UINT8", [1, 1, 3], b"\0\0\0")]), 400, "exactly one input"),
+    "binary size past the body": ((b'{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],'
+                                   b'"parameters":{"binary_data_size":999}}]}', {}), 400, "binary_data_size"),
+    "not json": ((b"{this is not json", {}), 400, "not valid JSON"),
+    "second image broken": (_image_request(GOOD, b"garbage"), 400, "image[1]"),
+}
+
+
+def _good_request_succeeds(served: Served) -> None:
+    body, headers = _image_request(GOOD)
+    status, reply = post(f"http://{served.rest_url}/v2/models/{served.name}/infer", body, headers)
+    assert status == 200, reply
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_request_gets_a_4xx_that_says_why_and_the_next_good_one_succeeds(detector: Served, case: str) -> None:
+    (body, headers), expected, message = CASES[case]
+    status, reply = post(f"http://{detector.rest_url}/v2/models/{detector.name}/infer", body, headers)
+    assert status == expected, reply
+    assert message in json.loads(reply)["error"]
+    _good_request_succeeds(detector)
+
+
+def test_an_unknown_model_is_404(detector: Served) -> None:
+    body, headers = _image_request(GOOD)
+    status, reply = post(f"http://{detector.rest_url}/v2/models/no-such-model/infer", body, headers)
+    assert status == 404, reply
+    _good_request_succeeds(detector)
+
+
+def test_a_body_over_the_configured_limit_is_413(detector: Served) -> None:
+    body, headers = _image_request(b"\xff\xd8" + b"\0" * 4_500_000)
+    status, reply = post(f"http://{detector.rest_url}/v2/models/{detector.name}/infer", body, headers)
+    assert status == 413, reply
+    assert "limit of 4000000 bytes" in json.loads(reply)["error"]
+    _good_request_succeeds(detector)
+
+
+def test_a_v1_request_without_instances_is_400(detector: Served) -> None:
+    status, reply = post(f"http://{detector.rest_url}/v1/models/{detector.name}:predict", b'{"inputs": 3}')
+    assert status == 400 and "instances" in json.loads(reply)["error"]
+    _good_request_succeeds(detector)
+
+
+def test_bad_input_over_grpc_is_invalid_argument_with_the_reason(detector: Served, workdir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "tests.e2e.triton_grpc_call", detector.grpc_url, detector.name,
+                          "pixels-float"], capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
+    result = json.loads(out.stdout)
+    assert result["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "must be UINT8" in result["error"]
+    _good_request_succeeds(detector)

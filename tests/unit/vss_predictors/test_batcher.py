@@ -1,0 +1,108 @@
+import asyncio
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from vss_predictors.batcher import DynamicBatcher
+from vss_predictors.runtime import Array
+
+
+class Recorder:
+    """A runtime stand-in that doubles its input and records each call's batch size."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.sizes: list[int] = []
+        self.gate = gate
+
+    def __call__(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        x = feeds["x"]
+        self.sizes.append(int(x.shape[0]))
+        return {"y": x * 2}
+
+
+async def test_concurrent_requests_are_merged_and_each_gets_its_own_rows_back() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.05, merge=True)
+    first = asyncio.create_task(batcher.submit({"x": np.full((1, 2), -1.0)}))
+    await asyncio.sleep(0.05)  # the first call is now blocked in the runtime: the rest queue up
+    rest = [asyncio.create_task(batcher.submit({"x": np.full((1, 2), float(i))})) for i in range(5)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(first, *rest)
+    await batcher.close()
+    assert run.sizes == [1, 5]
+    for i, out in enumerate(results[1:]):
+        np.testing.assert_array_equal(out["y"], np.full((1, 2), 2.0 * i))
+
+
+async def test_a_lone_request_runs_at_once_without_waiting_for_company() -> None:
+    run = Recorder()
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=5.0, merge=True)
+    out = await asyncio.wait_for(batcher.submit({"x": np.ones((1, 3))}), timeout=1.0)
+    await batcher.close()
+    np.testing.assert_array_equal(out["y"], np.full((1, 3), 2.0))
+
+
+async def test_requests_of_different_shapes_are_never_merged() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.0, merge=True)
+    blocker = asyncio.create_task(batcher.submit({"x": np.zeros((1, 2))}))
+    await asyncio.sleep(0.05)
+    a = asyncio.create_task(batcher.submit({"x": np.zeros((1, 2))}))
+    b = asyncio.create_task(batcher.submit({"x": np.zeros((1, 3))}))
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.gather(blocker, a, b)
+    await batcher.close()
+    assert run.sizes == [1, 1, 1]
+
+
+async def test_a_batch_never_exceeds_the_maximum() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = DynamicBatcher(run, max_batch_size=4, max_latency_s=0.0, merge=True)
+    blocker = asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))}))
+    await asyncio.sleep(0.05)
+    tasks = [asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))})) for _ in range(10)]
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.gather(blocker, *tasks)
+    await batcher.close()
+    assert max(run.sizes) == 4 and sum(run.sizes) == 11
+
+
+async def test_a_runtime_failure_reaches_every_request_of_the_batch_and_the_batcher_keeps_serving() -> None:
+    calls = 0
+
+    def flaky(feeds: Mapping[str, Array]) -> dict[str, Array]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("device lost")
+        return {"y": feeds["x"]}
+
+    batcher = DynamicBatcher(flaky, max_batch_size=4, max_latency_s=0.0, merge=True)
+    with pytest.raises(RuntimeError, match="device lost"):
+        await batcher.submit({"x": np.zeros((1, 1))})
+    out = await batcher.submit({"x": np.ones((1, 1))})
+    await batcher.close()
+    np.testing.assert_array_equal(out["y"], np.ones((1, 1)))
+
+
+async def test_fixed_batch_models_run_one_request_per_call() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.0, merge=False)
+    blocker = asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))}))
+    await asyncio.sleep(0.05)
+    tasks = [asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))})) for _ in range(3)]
+    gate.set()
+    await asyncio.gather(blocker, *tasks)
+    await batcher.close()
+    assert run.sizes == [1, 1, 1, 1]

@@ -1,0 +1,103 @@
+import asyncio
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+import numpy as np
+import pytest
+from kserve.errors import InvalidInput
+
+from vss_predictors.server import BodySizeLimit, parse_v2_rest_request
+
+
+def _binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, int]:
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), len(head)
+
+
+def test_binary_tensors_stay_bytes_and_decode_to_the_sent_array() -> None:
+    pixels = np.arange(24, dtype=np.uint8).reshape(1, 2, 4, 3)
+    jpeg_like = b"\xff\xd8\xff\xe0 not utf-8 \xfe"
+    body, n = _binary_request({"inputs": [
+        {"name": "pixels", "shape": [1, 2, 4, 3], "datatype": "UINT8",
+         "parameters": {"binary_data_size": pixels.nbytes}},
+        {"name": "image", "shape": [1], "datatype": "BYTES",
+         "parameters": {"binary_data_size": 4 + len(jpeg_like)}}]},
+        pixels.tobytes(), len(jpeg_like).to_bytes(4, "little") + jpeg_like)
+    request = parse_v2_rest_request(body, n, "m")
+    np.testing.assert_array_equal(request.inputs[0].as_numpy(), pixels)
+    assert request.inputs[1].as_numpy()[0] == jpeg_like
+
+
+def test_plain_json_tensors_are_read_too() -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.5, 2.5]}]}).encode()
+    request = parse_v2_rest_request(body, None, "m")
+    np.testing.assert_array_equal(request.inputs[0].as_numpy(), np.array([1.5, 2.5], np.float32))
+
+
+@pytest.mark.parametrize(("header", "blob", "n_override", "message"), [
+    ({"inputs": "x"}, b"", None, "'inputs' list"),
+    ({"inputs": [{"name": "x"}]}, b"", None, "needs 'name', 'shape' and 'datatype'"),
+    ({"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]}, b"", None, "non-negative"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}, b"", None, "neither 'data'"),
+    ({"inputs": [{"name": "x", "shape": [4], "datatype": "UINT8", "parameters": {"binary_data_size": 9}}]},
+     b"1234", None, "runs past the body"),
+    ({"inputs": [{"name": "x", "shape": [2], "datatype": "UINT8", "parameters": {"binary_data_size": 2}}]},
+     b"1234", None, "not claimed"),
+    ({"inputs": []}, b"", 10**6, "body has only"),
+])
+def test_malformed_requests_are_invalid_input_naming_the_problem(
+        header: dict[str, Any], blob: bytes, n_override: int | None, message: str) -> None:
+    body, n = _binary_request(header, blob)
+    with pytest.raises(InvalidInput, match=message):
+        parse_v2_rest_request(body, n_override or n, "m")
+
+
+def test_a_body_that_is_not_json_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        parse_v2_rest_request(b"{nope", None, "m")
+
+
+async def _call(app_body: bytes, declared: bool, limit: int) -> tuple[int, bytes]:
+    sent: list[MutableMapping[str, Any]] = []
+    chunks = [app_body[i:i + 100] for i in range(0, len(app_body), 100)] or [b""]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive() -> MutableMapping[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-length", str(len(app_body)).encode())] if declared else []
+    await BodySizeLimit(app, limit)({"type": "http", "headers": headers}, receive, send)
+    return sent[0]["status"], sent[1]["body"]
+
+
+async def test_a_declared_oversized_body_gets_413_before_it_is_read() -> None:
+    status, body = await _call(b"x" * 1000, declared=True, limit=500)
+    assert status == 413 and b"limit of 500 bytes" in body
+
+
+async def test_a_declared_body_far_over_the_limit_is_refused_without_reading_it() -> None:
+    status, _ = await _call(b"x" * 20_000, declared=True, limit=500)
+    assert status == 413
+
+
+async def test_a_streamed_body_that_grows_past_the_limit_gets_413() -> None:
+    status, _ = await _call(b"x" * 1000, declared=False, limit=500)
+    assert status == 413
+
+
+async def test_a_body_under_the_limit_passes_through() -> None:
+    status, body = await asyncio.wait_for(_call(b"x" * 100, declared=True, limit=500), 1)
+    assert (status, body) == (200, b"ok")

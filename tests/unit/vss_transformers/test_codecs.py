@@ -1,0 +1,54 @@
+import cv2
+import numpy as np
+import pytest
+
+from vss_transformers.codecs import check_pixels, decode_image, encode_jpeg
+from vss_transformers.errors import InvalidImage, PayloadTooLarge
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image[:, :, ::-1])
+    assert ok
+    return data.tobytes()
+
+
+def test_a_jpeg_decodes_to_rgb_pixels() -> None:
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[..., 0] = 250
+    decoded = decode_image(encode_jpeg(image, quality=95))
+    assert decoded.shape == (48, 64, 3)
+    assert decoded[..., 0].mean() > 240 and decoded[..., 2].mean() < 10
+
+
+def test_a_png_decodes_to_the_exact_rgb_pixels() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_image(_png(image)), image)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "empty"),
+    (b"hello, not an image", "not a JPEG or PNG"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "corrupt or truncated PNG"),
+])
+def test_bytes_that_are_not_an_image_are_rejected_with_the_reason(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidImage, match=message):
+        decode_image(data)
+
+
+def test_a_truncated_jpeg_is_rejected_not_half_decoded() -> None:
+    data = encode_jpeg(np.full((64, 64, 3), 90, np.uint8))
+    with pytest.raises(InvalidImage, match="JPEG"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
+    data = encode_jpeg(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(PayloadTooLarge):
+        decode_image(data, max_pixels=1000)
+
+
+def test_pixels_must_be_uint8_hxwx3() -> None:
+    with pytest.raises(InvalidImage, match="UINT8"):
+        check_pixels(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(InvalidImage, match=r"\[H, W, 3\]"):
+        check_pixels(np.zeros((4, 4), np.uint8))

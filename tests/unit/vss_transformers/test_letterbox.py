@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from vss_transformers.letterbox import PAD_VALUE, fitted_size, letterbox, target_shape, unletterbox
+
+
+def test_a_16_by_9_frame_letterboxes_to_the_smallest_stride_multiple_rectangle() -> None:
+    assert fitted_size((720, 1280), 640) == (360, 640)
+    assert target_shape([(720, 1280)], 640, 32, rectangular=True) == (384, 640)
+
+
+def test_a_square_target_is_used_when_rectangles_are_off() -> None:
+    assert target_shape([(720, 1280)], 640, 32, rectangular=False) == (640, 640)
+
+
+def test_a_static_model_input_wins_over_any_rectangle() -> None:
+    assert target_shape([(720, 1280)], 640, 32, rectangular=True, fixed=(640, 640)) == (640, 640)
+
+
+def test_a_mixed_batch_gets_one_shape_that_holds_every_image() -> None:
+    assert target_shape([(720, 1280), (480, 640)], 640, 32, rectangular=True) == (480, 640)
+
+
+def test_letterbox_centres_the_scaled_image_and_pads_with_grey() -> None:
+    image = np.full((720, 1280, 3), 200, np.uint8)
+    out, info = letterbox(image, (384, 640))
+    assert out.shape == (384, 640, 3)
+    assert info.scale == pytest.approx(0.5)
+    assert (info.pad_x, info.pad_y) == (0, 12)
+    assert (out[:12] == PAD_VALUE).all() and (out[-12:] == PAD_VALUE).all()
+    assert (out[12:372] == 200).all()
+
+
+def test_unletterbox_maps_model_pixels_back_to_original_pixels_and_clips() -> None:
+    _, info = letterbox(np.zeros((720, 1280, 3), np.uint8), (384, 640))
+    boxes = np.array([[100, 62, 200, 112], [-10, 0, 700, 400]], np.float32)
+    back = unletterbox(boxes, info)
+    np.testing.assert_allclose(back[0], [200, 100, 400, 200])
+    np.testing.assert_allclose(back[1], [0, 0, 1280, 720])
+
+
+def test_letterbox_then_unletterbox_is_the_identity_on_a_box() -> None:
+    image = np.zeros((480, 640, 3), np.uint8)
+    out, info = letterbox(image, (640, 640))
+    box = np.array([[10.0, 20.0, 300.0, 400.0]], np.float32)
+    forward = box * info.scale + np.array([info.pad_x, info.pad_y, info.pad_x, info.pad_y], np.float32)
+    np.testing.assert_allclose(unletterbox(forward, info), box, atol=1e-4)
