@@ -77,17 +77,17 @@ def vss_run(yaml_path: Path, name: str, log_dir: Path, deadline_s: float = 240.0
 
 def get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=10) as reply:
             return reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - loopback
+    request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as reply:
             return reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 def main() -> None:
     url, model, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-    payloads = [open(p, "rb").read() for p in sys.argv[4:]]  # noqa: SIM115, PTH123
+    payloads = [open(p, "rb").read() for p in sys.argv[4:]]  # noqa: SIM115
     client = grpcclient.InferenceServerClient(url)
     result: dict[str, object] = {"ready": client.is_model_ready(model)}
     if mode == "image":

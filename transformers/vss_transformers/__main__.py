@@ -6,7 +6,6 @@ import argparse
 import json
 
 from vss_operator.spec import ClassificationParams, DetectionParams
-
 from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
 
@@ -38,7 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from vss_predictors.metrics import ServingMetrics
     from vss_predictors.server import configure_json_logging, serve
-
     from vss_transformers.model import TransformerModel
     from vss_transformers.predictor_client import PredictorClient
 

@@ -11,9 +11,9 @@ from typing import Any
 import kserve
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
+
 from vss_predictors.metrics import ServingMetrics
 from vss_predictors.server import binary_output
-
 from vss_transformers.errors import InvalidRequest
 from vss_transformers.predictor_client import PredictorClient
 from vss_transformers.tasks import Task

@@ -9,9 +9,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 from kserve.protocol.infer_type import InferRequest
+
 from vss_operator.spec import ClassificationParams, DetectionParams, YoloLayout
 from vss_predictors.runtime import Array
-
 from vss_transformers import classification, detection
 from vss_transformers.codecs import Image
 from vss_transformers.errors import InvalidRequest

@@ -56,5 +56,5 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"\x80\x04not a protobuf")
     with pytest.raises(UnsupportedModel, match="not a readable ONNX model"):
         OnnxRuntime(bad)
-    with pytest.raises(UnsupportedModel, match=".onnx"):
+    with pytest.raises(UnsupportedModel, match=r"\.onnx"):
         OnnxRuntime(tmp_path / "model.pkl")

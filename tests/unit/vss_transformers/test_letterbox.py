@@ -41,7 +41,7 @@ def test_unletterbox_maps_model_pixels_back_to_original_pixels_and_clips() -> No
 
 def test_letterbox_then_unletterbox_is_the_identity_on_a_box() -> None:
     image = np.zeros((480, 640, 3), np.uint8)
-    out, info = letterbox(image, (640, 640))
+    _, info = letterbox(image, (640, 640))
     box = np.array([[10.0, 20.0, 300.0, 400.0]], np.float32)
     forward = box * info.scale + np.array([info.pad_x, info.pad_y, info.pad_x, info.pad_y], np.float32)
     np.testing.assert_allclose(unletterbox(forward, info), box, atol=1e-4)
