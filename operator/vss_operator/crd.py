@@ -176,12 +176,19 @@ def default_path() -> Path:
     return Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
 
 
+def chart_path() -> Path:
+    """The chart's copy (Helm cannot read files outside the chart), templated by crd-vssmodels.yaml."""
+    return Path(__file__).resolve().parents[2] / "charts" / "vss-serving" / "files" / CRD_FILE
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Write the CRD to the given path, or to crds/ and the chart's copy."""
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else default_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(crd_yaml())
-    print(f"wrote {path}")
+    text = crd_yaml()
+    for path in [Path(args[0])] if args else [default_path(), chart_path()]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

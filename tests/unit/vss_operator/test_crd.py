@@ -32,6 +32,10 @@ def test_committed_crd_matches_the_models() -> None:
     assert committed == crd.crd_yaml(), "crds/ drifted from the models: run `python -m vss_operator.crd`"
 
 
+def test_chart_copy_of_the_crd_matches_the_models() -> None:
+    assert crd.chart_path().read_text() == crd.crd_yaml(), "run `python -m vss_operator.crd`"
+
+
 def test_crd_file_parses_as_the_same_object_it_was_generated_from() -> None:
     assert yaml.safe_load(crd.crd_yaml()) == crd.crd()
 
