@@ -26,13 +26,22 @@ def free_port() -> int:
         return port
 
 
-def local_model_path(storage_uri: str, base: Path) -> Path:
-    """A local file for `storageUri`: a path (relative to the YAML's folder, then the working folder)
-    or a file:// URI. Remote storage needs a cluster's storage initializer."""
+DEFAULT_MODEL_STORE = Path("models/artifacts")
+
+
+def local_model_path(storage_uri: str, base: Path, store: Path = DEFAULT_MODEL_STORE) -> Path:
+    """A local file for `storageUri`: a path (relative to the YAML's folder, then the working folder),
+    a file:// URI, or for remote URIs (pvc://, s3://, ...) the file of the same name in the local model
+    store, so one YAML serves both in a cluster and here."""
     parsed = urlparse(storage_uri)
     if parsed.scheme not in ("", "file"):
-        raise InvalidSpec(f"vss run serves local files; {storage_uri!r} needs a cluster "
-                          "(see `vss render` and the operator)")
+        name = Path(parsed.path).name
+        candidate = store / name
+        if name and candidate.is_file():
+            return candidate.resolve()
+        raise InvalidSpec(f"{storage_uri!r} is remote storage, which needs a cluster; locally vss run looks for "
+                          f"{name or 'the file'} in the model store {store.resolve()} (build it with "
+                          "`vss models build`), or give a local path")
     raw = Path(parsed.path if parsed.scheme == "file" else storage_uri).expanduser()
     for candidate in ([raw] if raw.is_absolute() else [base / raw, Path.cwd() / raw]):
         if candidate.is_file():
@@ -71,12 +80,12 @@ def stop(processes: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> Non
 
 
 def run_local(path: Path, http_port: int = 8080, grpc_port: int = 8081, *,
-              ready_timeout_s: float = 600.0) -> int:
+              model_store: Path = DEFAULT_MODEL_STORE, ready_timeout_s: float = 600.0) -> int:
     try:
         model = VSSModel.from_yaml_file(path)
         spec = model.spec
         version = spec.served_version()
-        model_file = local_model_path(version.storage_uri, path.resolve().parent)
+        model_file = local_model_path(version.storage_uri, path.resolve().parent, model_store)
     except InvalidSpec as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,9 +25,9 @@ def test_a_missing_model_file_fails_fast_with_a_message_naming_it(tmp_path: Path
 
 def test_remote_storage_is_refused_locally_with_a_pointer_to_the_cluster_path(tmp_path: Path) -> None:
     path = tmp_path / "remote.yaml"
-    path.write_text(CLASSIFICATION_YAML.format(name="remote", path="s3://models/x.onnx"))
+    path.write_text(CLASSIFICATION_YAML.format(name="remote", path="s3://models/not-in-the-store.onnx"))
     done = _run(str(path))
-    assert done.returncode == 2 and "needs a cluster" in done.stderr
+    assert done.returncode == 2 and "needs a cluster" in done.stderr and "model store" in done.stderr
 
 
 def test_an_invalid_vssmodel_is_refused_with_the_field_that_is_wrong(tmp_path: Path) -> None:

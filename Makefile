@@ -1,0 +1,58 @@
+# One entry point for people and CI. `make serve` and `make test` install everything they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VSS_CACHE ?= $(HOME)/.cache/vss
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.deps-$(DEPS_KEY)
+EXTRAS ?= dev,torch,bench,timeseries
+EXAMPLE ?= examples/detection.yaml
+APT_PACKAGES := prometheus
+
+.PHONY: setup python system test-binaries serve lint typecheck test test-fast clean
+
+setup: python system test-binaries
+
+# The dependencies are installed once per pyproject.toml; the project itself is re-linked every time,
+# since a cached virtualenv may have been made from another checkout.
+python: $(STAMP)
+	$(PY) -m pip install -q --no-deps -e .
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.deps-* && touch $@
+
+# Debian packages that real components of the tests need (Prometheus for the canary analysis).
+system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# etcd, kube-apiserver, kube-controller-manager, kubectl, helm from pinned Go modules, cached in $(VSS_CACHE).
+test-binaries:
+	VSS_CACHE=$(VSS_CACHE) bash hack/build-test-binaries.sh
+
+serve: python
+	$(VENV)/bin/vss run $(EXAMPLE)
+
+lint: python
+	$(VENV)/bin/ruff check .
+
+typecheck: python
+	$(VENV)/bin/mypy
+
+test: setup lint typecheck
+	$(VENV)/bin/pytest -q -ra
+
+# Unit tests only: no cluster binaries, no Prometheus.
+test-fast: python
+	$(VENV)/bin/pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
