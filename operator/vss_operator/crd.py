@@ -55,12 +55,15 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 class _WithFactoryDefaults(GenerateJsonSchema):
     """Also publish `default_factory` defaults, so the apiserver fills the same defaults pydantic does.
 
-    A nested model's default is `{}`: the apiserver then fills its fields from their own defaults."""
+    A nested model's default is written out whole: the apiserver checks a default against the CEL rules
+    of its node without filling the nested defaults first. Empty maps get no default (nothing to fill)."""
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         if "default_factory" in schema and not schema.get("default_factory_takes_data"):
             value = schema["default_factory"]()  # type: ignore[call-arg]
-            return {} if isinstance(value, BaseModel) else value
+            if isinstance(value, BaseModel):
+                return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return value if value != {} else NoDefault
         return schema.get("default", NoDefault)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from vss_operator import cli
 from vss_operator.crd import crd_yaml
 

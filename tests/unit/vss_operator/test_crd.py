@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
+
 from vss_operator import crd
 from vss_operator.spec import RolloutSpec
 
@@ -70,9 +71,11 @@ def test_spec_carries_enums_defaults_patterns_and_bounds_from_the_models() -> No
 
 def test_default_factories_become_schema_defaults_so_the_apiserver_fills_the_same_values() -> None:
     rollout = _schema()["properties"]["spec"]["properties"]["rollout"]
-    assert rollout["default"] == {}
-    expected = RolloutSpec().model_dump(mode="json", by_alias=True)["steps"]
-    assert rollout["properties"]["steps"]["default"] == expected
+    expected = RolloutSpec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert rollout["default"] == expected
+    assert rollout["properties"]["steps"]["default"] == expected["steps"]
+    labels = rollout["properties"]["analysis"]["properties"]["prometheus"]["properties"]["labels"]
+    assert "default" not in labels  # an empty map has nothing to fill
 
 
 def test_optional_fields_are_plain_types_without_null_defaults() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+
 from vss_operator import kube
 from vss_operator.kube import Conflict, NotFound, Rejected, Unavailable, resource_path
 

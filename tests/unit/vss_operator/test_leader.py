@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from vss_operator.kube import Conflict, NotFound, Unavailable
 from vss_operator.leader import (
     LeadershipLost,

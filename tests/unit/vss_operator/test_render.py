@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from vss_operator.render import RenderConfig, child_selector, model_path, render
 from vss_operator.serving_args import predictor_args, transformer_args
 from vss_operator.spec import VSSModel
