@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,13 @@ class TorchScriptRuntime:
             log.warning("asked for device gpu, but torch sees no CUDA device: running on CPU")
         self._device = torch.device("cuda" if want_gpu else "cpu")
         extra: dict[str, Any] = {"names": ""}
+        # torch 2.15 marks TorchScript deprecated in favour of torch.export; it still loads and runs it, and
+        # TorchScript is the format the platform promises, so the notice is not repeated on every start.
         try:
-            self._module = torch.jit.load(str(path), map_location=self._device, _extra_files=extra)  # type: ignore[no-untyped-call]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch.jit.* is deprecated", category=FutureWarning)
+                self._module = torch.jit.load(str(path), map_location=self._device,
+                                              _extra_files=extra)  # type: ignore[no-untyped-call]
         except RuntimeError as exc:
             raise UnsupportedModel(f"{path}: not a TorchScript archive: {exc}") from exc
         self._module.eval()
