@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -30,3 +32,36 @@ class ServingMetrics:
             gpu_memory=Gauge("gpu_memory_usage_bytes", "GPU memory held by the runtime.",
                              ["model_name", "version", "device"], registry=registry),
         )
+
+
+log = logging.getLogger(__name__)
+
+
+def process_gpu_memory_bytes() -> float:
+    """GPU memory held by this process on every device, read from NVML at scrape time."""
+    import pynvml
+
+    total = 0
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                total += int(proc.usedGpuMemory)
+    return float(total)
+
+
+def track_gpu_memory(metrics: ServingMetrics, model_name: str, version: str) -> bool:
+    """Export `gpu_memory_usage_bytes` when an NVIDIA driver answers; on CPU machines no series appears
+    (a zero would read as 'uses no memory')."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+    except Exception as exc:  # pynvml raises NVMLError_LibraryNotFound & co without a driver
+        log.info("no NVIDIA driver: gpu_memory_usage_bytes not exported", extra={"reason": str(exc)})
+        return False
+    device = name.decode() if isinstance(name, bytes) else str(name)
+    metrics.gpu_memory.labels(model_name=model_name, version=version, device=device).set_function(
+        process_gpu_memory_bytes)
+    return True

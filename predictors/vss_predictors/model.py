@@ -16,7 +16,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from vss_predictors.batcher import DynamicBatcher
 from vss_predictors.errors import InvalidTensor, ModelLoadError, UnsupportedModel
-from vss_predictors.metrics import ServingMetrics
+from vss_predictors.metrics import ServingMetrics, track_gpu_memory
 from vss_predictors.prelude import Normalization
 from vss_predictors.runtime import Array, Runtime, TensorSpec, has_dynamic_batch
 from vss_predictors.server import binary_output
@@ -115,6 +115,8 @@ class PredictorModel(kserve.Model):
             max_latency_s=self.settings.max_latency_ms / 1000, merge=has_dynamic_batch(runtime),
             on_batch=batch_hist.observe)
         self.runtime = runtime
+        if runtime.info.device == "gpu":
+            track_gpu_memory(self.metrics, self.name, self.settings.version)
         self.ready = True
         return True
 
