@@ -137,11 +137,7 @@ async def child_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, *
             model = VSSModel.from_body(owner_body)
         except ValidationError:
             return  # the reconcile handler reports it
-        previous = VSSModelStatus.from_body_status(owner_body.get("status"))
-        ready = previous.condition(READY)
-        if ready is not None and ready.reason in (APPLY_REJECTED, INVALID_SPEC):
-            return  # stays failed until the spec changes
-        await write_status(ctx, owner_body, model, previous.observed_generation)
+        await write_status(ctx, owner_body, model, None)
     except KubeError as exc:
         # The next event (or the watch's re-list after a reconnect) re-evaluates.
         logger.warning("could not re-evaluate %s/%s after a child changed: %s", namespace, owner["name"], exc)
@@ -172,14 +168,21 @@ async def write_status(ctx: OperatorContext, body: Mapping[str, Any], model: VSS
                        observed_generation: int | None) -> None:
     """Read the children and write the status they imply, posting Events on transitions.
 
-    Written with a direct status patch (not kopf's end-of-handler patch) under a per-object lock, so
-    the reconcile and the child-event paths cannot overwrite a newer status with an older one."""
+    `observed_generation` None (a child changed, the spec did not) keeps the generation the status
+    already reports, and a failure the reconcile reported stays until the spec changes.
+    Written with a direct status patch (not kopf's end-of-handler patch) under a per-object lock, from
+    a status read inside the lock, so neither path can overwrite a newer status with an older one."""
     key = f"{model.metadata.namespace}/{model.metadata.name}"
     async with ctx.status_locks[key]:
         fresh = await ctx.kube.get(API_VERSION, KIND, model.metadata.namespace, model.metadata.name)
         if fresh is None:
             return
         previous = VSSModelStatus.from_body_status(fresh.get("status"))
+        if observed_generation is None:
+            ready = previous.condition(READY)
+            if ready is not None and ready.reason in (APPLY_REJECTED, INVALID_SPEC):
+                return
+            observed_generation = previous.observed_generation
         observed = await children_of(ctx.kube, model)
         current = status_for(model, render(model, ctx.render), observed, previous, datetime.now(UTC),
                              observed_generation)
