@@ -76,8 +76,9 @@ class OperatorProcess:
 
     def reconciled(self, name: str) -> int:
         """How many reconciles of the VSSModel NAME this process logged."""
+        # The handler logs "reconciled generation N: <name>-<version>, <name>".
         return sum(1 for line in self.log().splitlines()
-                   if "reconciled generation" in line and f"/{name}]" in line)
+                   if "reconciled generation" in line and f": {name}-" in line)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
