@@ -147,13 +147,14 @@ class RolloutStatus:
                    progress=progress)
 
     def as_status_fields(self) -> dict[str, Any]:
-        """The status fields the rollout owns, as JSON for a merge patch (None removes a field)."""
+        """The status fields the rollout owns, as JSON for a merge patch: None removes a field, so what a
+        transition clears (the stage after a rollback) does not linger in the stored object."""
         return {
             "phase": self.phase,
             "stableVersion": self.stable_version,
             "canaryVersion": self.canary_version,
             "canaryWeight": self.canary_weight if self.canary_version is not None else None,
-            "rollout": self.progress.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "rollout": self.progress.model_dump(mode="json", by_alias=True, exclude_none=False),
         }
 
 
