@@ -140,6 +140,8 @@ class RolloutStatus:
             phase = "RolledBack"
         else:
             phase = "Stable"
+        if phase in ("Progressing", "RolledBack") and canary is None:
+            phase = "Stable"  # a rollout without a canary is no rollout: serve the stable version
         if phase in ("Stable", "Promoted"):
             canary = None
         return cls(phase=phase, stable_version=stable, canary_version=canary,

@@ -330,6 +330,8 @@ def test_an_empty_or_unreadable_status_reads_as_a_new_object() -> None:
     assert RolloutStatus.from_status(None) == RolloutStatus(phase="Stable", stable_version=None)
     garbled = RolloutStatus.from_status({"stableVersion": "v1", "rollout": {"failedChecks": "many"}})
     assert garbled == RolloutStatus(phase="Stable", stable_version="v1")
+    no_canary = RolloutStatus.from_status({"phase": "Progressing", "stableVersion": "v1"})
+    assert no_canary == RolloutStatus(phase="Stable", stable_version="v1")
 
 
 def test_decide_refuses_a_naive_now() -> None:
