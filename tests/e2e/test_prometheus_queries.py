@@ -5,30 +5,23 @@ out as the processes themselves counted them, and neither version's numbers leak
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
-import signal
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import prometheus_server
-from tests.e2e.prometheus_server import PrometheusServer, free_port, wait_until
+from tests.e2e.predictor_process import Predictor, start_predictor, stop
+from tests.e2e.prometheus_server import PrometheusServer
 from tests.fixtures.faulty_graphs import picky_detector
 from tests.fixtures.onnx_graphs import colour_cell_detector, save
 from vss_operator.prometheus import NoData, PrometheusClient, VersionQuery, VersionSample, query_for
 from vss_operator.rollout import judge
-from vss_operator.serving_args import predictor_args
 from vss_operator.spec import VSSModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,37 +29,6 @@ NAME = "cells"
 SIDE = 64  # the size v2 accepts; any other size is a server error there
 pytestmark = pytest.mark.skipif(prometheus_server.binary() is None,
                                 reason="needs a prometheus binary (apt-get install prometheus)")
-
-
-@dataclass
-class Predictor:
-    version: str
-    http_port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def instance(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    def infer(self, side: int) -> int:
-        """One v2 REST request with a `side`x`side` frame; the HTTP status."""
-        pixels = np.full((1, side, side, 3), 40, np.uint8)
-        pixels[0, : side // 2, : side // 2, 0] = 250
-        body = json.dumps({"inputs": [{"name": "images", "shape": list(pixels.shape), "datatype": "UINT8",
-                                       "data": pixels.ravel().tolist()}]}).encode()
-        request = urllib.request.Request(
-            f"http://{self.instance}/v2/models/{NAME}/infer", data=body,
-            headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                return int(reply.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://{self.instance}/metrics", timeout=10) as reply:
-            return str(reply.read().decode())
 
 
 def make_spec(v1: Path, v2: Path) -> VSSModelSpec:
@@ -78,45 +40,6 @@ def make_spec(v1: Path, v2: Path) -> VSSModelSpec:
         "rollout": {"analysis": {"interval": "10s", "minRequests": 10, "maxErrorRate": 0.05,
                                  "maxP95LatencyMs": 500}},
     })
-
-
-def start_predictor(spec: VSSModelSpec, version: str, workdir: Path) -> Predictor:
-    entry = next(v for v in spec.versions if v.name == version)
-    http_port, grpc_port = free_port(), free_port()
-    log = workdir / f"predictor-{version}.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vss_predictors",
-             *predictor_args(spec, entry, entry.storage_uri, http_port, grpc_port, model_name=NAME)],
-            stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    predictor = Predictor(version, http_port, process, log)
-
-    def ready() -> bool | None:
-        if process.poll() is not None:
-            raise RuntimeError(f"predictor {version} exited with {process.returncode}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(
-                    f"http://{predictor.instance}/v2/models/{NAME}/ready", timeout=2) as reply:
-                return True if reply.status == 200 else None
-        except (urllib.error.URLError, OSError):
-            return None
-
-    wait_until(f"predictor {version} ready", ready, 180)
-    return predictor
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -136,9 +59,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     processes: list[subprocess.Popen[bytes]] = []
     with prometheus_server.prometheus_server(workdir / "prometheus") as prometheus:
         try:
-            v1 = start_predictor(spec, "v1", workdir)
+            v1 = start_predictor(spec, NAME, "v1", workdir)
             processes.append(v1.process)
-            v2 = start_predictor(spec, "v2", workdir)
+            v2 = start_predictor(spec, NAME, "v2", workdir)
             processes.append(v2.process)
             for predictor in (v1, v2):
                 prometheus.scrape(predictor.instance, pod=f"{NAME}-{predictor.version}")
