@@ -32,13 +32,14 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    kubeconfig: Path | None = None  # default: the cluster's admin kubeconfig
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         argv = [
             sys.executable, "-m", "vss_operator.cli", "operator",
-            "--kubeconfig", str(self.cluster.kubeconfig), "--namespace", self.namespace,
+            "--kubeconfig", str(self.kubeconfig or self.cluster.kubeconfig), "--namespace", self.namespace,
             "--health-port", str(self.port), "--lease-namespace", self.namespace,
             "--lease-duration", "4", "--lease-renew-deadline", "3", "--lease-retry-period", "0.5",
             "--retry-delay", "1", "--verbose", *self.extra_args,
@@ -103,9 +104,9 @@ def operator_factory_fixture(
     """Start operators watching the test namespace; all are stopped after the test (logs shown on failure)."""
     started: list[OperatorProcess] = []
 
-    def start(*extra_args: str) -> OperatorProcess:
+    def start(*extra_args: str, kubeconfig: Path | None = None) -> OperatorProcess:
         op = OperatorProcess(k8s_cluster, k8s_namespace, tmp_path / f"operator-{len(started)}.log",
-                             list(extra_args))
+                             list(extra_args), kubeconfig)
         started.append(op)
         return op.start()
 

@@ -1,0 +1,206 @@
+"""The Helm chart: lints, renders into objects the real apiserver accepts, and its RBAC is exactly
+what the operator needs: the operator runs under the chart's ServiceAccount, and nothing more is allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.operator_fixtures import (  # noqa: F401 - the fixtures
+    OperatorFactory,
+    operator_factory_fixture,
+)
+from tests.support.apiserver import LocalCluster, wait_until
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "vss-serving"
+MODEL = """
+apiVersion: serving.vss.ai/v1alpha1
+kind: VSSModel
+metadata:
+  name: yolo
+spec:
+  task: detection
+  version: v1
+  versions:
+    - {name: v1, storageUri: "s3://models/yolo/v1/model.onnx"}
+"""
+
+
+def _template(cluster: LocalCluster, namespace: str, *values: str, release: str = "vss") -> list[dict[str, Any]]:
+    out = cluster.helm("template", release, str(CHART), "-n", namespace, *values).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespace=vision"],
+                                    ["--set", "leaderElection.enabled=false", "--set", "replicaCount=1"],
+                                    ["--set", "metrics.serviceMonitor.enabled=true"]],
+                         ids=["default", "namespaced", "no-leader-election", "servicemonitor"])
+def test_helm_lint_passes(k8s_cluster: LocalCluster, values: list[str]) -> None:
+    result = k8s_cluster.helm("lint", "--strict", str(CHART), *values, check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_values_schema_refuses_unknown_keys(k8s_cluster: LocalCluster) -> None:
+    result = k8s_cluster.helm("template", "vss", str(CHART), "--set", "replicas=3", check=False)
+
+    assert result.returncode != 0
+    assert "additional properties 'replicas' not allowed" in result.stderr
+
+
+def test_every_value_is_documented_in_values_yaml() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for key in schema["properties"]:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:"))
+        above = lines[max(0, index - 3):index]
+        assert any(line.lstrip().startswith("#") for line in above) or any(
+            line.lstrip().startswith("# --") for line in lines[index + 1:index + 3]), f"{key} undocumented"
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespace=NAMESPACE"]], ids=["clusterwide", "namespaced"])
+def test_rendered_chart_is_accepted_by_the_apiserver(
+    k8s_cluster: LocalCluster, k8s_namespace: str, values: list[str],
+) -> None:
+    values = [v.replace("NAMESPACE", k8s_namespace) for v in values]
+    docs = _template(k8s_cluster, k8s_namespace, *values, release=k8s_namespace)
+
+    result = k8s_cluster.kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts",
+                                 "-n", k8s_namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=False)
+
+    assert result.returncode == 0, result.stderr
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "ServiceAccount", "CustomResourceDefinition", "Service"} <= kinds
+    assert ("Role" in kinds) and ("ClusterRole" in kinds)
+
+
+def test_deployment_is_non_root_with_a_read_only_root_fs_resources_and_probes(
+    k8s_cluster: LocalCluster,
+) -> None:
+    deployment = next(d for d in _template(k8s_cluster, "ops") if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "--leader-election" in container["args"]
+
+
+def test_crds_can_be_left_out_or_kept_on_uninstall(k8s_cluster: LocalCluster) -> None:
+    def crd(*values: str) -> dict[str, Any] | None:
+        return next((d for d in _template(k8s_cluster, "ops", *values)
+                     if d["kind"] == "CustomResourceDefinition"), None)
+
+    assert crd("--set", "crds.enabled=false") is None
+    kept = crd()
+    assert kept is not None
+    assert kept["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    dropped = crd("--set", "crds.keep=false")
+    assert dropped is not None
+    assert "annotations" not in dropped["metadata"]
+    assert kept["spec"]["names"]["shortNames"] == ["vssm"]
+
+
+def test_servicemonitor_scrapes_the_operator_metrics_port(k8s_cluster: LocalCluster) -> None:
+    docs = _template(k8s_cluster, "ops", "--set", "metrics.serviceMonitor.enabled=true")
+
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "http-metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def _install_rbac(cluster: LocalCluster, namespace: str) -> str:
+    """The chart's ServiceAccount and RBAC, for real; returns a kubeconfig holding the SA's token."""
+    docs = [d for d in _template(cluster, namespace, "--set", "crds.enabled=false", release=namespace)
+            if d["kind"] in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+    return next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+
+
+def _token_kubeconfig(cluster: LocalCluster, namespace: str, account: str, path: Path) -> Path:
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "local", "cluster": {"server": cluster.server,
+                                                   "certificate-authority": str(cluster.pki.ca.cert)}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": account, "namespace": namespace}}],
+    }))
+    return path
+
+
+def test_operator_does_all_its_work_under_the_charts_service_account(
+    k8s_cluster: LocalCluster, k8s_namespace: str, operator_factory: OperatorFactory, tmp_path: Path,
+) -> None:
+    account = _install_rbac(k8s_cluster, k8s_namespace)
+    kubeconfig = _token_kubeconfig(k8s_cluster, k8s_namespace, account, tmp_path / "sa.kubeconfig")
+    operator = operator_factory(kubeconfig=kubeconfig)
+    operator.wait_leading()  # the Lease: create/get/update
+
+    k8s_cluster.kubectl("apply", "-n", k8s_namespace, "-f", "-", input=MODEL)
+    wait_until(lambda: k8s_cluster.kubectl("get", "httproute", "yolo", "-n", k8s_namespace,
+                                           check=False).returncode == 0, timeout=60, what="the HTTPRoute")
+    k8s_cluster.kubectl("patch", "inferenceservice", "yolo-v1", "-n", k8s_namespace, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": {"conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}))
+    waited = k8s_cluster.kubectl("wait", "--for=condition=Ready", "vssm/yolo", "-n", k8s_namespace,
+                                 "--timeout=60s", check=False)
+    assert waited.returncode == 0, waited.stderr + operator.log()[-3000:]
+    # A version that stops serving is deleted under the same identity.
+    k8s_cluster.kubectl("patch", "vssm", "yolo", "-n", k8s_namespace, "--type=json", "-p", json.dumps([
+        {"op": "add", "path": "/spec/versions/-", "value": {"name": "v2", "storageUri": "s3://m/v2.onnx"}},
+        {"op": "replace", "path": "/spec/version", "value": "v2"}]))
+    wait_until(lambda: k8s_cluster.kubectl("get", "inferenceservice", "yolo-v1", "-n", k8s_namespace,
+                                           check=False).returncode != 0, timeout=60, what="yolo-v1 deleted")
+    events = json.loads(k8s_cluster.kubectl("get", "events", "-n", k8s_namespace, "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "InferenceServicesReady" for e in events)
+    assert "Forbidden" not in operator.log() and "forbidden" not in operator.log()
+
+
+ALLOWED = [
+    ("get", "vssmodels.serving.vss.ai"), ("list", "vssmodels.serving.vss.ai"), ("watch", "vssmodels.serving.vss.ai"),
+    ("patch", "vssmodels.serving.vss.ai"), ("patch", "vssmodels.serving.vss.ai#status"),
+    ("create", "inferenceservices.serving.kserve.io"), ("patch", "inferenceservices.serving.kserve.io"),
+    ("list", "inferenceservices.serving.kserve.io"), ("watch", "inferenceservices.serving.kserve.io"),
+    ("delete", "inferenceservices.serving.kserve.io"),
+    ("create", "httproutes.gateway.networking.k8s.io"), ("patch", "httproutes.gateway.networking.k8s.io"),
+    ("list", "httproutes.gateway.networking.k8s.io"), ("delete", "httproutes.gateway.networking.k8s.io"),
+    ("create", "events"), ("create", "leases.coordination.k8s.io"),
+    ("get", "leases.coordination.k8s.io/vss-operator"), ("update", "leases.coordination.k8s.io/vss-operator"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+]
+FORBIDDEN = [
+    ("get", "secrets"), ("list", "secrets"), ("list", "pods"), ("create", "deployments.apps"),
+    ("delete", "vssmodels.serving.vss.ai"), ("create", "vssmodels.serving.vss.ai"),
+    ("update", "inferenceservices.serving.kserve.io"), ("patch", "inferenceservices.serving.kserve.io#status"),
+    ("update", "vssmodels.serving.vss.ai#status"),
+    ("get", "leases.coordination.k8s.io/someone-elses-lease"), ("delete", "leases.coordination.k8s.io/vss-operator"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"), ("delete", "events"),
+    ("create", "configmaps"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+]
+
+
+def test_charts_service_account_may_do_exactly_what_the_operator_does(
+    k8s_cluster: LocalCluster, k8s_namespace: str,
+) -> None:
+    account = _install_rbac(k8s_cluster, k8s_namespace)
+    subject = f"--as=system:serviceaccount:{k8s_namespace}:{account}"
+
+    def can(verb: str, resource: str) -> bool:
+        """RESOURCE is `plural.group[/name][#subresource]`."""
+        resource, _, subresource = resource.partition("#")
+        extra = [f"--subresource={subresource}"] if subresource else []
+        result = k8s_cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", k8s_namespace, subject,
+                                     check=False)
+        return result.stdout.strip() == "yes"
+
+    assert [(v, r) for v, r in ALLOWED if not can(v, r)] == []
+    assert [(v, r) for v, r in FORBIDDEN if can(v, r)] == []
