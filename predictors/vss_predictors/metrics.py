@@ -12,6 +12,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+STATUSES = ("success", "client_error", "server_error")
+
+
 @dataclass(frozen=True)
 class ServingMetrics:
     requests: Counter
@@ -32,6 +35,12 @@ class ServingMetrics:
             gpu_memory=Gauge("gpu_memory_usage_bytes", "GPU memory held by the runtime.",
                              ["model_name", "version", "device"], registry=registry),
         )
+
+    def start_counting(self, model_name: str, version: str, component: str) -> None:
+        """Create every outcome's series at zero: `increase()` over a series that starts at its first
+        increment misses that increment, and a canary's first error must not go unseen."""
+        for status in STATUSES:
+            self.requests.labels(model_name=model_name, version=version, component=component, status=status)
 
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ class TransformerModel(kserve.Model):
         self.task.postprocess(self.client.infer_blocking(feeds), context)
         log.info("transformer ready", extra={"model": self.name, "task": self.task.name,
                                              "predictor": config.get("parameters", {}).get("providers")})
+        self.metrics.start_counting(self.name, self.version, "transformer")
         self.ready = True
         return True
 

@@ -19,3 +19,13 @@ def test_request_counters_are_exposed_with_the_total_suffix_and_labels() -> None
     metrics.requests.labels(model_name="m", version="v1", component="predictor", status="success").inc()
     text = generate_latest(registry).decode()
     assert 'inference_requests_total{component="predictor",model_name="m",status="success",version="v1"} 1.0' in text
+
+
+def test_every_outcome_series_exists_at_zero_before_the_first_request() -> None:
+    registry = CollectorRegistry()
+    metrics = ServingMetrics.create(registry)
+    metrics.start_counting("m", "v2", "predictor")
+    text = generate_latest(registry).decode()
+    for status in ("success", "client_error", "server_error"):
+        labels = f'component="predictor",model_name="m",status="{status}",version="v2"'
+        assert f"inference_requests_total{{{labels}}} 0.0" in text
