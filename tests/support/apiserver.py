@@ -692,8 +692,18 @@ class LocalCluster:
             args += ["-f", str(path)]
         names = self.kubectl(*args).stdout.split()
         crds = [n for n in names if n.startswith("customresourcedefinition")]
+        # Polled rather than `kubectl wait`, which fails ("conditions accessor error") when it reads a CRD
+        # before the apiserver has written any status to it.
+        query = '{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Established")].status}{"\\n"}{end}'
+        wanted = {n.split("/", 1)[1] for n in crds}
+
+        def established() -> bool:
+            out = self.kubectl("get", "customresourcedefinitions", "-o", f"jsonpath={query}").stdout
+            done = {line.split("=")[0] for line in out.splitlines() if line.endswith("=True")}
+            return wanted <= done
+
         if crds:
-            self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s", *crds)
+            wait_until(established, timeout=timeout, interval=0.2, what=f"CRDs {sorted(wanted)} Established")
         return crds
 
     def create_namespace(self, prefix: str = "vss-test") -> str:
