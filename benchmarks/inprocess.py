@@ -1,0 +1,62 @@
+"""The served path with the serving taken out: the transformer's own task code (decode, letterbox or
+crop, YOLO decode + NMS or top-k) around the predictor's own ONNX Runtime session (same prelude, same
+threads), configured from the same VSSModel YAML that `vss run` reads. This is the ceiling a served
+path is measured against, and `model_only` the model's own compute at the chosen input shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vss_operator.serving_args import normalization
+from vss_operator.spec import Task as TaskKind
+from vss_operator.spec import VSSModel
+from vss_predictors.onnx_runtime import OnnxRuntime
+from vss_predictors.prelude import Normalization
+from vss_transformers.images import ImageRequests
+from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
+
+
+@dataclass
+class InProcessPipeline:
+    runtime: OnnxRuntime
+    task: Task
+    input_shape: list[int] | None = None
+
+    @classmethod
+    def from_spec(cls, spec_path: Path, model_path: Path) -> InProcessPipeline:
+        spec = VSSModel.from_yaml_file(spec_path).spec
+        runtime = OnnxRuntime(model_path, device=spec.predictor.device.value, threads=spec.predictor.threads,
+                              normalization=Normalization.parse(normalization(spec)))
+        task: Task
+        if spec.task is TaskKind.DETECTION:
+            task = DetectionTask(spec.detection, ImageRequests())
+        else:
+            task = ClassificationTask(spec.classification, ImageRequests())
+        task.configure(predictor_config(runtime))
+        return cls(runtime, task)
+
+    def run_encoded(self, jpeg: bytes) -> None:
+        feeds, context = self.task.prepare([jpeg])
+        outputs = self.runtime.run(feeds)
+        self.task.v2_outputs(self.task.postprocess(outputs, context))
+
+    def model_only(self, frames: list[bytes]) -> Callable[[bytes], None]:
+        """The model alone (its in-graph prelude included) on each frame prepared beforehand: the
+        floor under any serving path's latency at this input shape."""
+        prepared = {jpeg: self.task.prepare([jpeg])[0] for jpeg in frames}
+        self.input_shape = list(next(iter(next(iter(prepared.values())).values())).shape)
+
+        def run(jpeg: bytes) -> None:
+            self.runtime.run(prepared[jpeg])
+
+        return run
+
+
+def predictor_config(runtime: OnnxRuntime) -> dict[str, Any]:
+    """What the predictor's `/config` route reports, which the transformer configures itself from."""
+    return {"inputs": [t.as_v2_metadata() for t in runtime.inputs],
+            "outputs": [t.as_v2_metadata() for t in runtime.outputs],
+            "parameters": {"providers": list(runtime.info.providers), "metadata": dict(runtime.info.metadata)}}

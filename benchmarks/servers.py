@@ -1,0 +1,213 @@
+"""Serving processes for the benchmarks, started and stopped by the harness: our path through `vss run`
+(a VSSModel YAML written here), and the KServe docs' transformer + predictor baselines. Each process is
+started in its own session and stopped by its own id; its log goes to a file in the work folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = Path(__file__).resolve().parent / "baselines"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def vssmodel_yaml(name: str, task: str, model_path: Path, *, rectangular: bool = True,
+                  max_batch_size: int = 8, max_latency_ms: float = 5.0, threads: int | None = None) -> str:
+    """A VSSModel for `vss run`: the seed's defaults (conf 0.5, IoU 0.4, 640; top-5 at 224)."""
+    transformer: dict[str, object]
+    if task == "detection":
+        transformer = {"detection": {"inputSize": 640, "confidenceThreshold": 0.5, "iouThreshold": 0.4,
+                                     "rectangular": rectangular}}
+    else:
+        transformer = {"classification": {"inputSize": 224, "topK": 5}}
+    predictor: dict[str, object] = {"device": "cpu", "batching": {"maxBatchSize": max_batch_size,
+                                                                  "maxLatencyMs": max_latency_ms}}
+    if threads:
+        predictor["threads"] = threads
+    doc = {"apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel", "metadata": {"name": name},
+           "spec": {"task": task, "version": "v1",
+                    "versions": [{"name": "v1", "storageUri": str(model_path), "format": "onnx"}],
+                    "predictor": predictor, "transformer": transformer}}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass
+class Process:
+    role: str
+    popen: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def memory_kb(self) -> dict[str, int]:
+        """VmRSS (now) and VmHWM (peak) of the process, in kB."""
+        return proc_memory_kb(self.pid)
+
+
+def proc_memory_kb(pid: int) -> dict[str, int]:
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return values
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_ready(url: str, processes: list[Process], deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for p in processes:
+            if p.popen.poll() is not None:
+                raise RuntimeError(f"{p.role} exited with code {p.popen.returncode} before {url} was ready; "
+                                   f"see {p.log.name}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {deadline_s:.0f}s")
+
+
+@dataclass
+class Stack:
+    """Processes started together and stopped together (last started, first stopped)."""
+
+    name: str
+    processes: list[Process] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, int] = field(default_factory=dict)  # role → pid, children included
+
+    def start(self, role: str, argv: list[str], logs: Path) -> Process:
+        log = (logs / f"{self.name}-{role}.log").open("wb")
+        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
+                                 start_new_session=True)
+        process = Process(role, popen, log)
+        self.processes.append(process)
+        self.roles[role] = popen.pid
+        return process
+
+    def memory_kb(self) -> dict[str, dict[str, int]]:
+        return {role: proc_memory_kb(pid) for role, pid in self.roles.items()}
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        for p in reversed(self.processes):
+            if p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
+        end = time.monotonic() + grace_s
+        for p in reversed(self.processes):
+            try:
+                p.popen.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait()
+            p.log.close()
+
+
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+
+
+def _pythonpath() -> str:
+    """The repository (for `benchmarks.*`), and the trial fixes when VSS_BENCH_EXPERIMENTS names any."""
+    extra = [str(EXPERIMENTS)] if os.environ.get("VSS_BENCH_EXPERIMENTS") else []
+    return os.pathsep.join([*extra, str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()}
+
+
+def vss_command() -> list[str]:
+    script = Path(sys.executable).parent / "vss"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vss_operator.cli"]
+
+
+def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: float = 300.0) -> Stack:
+    """`vss run FILE` on free ports; `roles` names the predictor and transformer processes it started."""
+    http_port, grpc_port = free_port(), free_port()
+    stack = Stack("vss")
+    process = stack.start("vss-run", [*vss_command(), "run", str(spec_path), "--http-port", str(http_port),
+                                      "--grpc-port", str(grpc_port)], logs)
+    try:
+        wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [process], ready_timeout_s)
+    except Exception:
+        stack.stop()
+        raise
+    for child in children_of(process.pid):
+        line = cmdline(child)
+        if "vss_predictors" in line:
+            stack.roles["predictor"] = child
+        elif "vss_transformers" in line:
+            stack.roles["transformer"] = child
+    del stack.roles["vss-run"]
+    stack.endpoints = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{http_port}"}
+    return stack
+
+
+def start_kserve_docs(model_path: Path, name: str, task: str, names: str, logs: Path, *,
+                      ready_timeout_s: float = 300.0) -> Stack:
+    """The docs' predictor, and the docs' transformer twice in front of it: v1 JSON and grpc-v2."""
+    stack = Stack("docs")
+    p_http, p_grpc = free_port(), free_port()
+    try:
+        predictor = stack.start("predictor", [
+            sys.executable, str(BASELINES / "kserve_docs_predictor.py"), "--model_name", name,
+            "--model_path", str(model_path), "--http_port", str(p_http), "--grpc_port", str(p_grpc),
+            "--grpc_max_receive_message_length", str(1 << 30), "--grpc_max_send_message_length", str(1 << 30)],
+            logs)
+        wait_ready(f"http://127.0.0.1:{p_http}/v2/models/{name}/ready", [predictor], ready_timeout_s)
+        for protocol, host in (("v1", f"127.0.0.1:{p_http}"), ("grpc-v2", f"127.0.0.1:{p_grpc}")):
+            t_http, t_grpc = free_port(), free_port()
+            transformer = stack.start(f"transformer-{protocol}", [
+                sys.executable, str(BASELINES / "kserve_docs_transformer.py"), "--model_name", name,
+                "--task", task, "--names", names, "--predictor_host", host, "--predictor_protocol", protocol,
+                "--http_port", str(t_http), "--grpc_port", str(t_grpc)], logs)
+            wait_ready(f"http://127.0.0.1:{t_http}/v2/models/{name}/ready", [transformer], ready_timeout_s)
+            stack.endpoints[protocol] = f"127.0.0.1:{t_http}"
+    except Exception:
+        stack.stop()
+        raise
+    return stack
