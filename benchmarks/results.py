@@ -187,6 +187,8 @@ def write_chart(rows: Sequence[Mapping[str, object]], path: Path, title: str) ->
     import matplotlib.pyplot as plt
 
     tasks = sorted({str(r["task"]) for r in rows})
+    palette = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    colour = {t: palette[i % len(palette)] for i, t in enumerate(dict.fromkeys(str(r["target"]) for r in rows))}
     fig, axes = plt.subplots(len(tasks), 2, figsize=(13, 4.2 * len(tasks)), squeeze=False)
     for t, task in enumerate(tasks):
         mine = [r for r in rows if r["task"] == task]
@@ -200,7 +202,8 @@ def write_chart(rows: Sequence[Mapping[str, object]], path: Path, title: str) ->
                 for c in levels:
                     found = [r[key] for r in mine if r["target"] == target and r["concurrency"] == c]
                     values.append(float(str(found[0])) if found else math.nan)
-                ax.bar([x + i * width for x in range(len(levels))], values, width, label=target)
+                ax.bar([x + i * width for x in range(len(levels))], values, width, label=target,
+                       color=colour[target])
             ax.set_xticks([x + width * (len(targets) - 1) / 2 for x in range(len(levels))])
             ax.set_xticklabels([f"c={c}" for c in levels])
             ax.set_ylabel(label)

@@ -1,6 +1,6 @@
-"""Serving processes for the benchmarks, started and stopped by the harness: our path through `vss run`
-(a VSSModel YAML written here), and the KServe docs' transformer + predictor baselines. Each process is
-started in its own session and stopped by its own id; its log goes to a file in the work folder."""
+"""Serving processes for the benchmarks, started and stopped by the harness: our path as `vss run` starts it
+(a VSSModel YAML written here), and the KServe docs' transformer + predictor baselines. Every process is a
+child of the harness in its session, is stopped by its own id, and logs to a file in the work folder."""
 
 from __future__ import annotations
 
@@ -122,9 +122,11 @@ class Stack:
     roles: dict[str, int] = field(default_factory=dict)  # role → pid, children included
 
     def start(self, role: str, argv: list[str], logs: Path) -> Process:
+        """In the harness's own session, like every other process of the run: Linux's autogroup
+        scheduler gives each session an equal share of a busy machine, so a server in a session of its
+        own would get more CPU than the in-process baseline it is compared with."""
         log = (logs / f"{self.name}-{role}.log").open("wb")
-        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO,
-                                 start_new_session=True)
+        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
         process = Process(role, popen, log)
         self.processes.append(process)
         self.roles[role] = popen.pid
@@ -165,24 +167,47 @@ def vss_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vss_operator.cli"]
 
 
-def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: float = 300.0) -> Stack:
-    """`vss run FILE` on free ports; `roles` names the predictor and transformer processes it started."""
+def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: float = 300.0,
+                  via_vss_run: bool = False) -> Stack:
+    """Our served path on free ports: the predictor, then the transformer, with the command lines `vss run`
+    gives them (vss_operator.serving_args), as children of this process. With `via_vss_run`, `vss run FILE`
+    itself starts them, each in a session of its own (see `Stack.start` for why that is not the default).
+    `roles` names the predictor's and the transformer's processes."""
     http_port, grpc_port = free_port(), free_port()
     stack = Stack("vss")
-    process = stack.start("vss-run", [*vss_command(), "run", str(spec_path), "--http-port", str(http_port),
-                                      "--grpc-port", str(grpc_port)], logs)
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [process], ready_timeout_s)
+        if via_vss_run:
+            process = stack.start("vss-run", [*vss_command(), "run", str(spec_path), "--http-port",
+                                              str(http_port), "--grpc-port", str(grpc_port)], logs)
+            wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [process], ready_timeout_s)
+            for child in children_of(process.pid):
+                line = cmdline(child)
+                if "vss_predictors" in line:
+                    stack.roles["predictor"] = child
+                elif "vss_transformers" in line:
+                    stack.roles["transformer"] = child
+            del stack.roles["vss-run"]
+        else:
+            from vss_operator.local import local_model_path
+            from vss_operator.serving_args import predictor_args, transformer_args
+            from vss_operator.spec import VSSModel
+
+            spec = VSSModel.from_yaml_file(spec_path).spec
+            version = spec.served_version()
+            model_file = local_model_path(version.storage_uri, spec_path.resolve().parent)
+            p_http, p_grpc = free_port(), free_port()
+            predictor = stack.start("predictor", [
+                sys.executable, "-m", "vss_predictors",
+                *predictor_args(spec, version, str(model_file), p_http, p_grpc, model_name=name)], logs)
+            wait_ready(f"http://127.0.0.1:{p_http}/v2/models/{name}/ready", [predictor], ready_timeout_s)
+            transformer = stack.start("transformer", [
+                sys.executable, "-m", "vss_transformers",
+                *transformer_args(spec, name, f"127.0.0.1:{p_grpc}", f"127.0.0.1:{p_http}", http_port,
+                                  grpc_port)], logs)
+            wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [transformer], ready_timeout_s)
     except Exception:
         stack.stop()
         raise
-    for child in children_of(process.pid):
-        line = cmdline(child)
-        if "vss_predictors" in line:
-            stack.roles["predictor"] = child
-        elif "vss_transformers" in line:
-            stack.roles["transformer"] = child
-    del stack.roles["vss-run"]
     stack.endpoints = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{http_port}"}
     return stack
 

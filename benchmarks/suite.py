@@ -75,6 +75,7 @@ class Config:
     detector: Path | None = None
     classifier: Path | None = None
     baselines: Sequence[str] = BASELINES
+    via_vss_run: bool = False
 
 
 @dataclass
@@ -213,6 +214,12 @@ def run_cell(target: str, setup: TaskSetup, ends: Endpoints, frames_dir: Path, c
     return m, raw
 
 
+def requests_per_round(cfg: Config, concurrency: int) -> int:
+    """At least two requests per worker in every round, so that a round measures the steady state and
+    not one wave of simultaneous requests."""
+    return max(math.ceil(cfg.requests / cfg.rounds), 2 * concurrency)
+
+
 def run_paired(targets: list[str], setup: TaskSetup, ends: Endpoints, frames_dir: Path, requests: int,
                warmup: int, max_seconds: float) -> tuple[list[Measurement], dict[str, Any]]:
     """Concurrency 1, the targets taking turns request by request (benchmarks/loadgen.py `paired`)."""
@@ -305,7 +312,7 @@ def run(cfg: Config) -> dict[str, Any]:
         try:
             if any(t.startswith("b-") for t in targets):
                 ends.vss = start_vss_run(setup.spec_path, "yolo" if setup.task == "detection" else "classifier",
-                                         logs)
+                                         logs, via_vss_run=cfg.via_vss_run)
             if any(t.startswith("c-") for t in targets):
                 ends.docs = start_kserve_docs(setup.model_path, "yolo" if setup.task == "detection"
                                               else "classifier", setup.task, setup.names, logs)
@@ -347,8 +354,8 @@ def _measure_task(cfg: Config, setup: TaskSetup, ends: Endpoints, targets: list[
             note = f" ERRORS {m.errors}: {m.first_error}" if m.errors else ""
             print(f"[{setup.task}] c=1  paired      {m.target:<7} {m.throughput:6.2f} req/s  "
                   f"p50 {m.p(50):7.1f} ms{note}", flush=True)
-    per_round = max(1, math.ceil(cfg.requests / cfg.rounds))
     for c in [c for c in cfg.concurrency if c != 1]:
+        per_round = requests_per_round(cfg, c)
         here = [t for t in targets if t not in FLOORS]
         for r in range(cfg.rounds):
             order = here[r % len(here):] + here[:r % len(here)]  # rotate: no fixed position
@@ -399,8 +406,9 @@ def _header(cfg: Config, setups: list[TaskSetup], contention: dict[str, Any]) ->
     lines = [f"{cfg.name}: {platform.node()} {contention['cores']} cores, {_cpu_model()}; "
              f"{time.strftime('%Y-%m-%d %H:%M')}" + (f"; trial fixes: {trial}" if trial else ""),
              f"c=1: {cfg.requests} requests per target, targets taking turns request by request (paired); "
-             f"c>1: {cfg.rounds * max(1, math.ceil(cfg.requests / cfg.rounds))} per target in {cfg.rounds} "
-             f"interleaved rounds; warm-up {cfg.warmup} excluded; 1280x720 JPEG frames",
+             "c>1: " + ", ".join(f"c={c} {cfg.rounds * requests_per_round(cfg, c)}" for c in cfg.concurrency if c > 1)
+             + f" requests per target in {cfg.rounds} interleaved rounds; warm-up max({cfg.warmup}, c) per round "
+             "excluded; 1280x720 JPEG frames",
              f"CPU taken by other processes during the run: {contention['others_share'] * 100:.0f}% of the machine "
              f"(ours {contention['our_share'] * 100:.0f}%); load average {contention['loadavg_start'][0]} at start, "
              f"{contention['loadavg_end'][0]} at end, over {contention['elapsed_s']:.0f} s"]
@@ -490,6 +498,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--work", type=Path, default=HERE / ".cache")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="suite")
+    parser.add_argument("--via_vss_run", action="store_true",
+                        help="start our path with `vss run FILE` itself (its processes then run in sessions of "
+                             "their own, which Linux's autogroup scheduler favours on a busy machine)")
     parser.add_argument("--experiment", default="",
                         help="trial fixes applied to every process started (benchmarks/experiments/): ort-no-spin")
     a = parser.parse_args(argv)
@@ -498,7 +509,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(tasks=a.tasks.split(","), targets=a.targets.split(","),
                   concurrency=[int(c) for c in a.concurrency.split(",")], requests=a.requests,
                   warmup=a.warmup, rounds=a.rounds, max_seconds_per_cell=a.max_seconds_per_cell, work=a.work,
-                  out=a.out, name=a.name, detector=a.detector, classifier=a.classifier)
+                  out=a.out, name=a.name, detector=a.detector, classifier=a.classifier, via_vss_run=a.via_vss_run)
 
 
 def main(argv: list[str] | None = None) -> int:
