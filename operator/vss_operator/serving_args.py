@@ -8,6 +8,8 @@ import json
 from vss_operator.spec import ModelVersion, Task, VSSModelSpec
 
 DETECTION_NORMALIZE = "0.0,0.0,0.0:1.0,1.0,1.0"  # YOLO exports take RGB / 255
+# Sensor windows go to the model as FP32 readings: no image prelude in front of it.
+TIME_SERIES = frozenset({Task.ANOMALY, Task.FORECASTING})
 
 
 def normalization(spec: VSSModelSpec) -> str:
@@ -18,6 +20,10 @@ def normalization(spec: VSSModelSpec) -> str:
 
 
 def warmup_shape(spec: VSSModelSpec) -> str:
+    if spec.task is Task.ANOMALY:  # steps,features of one window
+        return f"{spec.anomaly.window},{len(spec.anomaly.features)}"
+    if spec.task is Task.FORECASTING:
+        return f"{spec.forecasting.lookback},{len(spec.forecasting.features)}"
     if spec.task is Task.CLASSIFICATION:
         size = spec.classification.input_size
         return f"{size},{size}"
@@ -32,7 +38,8 @@ def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, h
         "--model_name", model_name, "--model_version", version.name,
         "--model_path", model_path, "--model_format", version.format.value,
         "--device", spec.predictor.device.value,
-        "--normalize", normalization(spec), "--warmup_shape", warmup_shape(spec),
+        *([] if spec.task in TIME_SERIES else ["--normalize", normalization(spec)]),
+        "--warmup_shape", warmup_shape(spec),
         "--max_batch_size", str(spec.predictor.batching.max_batch_size),
         "--max_latency_ms", str(spec.predictor.batching.max_latency_ms),
         "--http_port", str(http_port), "--grpc_port", str(grpc_port),

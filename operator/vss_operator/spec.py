@@ -48,6 +48,8 @@ class SpecModel(BaseModel):
 class Task(StrEnum):
     DETECTION = "detection"
     CLASSIFICATION = "classification"
+    ANOMALY = "anomaly"
+    FORECASTING = "forecasting"
 
 
 class ModelFormat(StrEnum):
@@ -141,9 +143,59 @@ class ClassificationParams(SpecModel):
         return self
 
 
+SENSOR_FEATURES = ("temperature", "humidity", "pressure", "vibration", "power")  # the shipped models'
+FEATURE_NAME = r"^[A-Za-z0-9_.:-]+$"
+
+
+def _sensor_features() -> Any:
+    return Field(
+        default_factory=lambda: list(SENSOR_FEATURES), min_length=1, max_length=256,
+        description=("Sensor names, in the order of the last axis of the v2 `series` tensor; the same set "
+                     "the model was trained on (its metadata), in any order."),
+        # A set: the apiserver itself refuses a name given twice, as the validator below does.
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+
+
+def _unique_features(task: str, features: list[str]) -> None:
+    if len(set(features)) != len(features):
+        raise ValueError(f"{task}.features must be unique")
+
+
+class AnomalyParams(SpecModel):
+    features: list[Annotated[str, Field(pattern=FEATURE_NAME, max_length=64)]] = _sensor_features()
+    window: Annotated[int, Field(ge=2, le=100000, description=(
+        "Readings per window, as the model reads them."))] = 100
+    threshold: Annotated[float | None, Field(ge=0.0, le=1.0, description=(
+        "anomaly_score from which a window is an anomaly; unset means the threshold calibrated into the "
+        "model."))] = None
+    max_batch: Annotated[int, Field(ge=1, le=4096, description="Most windows in one request.")] = 256
+
+    @model_validator(mode="after")
+    def _features_unique(self) -> Self:
+        _unique_features("anomaly", self.features)
+        return self
+
+
+class ForecastingParams(SpecModel):
+    features: list[Annotated[str, Field(pattern=FEATURE_NAME, max_length=64)]] = _sensor_features()
+    lookback: Annotated[int, Field(ge=2, le=100000, description="Readings the model reads.")] = 24
+    horizon: Annotated[int, Field(ge=1, le=10000, description=(
+        "Steps forecast; at most what the model forecasts."))] = 6
+    interval_level: Annotated[float, Field(ge=0.5, le=0.99, description=(
+        "Coverage of the prediction interval, from the model's conformal calibration."))] = 0.9
+    max_batch: Annotated[int, Field(ge=1, le=4096, description="Most windows in one request.")] = 256
+
+    @model_validator(mode="after")
+    def _features_unique(self) -> Self:
+        _unique_features("forecasting", self.features)
+        return self
+
+
 class TransformerSpec(SpecModel):
     detection: DetectionParams | None = None
     classification: ClassificationParams | None = None
+    anomaly: AnomalyParams | None = None
+    forecasting: ForecastingParams | None = None
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30, description=(
         "Largest request body accepted; larger ones get 413."))] = 32 * 1024 * 1024
 
@@ -279,7 +331,8 @@ class VSSModelSpec(SpecModel):
         if getattr(self.transformer, self.task.value) is None:
             # Fill the chosen task's block with its defaults, so consumers never see None for it.
             defaults: dict[Task, SpecModel] = {
-                Task.DETECTION: DetectionParams(), Task.CLASSIFICATION: ClassificationParams()}
+                Task.DETECTION: DetectionParams(), Task.CLASSIFICATION: ClassificationParams(),
+                Task.ANOMALY: AnomalyParams(), Task.FORECASTING: ForecastingParams()}
             setattr(self.transformer, self.task.value, defaults[self.task])
         return self
 
@@ -295,6 +348,16 @@ class VSSModelSpec(SpecModel):
     def classification(self) -> ClassificationParams:
         assert self.transformer.classification is not None, "task is not classification"
         return self.transformer.classification
+
+    @property
+    def anomaly(self) -> AnomalyParams:
+        assert self.transformer.anomaly is not None, "task is not anomaly"
+        return self.transformer.anomaly
+
+    @property
+    def forecasting(self) -> ForecastingParams:
+        assert self.transformer.forecasting is not None, "task is not forecasting"
+        return self.transformer.forecasting
 
 
 class ObjectMeta(BaseModel):

@@ -53,7 +53,7 @@ def test_schema_is_structural_every_node_typed_and_no_unions_or_refs() -> None:
 def test_spec_carries_enums_defaults_patterns_and_bounds_from_the_models() -> None:
     spec = _schema()["properties"]["spec"]
     props = spec["properties"]
-    assert props["task"]["enum"] == ["detection", "classification"]
+    assert props["task"]["enum"] == ["detection", "classification", "anomaly", "forecasting"]
     assert set(spec["required"]) == {"task", "version", "versions"}
     version = props["versions"]["items"]["properties"]
     assert version["name"]["pattern"] == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
