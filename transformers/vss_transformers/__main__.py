@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vss_operator.spec import ClassificationParams, DetectionParams
+from vss_operator.spec import AnomalyParams, ClassificationParams, DetectionParams, ForecastingParams
 from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
 
@@ -14,7 +14,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from kserve import model_server
 
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
-    parser.add_argument("--task", choices=["detection", "classification"], required=True)
+    parser.add_argument("--task", choices=["detection", "classification", "anomaly", "forecasting"],
+                        required=True)
     parser.add_argument("--params", default="{}", help="the task's transformer block of the VSSModel, JSON")
     parser.add_argument("--model_version", default="v1")
     parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
@@ -27,6 +28,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_task(name: str, params_json: str, args: argparse.Namespace) -> Task:
     params = json.loads(params_json)
+    if name == "anomaly":
+        from vss_transformers.anomaly import AnomalyTask
+
+        return AnomalyTask(AnomalyParams.model_validate(params))
+    if name == "forecasting":
+        from vss_transformers.forecasting import ForecastingTask
+
+        return ForecastingTask(ForecastingParams.model_validate(params))
     images = ImageRequests(max_batch_images=args.max_batch_images)
     if name == "detection":
         return DetectionTask(DetectionParams.model_validate(params), images)

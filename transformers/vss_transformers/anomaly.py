@@ -1,0 +1,181 @@
+"""Anomaly detection on sensor windows: the request checks of `series.py`, then the verdict from the
+detector graph's outputs and the calibration stored in its metadata (see
+`models/vss_models/timeseries/anomaly_detector.py`).
+
+Request: v2 `series` FP32 [N, window, F] or v1 instances (see `series.py`).
+Response, per window:
+  v1 `{"is_anomaly", "anomaly_score", "confidence", "severity", "affected_features", "feature_scores",
+       "threshold", "processing_time"}`;
+  v2 `is_anomaly` BOOL [N], `anomaly_score` FP32 [N], `confidence` FP32 [N], `severity` BYTES [N],
+     `affected_features` BYTES [N] (comma-separated names, strongest first; "" when none),
+     `feature_scores` FP32 [N, F] (the VSSModel's feature order).
+`anomaly_score` is the calibrated probability that the window holds an anomaly; `confidence` the
+probability that the verdict is right (the score, or one minus it); `severity` is "none" for a normal
+window and low/medium/high/critical by the calibrated bands of the evidence otherwise; a feature is
+affected when its evidence is beyond what normal windows show and close to the strongest feature's."""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from kserve.protocol.infer_type import InferRequest
+
+from vss_operator.spec import AnomalyParams
+from vss_predictors.runtime import Array
+from vss_transformers.series import F32, SeriesLayout, SeriesRequests, check_finite, model_features, series_input
+
+SEVERITIES = ("low", "medium", "high", "critical")
+OUTPUTS = ("anomaly_score", "evidence", "feature_evidence")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the detector's metadata says about its scores."""
+
+    threshold: float
+    severity_edges: tuple[float, float, float]
+    affected_margin: float
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], threshold: float | None) -> Calibration:
+        try:
+            edges = tuple(float(e) for e in json.loads(meta["vss.severity_edges"]))
+            calibrated = float(meta["vss.threshold"])
+            margin = float(meta.get("vss.affected_margin", "1.5"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RuntimeError(f"the anomaly model's metadata lacks its calibration ({exc}); "
+                               "build it with `vss models build`") from exc
+        if len(edges) != 3 or list(edges) != sorted(edges):
+            raise RuntimeError(f"vss.severity_edges must be three rising numbers, got {edges}")
+        return cls(calibrated if threshold is None else threshold, (edges[0], edges[1], edges[2]), margin)
+
+
+@dataclass(frozen=True)
+class AnomalyVerdict:
+    is_anomaly: bool
+    anomaly_score: float
+    confidence: float
+    severity: str
+    affected_features: tuple[str, ...]
+    feature_scores: F32  # [F] in the VSSModel's order
+
+
+def severity_of(evidence: float, edges: Sequence[float]) -> str:
+    return SEVERITIES[bisect.bisect_right(list(edges), evidence)]
+
+
+def judge(scores: F32, evidence: F32, feature_evidence: F32, features: Sequence[str],
+          calibration: Calibration) -> list[AnomalyVerdict]:
+    """Verdicts from the graph's outputs; `feature_evidence` [N, F] and `features` in the same order."""
+    verdicts = []
+    for score, strongest, per_feature in zip(scores, evidence, feature_evidence, strict=True):
+        flagged = bool(score >= calibration.threshold)
+        affected: tuple[str, ...] = ()
+        if flagged:
+            order = np.argsort(-per_feature, kind="stable")
+            top = float(per_feature[order[0]])
+            affected = tuple(features[i] for i in order
+                             if per_feature[i] > 0 and per_feature[i] >= top - calibration.affected_margin)
+            affected = affected or (features[int(order[0])],)
+        verdicts.append(AnomalyVerdict(
+            is_anomaly=flagged, anomaly_score=float(score),
+            confidence=float(score if flagged else 1.0 - score),
+            severity=severity_of(float(strongest), calibration.severity_edges) if flagged else "none",
+            affected_features=affected, feature_scores=per_feature.astype(np.float32)))
+    return verdicts
+
+
+def as_v2_tensors(verdicts: Sequence[AnomalyVerdict]) -> dict[str, npt.NDArray[np.generic]]:
+    return {
+        "is_anomaly": np.array([v.is_anomaly for v in verdicts], dtype=np.bool_),
+        "anomaly_score": np.array([v.anomaly_score for v in verdicts], dtype=np.float32),
+        "confidence": np.array([v.confidence for v in verdicts], dtype=np.float32),
+        "severity": np.array([v.severity.encode() for v in verdicts], dtype=object),
+        "affected_features": np.array([",".join(v.affected_features).encode() for v in verdicts],
+                                      dtype=object),
+        "feature_scores": np.stack([v.feature_scores for v in verdicts]),
+    }
+
+
+def as_seed_json(verdict: AnomalyVerdict, features: Sequence[str], threshold: float,
+                 seconds: float) -> dict[str, object]:
+    return {
+        "is_anomaly": verdict.is_anomaly,
+        "anomaly_score": round(verdict.anomaly_score, 6),
+        "confidence": round(verdict.confidence, 6),
+        "severity": verdict.severity,
+        "affected_features": list(verdict.affected_features),
+        "feature_scores": {f: round(float(s), 4) for f, s in zip(features, verdict.feature_scores,
+                                                                 strict=True)},
+        "threshold": round(threshold, 6),
+        "processing_time": round(seconds, 4),
+    }
+
+
+class AnomalyTask:
+    name = "anomaly"
+
+    def __init__(self, params: AnomalyParams) -> None:
+        self.params = params
+        self.features = tuple(params.features)
+        self.requests = SeriesRequests(SeriesLayout(self.features, params.window, "spec.transformer.anomaly"
+                                                    ".window", params.max_batch))
+        self.input_name = "series"
+        self.calibration: Calibration | None = None
+
+    def configure(self, config: Mapping[str, Any]) -> None:
+        self.input_name = series_input(config, self.params.window, len(self.features),
+                                       "spec.transformer.anomaly.window")
+        outputs = {str(o["name"]) for o in config.get("outputs") or []}
+        if not set(OUTPUTS) <= outputs:
+            raise RuntimeError(f"an anomaly model outputs {list(OUTPUTS)}, the predictor reports {sorted(outputs)}")
+        meta = {str(k): str(v) for k, v in ((config.get("parameters") or {}).get("metadata") or {}).items()}
+        order = model_features(meta, self.features)
+        self.requests = SeriesRequests(SeriesLayout(self.features, self.params.window,
+                                                    "spec.transformer.anomaly.window", self.params.max_batch,
+                                                    order))
+        self.calibration = Calibration.from_metadata(meta, self.params.threshold)
+
+    def input_specs(self) -> list[dict[str, Any]]:
+        return self.requests.v2_inputs()
+
+    def parse_v2(self, request: InferRequest) -> F32:
+        return self.requests.parse_v2(request)
+
+    def parse_v1(self, payload: dict[str, Any]) -> F32:
+        return self.requests.parse_v1(payload)
+
+    def warmup_request(self) -> F32:
+        return np.zeros((1, self.params.window, len(self.features)), dtype=np.float32)
+
+    def prepare(self, parsed: F32) -> tuple[dict[str, Array], Any]:
+        order = self.requests.layout.model_order or self.features
+        return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
+
+    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+        assert self.calibration is not None, "configure() runs before serving"
+        per_feature = outputs["feature_evidence"].astype(np.float32)[:, self.requests.layout.to_client]
+        return judge(outputs["anomaly_score"].astype(np.float32).reshape(-1),
+                     outputs["evidence"].astype(np.float32).reshape(-1), per_feature, self.features,
+                     self.calibration)
+
+    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+        return as_v2_tensors(results)
+
+    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
+        assert self.calibration is not None
+        return as_seed_json(result, self.features, self.calibration.threshold, seconds)
+
+    def output_specs(self) -> list[dict[str, Any]]:
+        return [{"name": "is_anomaly", "datatype": "BOOL", "shape": [-1]},
+                {"name": "anomaly_score", "datatype": "FP32", "shape": [-1]},
+                {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+                {"name": "severity", "datatype": "BYTES", "shape": [-1]},
+                {"name": "affected_features", "datatype": "BYTES", "shape": [-1]},
+                {"name": "feature_scores", "datatype": "FP32", "shape": [-1, len(self.features)]}]
