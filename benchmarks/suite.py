@@ -242,30 +242,32 @@ def targets_for(task: str, wanted: Sequence[str]) -> list[str]:
 
 class CpuMeter:
     """How busy the machine was with other people's work while we ran: all CPU time spent on the
-    machine (/proc/stat) minus what our processes spent, as a share of the machine's cores."""
+    machine (/proc/stat) minus what our processes spent, as a share of the machine's cores. Ours is read
+    once every process we started has been stopped and reaped: each is a child of this process (or of
+    one that reaps its own), so the kernel has added its CPU time to ours."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.busy0 = _machine_busy_s()
         self.children0 = _children_cpu_s()
         self.load0 = os.getloadavg()
-        self.ours_live_s = 0.0
-
-    def add_live(self, pids: Sequence[int]) -> None:
-        """CPU time of still-running processes of ours (read before they are stopped)."""
-        self.ours_live_s += sum(_proc_cpu_s(pid) for pid in pids)
 
     def report(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
         cores = os.cpu_count() or 1
         busy = _machine_busy_s() - self.busy0
-        ours = _children_cpu_s() - self.children0 + self.ours_live_s
+        ours = _children_cpu_s() - self.children0 + _own_cpu_s()
         return {"elapsed_s": round(elapsed, 1), "cores": cores,
                 "machine_busy_share": round(busy / (elapsed * cores), 3),
                 "our_share": round(ours / (elapsed * cores), 3),
                 "others_share": round(max(0.0, busy - ours) / (elapsed * cores), 3),
                 "loadavg_start": [round(x, 2) for x in self.load0],
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _machine_busy_s() -> float:
@@ -277,14 +279,6 @@ def _machine_busy_s() -> float:
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _proc_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -327,7 +321,6 @@ def run(cfg: Config) -> dict[str, Any]:
                     loaded[key] = {"VmHWM": max(peak, loaded.get(key, {}).get("VmHWM", 0))}
             memory[setup.task] = {"idle_after_load": idle, "after_benchmark": loaded,
                                   "model_file_kb": setup.model_path.stat().st_size // 1024}
-            meter.add_live([pid for s in ends.stacks() for pid in s.roles.values()])
         finally:
             for stack in ends.stacks():
                 stack.stop()
