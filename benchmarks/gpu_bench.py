@@ -152,8 +152,9 @@ def model_cases(work: Path) -> list[ModelCase]:
 
     for task in ("anomaly", "forecasting"):
         for path in sorted(artifacts.glob(f"*{task[:6]}*.onnx")):
-            cases.append(ModelCase(task, f"models/artifacts/{path.name}", path, generic_feeds(path, rng),
-                                   "model's own input shape"))
+            feeds = generic_feeds(path, rng)
+            shape = "; ".join("x".join(map(str, a.shape[1:])) for a in feeds(1).values())
+            cases.append(ModelCase(task, f"models/artifacts/{path.name}", path, feeds, f"{path.stem} {shape}"))
     return cases
 
 
@@ -381,7 +382,7 @@ def verdicts(rows: list[Row]) -> list[str]:
 
 def print_table(rows: list[Row]) -> None:
     header = f"{'task':<14} {'provider':<21} {'input':<31} {'batch':>5} {'mode':<17} {'p50 ms':>8} {'p95 ms':>8} " \
-             f"{'images/s':>9}  note"
+             f"{'items/s':>9}  note"
     print(header)
     print("-" * len(header))
     for r in rows:
