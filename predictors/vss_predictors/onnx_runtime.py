@@ -88,6 +88,9 @@ class OnnxRuntime:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle intra-op threads spin by default; on a shared CPU (or a pod's CPU quota) that burns the
+        # cycles the transformer and the next request need: 1.7x throughput measured (benchmarks/runtime_modes.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         wanted = select_providers(device, ort.get_available_providers(), gpu_libraries_present())
         self._session = self._open(model.SerializeToString(), options, wanted, cache_dir)

@@ -64,6 +64,8 @@ def configure_json_logging(level: str = "INFO") -> None:
         logger.propagate = name != ""
     logging.getLogger().setLevel(level)
     logging.getLogger("kserve.trace").setLevel("WARNING")  # per-request latency lines: metrics say it
+    # KServe logs "grpc method: ..." at INFO for every call: ~5 % of the event loop's time under load.
+    logging.getLogger("kserve").addFilter(lambda record: not record.getMessage().startswith("grpc method:"))
     logging.getLogger("uvicorn.access").setLevel("WARNING")
 
 
