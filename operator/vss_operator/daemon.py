@@ -1,5 +1,6 @@
 """The `vss operator` process: wait for the leader Lease, then run kopf with the handlers, and serve
 `/healthz` and `/metrics` the whole time (standbys too, so their liveness probe passes while they wait).
+The Prometheus client's HTTP session opens with kopf and closes with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from vss_operator.handlers import OperatorContext
 from vss_operator.kube import Kube
 from vss_operator.leader import LeadershipLost, LeaseElector, LeaseTimings
+from vss_operator.prometheus import PrometheusClient
 from vss_operator.render import RenderConfig
 
 logger = logging.getLogger(__name__)
@@ -99,15 +101,20 @@ async def run(options: OperatorOptions) -> int:
                     stop.set()
 
             keeper = asyncio.create_task(keep(elector))
-        ctx = OperatorContext(kube=kube, render=options.render, retry_delay=options.retry_delay)
-        state.running = True
-        await kopf.operator(
-            clusterwide=options.namespace is None,
-            namespaces=[options.namespace] if options.namespace else (),
-            standalone=True,
-            stop_flag=stop,
-            memo=kopf.Memo(context=ctx),
-        )
+        async with PrometheusClient() as prometheus:
+            ctx = OperatorContext(kube=kube, prometheus=prometheus, render=options.render,
+                                  retry_delay=options.retry_delay, identity=options.identity)
+            state.running = True
+            try:
+                await kopf.operator(
+                    clusterwide=options.namespace is None,
+                    namespaces=[options.namespace] if options.namespace else (),
+                    standalone=True,
+                    stop_flag=stop,
+                    memo=kopf.Memo(context=ctx),
+                )
+            finally:
+                await ctx.requeues.close()
     finally:
         state.running = False
         if keeper is not None:

@@ -1,4 +1,10 @@
-"""kopf handlers, kept thin: parse the VSSModel, call `render` and `status_for`, apply through `kube`.
+"""kopf handlers, kept thin: every path (a spec or annotation change, a child InferenceService's change, a
+timer the rollout asked for) calls `advance`, which reads the VSSModel fresh, asks the pure `decide` and
+`render`/`status_for` what to do, and applies that through `kube`.
+
+No rollout state lives in memory: `advance` starts from the stored status alone, so a restarted operator
+(or a new leader) resumes a rollout where the last one left it. The timers below only say *when* to look
+again; losing them loses nothing, because the `resume` handler looks at every object at start.
 
 Importing this module registers the handlers with kopf's default registry; `vss operator` runs them.
 """
@@ -8,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from vss_operator.kube import Kube, KubeError, Rejected
+from vss_operator.prometheus import PrometheusClient, Sample, query_for
 from vss_operator.render import (
     ISVC_API_VERSION,
     ISVC_KIND,
@@ -24,10 +31,12 @@ from vss_operator.render import (
     MANAGED_BY_LABEL,
     ROUTE_API_VERSION,
     ROUTE_KIND,
+    Manifest,
     RenderConfig,
     child_selector,
     render,
 )
+from vss_operator.rollout import Observations, RolloutDecision, RolloutStatus, analysis_due, decide
 from vss_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, VSSModel, describe_validation_error
 from vss_operator.status import (
     APPLY_REJECTED,
@@ -35,6 +44,7 @@ from vss_operator.status import (
     READY,
     Failure,
     VSSModelStatus,
+    canary_readiness,
     failed_status,
     status_for,
     transitions,
@@ -42,6 +52,51 @@ from vss_operator.status import (
 
 FINALIZER = f"{GROUP}/finalizer"
 CHILD_KINDS = ((ISVC_API_VERSION, ISVC_KIND), (ROUTE_API_VERSION, ROUTE_KIND))
+# A timer fires on the event loop's clock, the decision counts on the wall clock: a hair later never
+# finds the analysis "not due yet" and spins.
+REQUEUE_SLACK_S = 0.05
+
+logger = logging.getLogger(__name__)
+
+
+class Requeues:
+    """The one pending re-evaluation per VSSModel that its last decision asked for (`requeue_after`).
+
+    A plain timer per object rather than a kopf daemon or timer: kopf puts a finalizer on every object
+    that has one, and a VSSModel must stay deletable while the operator is down. Only the leader runs
+    the handlers that schedule these, so only the leader drives rollouts."""
+
+    def __init__(self) -> None:
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    def schedule(self, key: str, delay: float | None, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call `callback` after `delay` seconds, replacing what was scheduled for `key`; None: nothing."""
+        previous = self._timers.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        if delay is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(max(0.0, delay) + REQUEUE_SLACK_S, self._fire, key, callback)
+
+    def pending(self, key: str) -> bool:
+        return key in self._timers
+
+    def _fire(self, key: str, callback: Callable[[], Awaitable[None]]) -> None:
+        self._timers.pop(key, None)
+        task: asyncio.Task[None] = asyncio.ensure_future(callback())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 @dataclass
@@ -49,10 +104,13 @@ class OperatorContext:
     """What the handlers share, built once by `vss operator` and handed to kopf as its memo."""
 
     kube: Kube
+    prometheus: PrometheusClient
     render: RenderConfig = field(default_factory=RenderConfig)
     retry_delay: float = 5.0
-    # One status writer at a time per VSSModel: the reconcile and child-event paths both write it.
+    identity: str = "vss-operator"  # reportingInstance of the Events
+    # One writer at a time per VSSModel: the reconcile, child-event and timer paths all advance it.
     status_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    requeues: Requeues = field(default_factory=Requeues)
 
 
 def context(memo: Any) -> OperatorContext:
@@ -75,7 +133,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
-    # Events are posted on status transitions only (kopf.event below), not for every log line.
+    # Events are posted by `advance` on transitions (through kube), not for every log line.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -89,26 +147,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """The spec or the annotations changed (or the operator started): advance the VSSModel."""
     ctx = context(memo)
     generation = body.metadata.get("generation")
     try:
-        model = VSSModel.from_body(body)
+        VSSModel.from_body(body)
     except ValidationError as exc:
         failure = Failure(INVALID_SPEC, describe_validation_error(exc))
         await _write_failure(ctx, body, failure, generation)
         raise kopf.PermanentError(f"invalid spec: {failure.message}") from exc
-    desired = render(model, ctx.render)
     try:
-        await ctx.kube.apply_all(desired)
-        await _prune(ctx.kube, model, desired)
-        await write_status(ctx, body, model, generation)
+        advanced = await advance(ctx, str(body.metadata.namespace), body.metadata.name, generation)
+    except ValidationError as exc:  # the spec changed again since this event; its own event reports it
+        raise kopf.TemporaryError(f"the spec changed meanwhile: {exc}", delay=ctx.retry_delay) from exc
     except Rejected as exc:
-        failure = Failure(APPLY_REJECTED, f"the apiserver refused a child: {exc}")
-        await _write_failure(ctx, body, failure, generation)
-        raise kopf.PermanentError(failure.message) from exc
+        raise kopf.PermanentError(f"the apiserver refused a child: {exc}") from exc
     except KubeError as exc:
         raise kopf.TemporaryError(f"apiserver: {exc}", delay=ctx.retry_delay) from exc
-    logger.info("reconciled generation %s: %s", generation, ", ".join(m["metadata"]["name"] for m in desired))
+    if advanced is not None:
+        logger.info("reconciled generation %s: %s", generation,
+                    ", ".join(m["metadata"]["name"] for m in advanced.desired))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -121,26 +179,132 @@ def deleted(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event(ISVC_API_VERSION.split("/")[0], ISVC_API_VERSION.split("/")[1], "inferenceservices",
                labels={MANAGED_BY_LABEL: MANAGED_BY})
 async def child_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """A child InferenceService changed (KServe updated its status): re-evaluate its owner's status."""
+    """A child InferenceService changed (KServe updated its status): advance its owner."""
     owner = next((ref for ref in body.metadata.get("ownerReferences") or []
                   if ref.get("kind") == KIND and ref.get("controller")), None)
     if owner is None:
         return
-    ctx = context(memo)
-    namespace = body.metadata.namespace
+    await _advance_quietly(context(memo), str(body.metadata.namespace), owner["name"], owner.get("uid"),
+                           logger)
+
+
+async def _advance_quietly(ctx: OperatorContext, namespace: str, name: str, uid: str | None,
+                           log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    """`advance` from a path that is not the spec's own (a child event, a timer): what goes wrong is
+    logged and retried after `retry_delay`; an invalid spec is the reconcile handler's to report."""
     try:
-        owner_body = await ctx.kube.get(API_VERSION, KIND, namespace, owner["name"])
-        if (owner_body is None or owner_body["metadata"].get("uid") != owner.get("uid")
-                or owner_body["metadata"].get("deletionTimestamp")):
-            return
-        try:
-            model = VSSModel.from_body(owner_body)
-        except ValidationError:
-            return  # the reconcile handler reports it
-        await write_status(ctx, owner_body, model, None)
+        await advance(ctx, namespace, name, None, uid=uid)
+    except ValidationError:
+        return
+    except Rejected as exc:
+        log.warning("the apiserver refused a child of %s/%s: %s", namespace, name, exc)
     except KubeError as exc:
-        # The next event (or the watch's re-list after a reconnect) re-evaluates.
-        logger.warning("could not re-evaluate %s/%s after a child changed: %s", namespace, owner["name"], exc)
+        log.warning("could not advance %s/%s: %s; again in %gs", namespace, name, exc, ctx.retry_delay)
+        _requeue(ctx, namespace, name, ctx.retry_delay)
+    except Exception:  # a bug must not stop every later rollout step of this object
+        log.exception("advancing %s/%s failed; again in %gs", namespace, name, ctx.retry_delay)
+        _requeue(ctx, namespace, name, ctx.retry_delay)
+
+
+def _requeue(ctx: OperatorContext, namespace: str, name: str, delay: float | None) -> None:
+    ctx.requeues.schedule(f"{namespace}/{name}", delay,
+                          lambda: _advance_quietly(ctx, namespace, name, None, logger))
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """What one `advance` did: the rollout's decision and the manifests applied from it."""
+
+    decision: RolloutDecision
+    desired: list[Manifest]
+
+
+async def advance(ctx: OperatorContext, namespace: str, name: str, observed_generation: int | None, *,
+                  uid: str | None = None) -> Advanced | None:
+    """Move the VSSModel `namespace/name` one decision on, under its lock, from a fresh read:
+
+    read the status and the children; query Prometheus only when an analysis is due; `decide`; write the
+    status first (so a crash after it resumes from the decision), then apply and prune the manifests
+    rendered from the decision, then post the decision's Events; schedule the next look.
+
+    `observed_generation` None (not the spec's own event) keeps the generation the status reports, and a
+    failure the reconcile reported stays until the spec changes. None is returned when there is nothing
+    to do (the object is gone, or is not the one `uid` names)."""
+    key = f"{namespace}/{name}"
+    async with ctx.status_locks[key]:
+        fresh = await ctx.kube.get(API_VERSION, KIND, namespace, name)
+        if (fresh is None or fresh["metadata"].get("deletionTimestamp")
+                or (uid is not None and fresh["metadata"].get("uid") != uid)):
+            if fresh is None:
+                ctx.requeues.schedule(key, None, _nothing)
+            return None
+        model = VSSModel.from_body(fresh)
+        previous = VSSModelStatus.from_body_status(fresh.get("status"))
+        if observed_generation is None:
+            ready = previous.condition(READY)
+            if ready is not None and ready.reason in (APPLY_REJECTED, INVALID_SPEC):
+                return None
+            observed_generation = previous.observed_generation
+        rollout = RolloutStatus.from_status(fresh.get("status"))
+        now = datetime.now(UTC)
+        observed = await children_of(ctx.kube, model)
+        sample, stable_sample = await _samples(ctx, model, rollout, now)
+        observations = Observations.gates(
+            fresh["metadata"].get("annotations") or {}, canary=canary_readiness(model, rollout, observed),
+            sample=sample, stable_sample=stable_sample)
+        decision = decide(model.spec, rollout, observations, now)
+        desired = render(model, ctx.render, stable_version=decision.stable_version,
+                         canary_version=decision.canary_version, canary_weight=decision.canary_weight,
+                         mirror_percent=decision.mirror_percent)
+        current = status_for(model, desired, observed, previous, now, observed_generation, decision)
+        if current.as_patch() != previous.as_patch():
+            await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, current.as_patch())
+        try:
+            await ctx.kube.apply_all(desired)
+            await _prune(ctx.kube, model, desired)
+        except Rejected as exc:
+            failure = Failure(APPLY_REJECTED, f"the apiserver refused a child: {exc}")
+            failed = failed_status(current, failure, datetime.now(UTC), observed_generation)
+            await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, failed.as_patch())
+            await _post(ctx, fresh, [(e.type, e.reason, e.message) for e in transitions(current, failed)])
+            raise
+        finally:
+            # The transition is stored whatever the apply did: its Events are posted either way.
+            await _post(ctx, fresh, [*((e.type, e.reason, e.message) for e in decision.events),
+                                     *((e.type, e.reason, e.message) for e in transitions(previous, current))])
+    _requeue(ctx, namespace, name, decision.requeue_after)
+    return Advanced(decision, desired)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _samples(ctx: OperatorContext, model: VSSModel, rollout: RolloutStatus, now: datetime
+                   ) -> tuple[Sample | None, Sample | None]:
+    """The canary's metrics over the last interval, and the stable version's for comparison; only when an
+    analysis is due (None otherwise)."""
+    canary = analysis_due(model.spec, rollout, now)
+    if canary is None:
+        return None, None
+    queries = [ctx.prometheus.sample(query_for(model.spec, model.metadata.name, canary), now)]
+    if rollout.stable_version is not None:
+        queries.append(ctx.prometheus.sample(
+            query_for(model.spec, model.metadata.name, rollout.stable_version), now))
+    found = await asyncio.gather(*queries)
+    return found[0], found[1] if len(found) > 1 else None
+
+
+async def _post(ctx: OperatorContext, involved: Mapping[str, Any], events: Sequence[tuple[str, str, str]]
+                ) -> None:
+    """Post Events about `involved`; one that fails is logged, never fails the caller (the status holds
+    the same facts)."""
+    target = {"apiVersion": API_VERSION, "kind": KIND, **involved}
+    for type_, reason, message in events:
+        try:
+            await ctx.kube.post_event(target, type_, reason, message, instance=ctx.identity)
+        except KubeError as exc:
+            logger.warning("could not post the Event %s about %s: %s", reason, involved["metadata"]["name"], exc)
 
 
 async def children_of(kube: Kube, model: VSSModel) -> list[dict[str, Any]]:
@@ -156,7 +320,8 @@ async def children_of(kube: Kube, model: VSSModel) -> list[dict[str, Any]]:
 
 
 async def _prune(kube: Kube, model: VSSModel, desired: Sequence[Mapping[str, Any]]) -> None:
-    """Delete the children render no longer wants (a version that stopped serving)."""
+    """Delete the children render no longer wants (the old stable version after a promotion, a canary
+    after an abort)."""
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
     for child in await children_of(kube, model):
         if (child["kind"], child["metadata"]["name"]) not in wanted:
@@ -164,47 +329,17 @@ async def _prune(kube: Kube, model: VSSModel, desired: Sequence[Mapping[str, Any
                               child["metadata"]["name"])
 
 
-async def write_status(ctx: OperatorContext, body: Mapping[str, Any], model: VSSModel,
-                       observed_generation: int | None) -> None:
-    """Read the children and write the status they imply, posting Events on transitions.
-
-    `observed_generation` None (a child changed, the spec did not) keeps the generation the status
-    already reports, and a failure the reconcile reported stays until the spec changes.
-    Written with a direct status patch (not kopf's end-of-handler patch) under a per-object lock, from
-    a status read inside the lock, so neither path can overwrite a newer status with an older one."""
-    key = f"{model.metadata.namespace}/{model.metadata.name}"
-    async with ctx.status_locks[key]:
-        fresh = await ctx.kube.get(API_VERSION, KIND, model.metadata.namespace, model.metadata.name)
-        if fresh is None:
-            return
-        previous = VSSModelStatus.from_body_status(fresh.get("status"))
-        if observed_generation is None:
-            ready = previous.condition(READY)
-            if ready is not None and ready.reason in (APPLY_REJECTED, INVALID_SPEC):
-                return
-            observed_generation = previous.observed_generation
-        observed = await children_of(ctx.kube, model)
-        current = status_for(model, render(model, ctx.render), observed, previous, datetime.now(UTC),
-                             observed_generation)
-        await _publish(ctx, body, previous, current)
-
-
 async def _write_failure(ctx: OperatorContext, body: Mapping[str, Any], failure: Failure,
                          generation: int | None) -> None:
-    previous = VSSModelStatus.from_body_status(body.get("status"))
-    current = failed_status(previous, failure, datetime.now(UTC), generation)
-    try:
-        await _publish(ctx, body, previous, current)
-    except KubeError as exc:
-        raise kopf.TemporaryError(f"apiserver: {exc}", delay=ctx.retry_delay) from exc
-
-
-async def _publish(ctx: OperatorContext, body: Mapping[str, Any], previous: VSSModelStatus,
-                   current: VSSModelStatus) -> None:
-    if current.as_patch() == previous.as_patch():
-        return
-    meta = body["metadata"]
-    await ctx.kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], current.as_patch())
-    target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, dict(body)))
-    for event in transitions(previous, current):
-        kopf.event(target, type=event.type, reason=event.reason, message=event.message)
+    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    async with ctx.status_locks[key]:
+        previous = VSSModelStatus.from_body_status(body.get("status"))
+        current = failed_status(previous, failure, datetime.now(UTC), generation)
+        try:
+            if current.as_patch() != previous.as_patch():
+                meta = body["metadata"]
+                await ctx.kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"],
+                                            current.as_patch())
+                await _post(ctx, body, [(e.type, e.reason, e.message) for e in transitions(previous, current)])
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"apiserver: {exc}", delay=ctx.retry_delay) from exc

@@ -1,5 +1,5 @@
 """The one module that talks to the Kubernetes API (through the `kubernetes` client): server-side apply,
-list by label, get, delete, status patches and the leader-election Lease.
+list by label, get, delete, status patches, Events and the leader-election Lease.
 
 The client is synchronous, so every call runs in a worker thread: handlers stay async and never block.
 """
@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +29,9 @@ PLURALS: dict[str, str] = {
     "InferenceService": "inferenceservices",
     "HTTPRoute": "httproutes",
     "Lease": "leases",
+    "Event": "events",
 }
+EVENT_MESSAGE_LIMIT = 1024  # the apiserver's limit on an Event's note
 
 
 class KubeError(Exception):
@@ -182,7 +185,29 @@ class Kube:
         return await self.request("PATCH", resource_path(api_version, kind, namespace, name, "status"),
                                   body={"status": dict(status)}, content_type="application/merge-patch+json")
 
-    # -- leases ---------------------------------------------------------------------------------------
+    async def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str, *,
+                         instance: str, at: datetime | None = None) -> Manifest:
+        """Post a core/v1 Event about `involved` (an object as the apiserver returned it). `eventTime`
+        carries microseconds, so a timeline read back from the Events keeps the order and spacing."""
+        meta = involved["metadata"]
+        when = at or datetime.now(UTC)
+        seconds = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:EVENT_MESSAGE_LIMIT],
+            "action": reason,
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager, "reportingInstance": instance[:128],
+            "firstTimestamp": seconds, "lastTimestamp": seconds, "count": 1,
+            "eventTime": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        return await self.create(event)
+
+    # -- create and replace (events, leases) ----------------------------------------------------------
 
     async def create(self, manifest: Mapping[str, Any]) -> Manifest:
         meta = manifest["metadata"]

@@ -90,18 +90,26 @@ def render(
     stable_version: str | None = None,
     canary_version: str | None = None,
     canary_weight: int = 0,
+    mirror_percent: int = 0,
 ) -> list[Manifest]:
     """The manifests serving `model`: `stable_version` (default: spec.version) takes 100 - canary_weight
-    percent of the traffic and `canary_version`, when given, the rest."""
+    percent of the traffic and `canary_version`, when given, the rest; `mirror_percent` of the requests
+    are also mirrored to the canary (its answers dropped). A canary at weight 0 keeps its
+    InferenceService (initializing, or rolled back and kept for inspection); a version named by neither
+    argument has none, so the caller prunes it."""
     if not 0 <= canary_weight <= 100:
         raise ValueError(f"canary_weight must be within 0..100, not {canary_weight}")
+    if not 0 <= mirror_percent <= 100:
+        raise ValueError(f"mirror_percent must be within 0..100, not {mirror_percent}")
+    if canary_version is not None and canary_version == (stable_version or model.spec.version):
+        raise ValueError(f"the canary {canary_version} is also the stable version")
     # A JSON round trip: every manifest is a tree of its own, with no part shared with another.
     return [json.loads(json.dumps(m)) for m in _render(model, config, stable_version, canary_version,
-                                                         canary_weight)]
+                                                         canary_weight, mirror_percent)]
 
 
 def _render(model: VSSModel, config: RenderConfig, stable_version: str | None, canary_version: str | None,
-            canary_weight: int) -> list[Manifest]:
+            canary_weight: int, mirror_percent: int) -> list[Manifest]:
     versions = {v.name: v for v in model.spec.versions}
     stable = versions[stable_version or model.spec.version]
     canary = versions[canary_version] if canary_version is not None else None
@@ -119,7 +127,8 @@ def _render(model: VSSModel, config: RenderConfig, stable_version: str | None, c
     backends = [(stable.name, 100 - canary_weight)]
     if canary is not None:
         backends.append((canary.name, canary_weight))
-    manifests.append(_http_route(model, config, backends))
+    mirror = (canary.name, mirror_percent) if canary is not None and mirror_percent > 0 else None
+    manifests.append(_http_route(model, config, backends, mirror))
     return manifests
 
 
@@ -254,8 +263,27 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
     }
 
 
-def _http_route(model: VSSModel, config: RenderConfig, backends: list[tuple[str, int]]) -> Manifest:
+def _backend_ref(model: VSSModel, version: str) -> dict[str, Any]:
+    return {"group": "", "kind": "Service", "name": f"{isvc_name(model, version)}-predictor",
+            "port": KSERVE_SERVICE_PORT}
+
+
+def _http_route(model: VSSModel, config: RenderConfig, backends: list[tuple[str, int]],
+                mirror: tuple[str, int] | None) -> Manifest:
     name = model.metadata.name
+    rule: dict[str, Any] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [{**_backend_ref(model, version), "weight": weight} for version, weight in backends],
+    }
+    if mirror is not None:
+        # Gateway API RequestMirror: the gateway sends a copy and drops the answer (shadow stage).
+        version, percent = mirror
+        rule["filters"] = [{"type": "RequestMirror",
+                            "requestMirror": {"backendRef": _backend_ref(model, version), "percent": percent}}]
+    if model.spec.rollout.sticky_header:
+        # One client (by this header) stays on the version it first got (Gateway API sessionPersistence;
+        # in the experimental channel of Gateway API v1.5).
+        rule["sessionPersistence"] = {"sessionName": model.spec.rollout.sticky_header, "type": "Header"}
     return {
         "apiVersion": ROUTE_API_VERSION,
         "kind": ROUTE_KIND,
@@ -266,13 +294,6 @@ def _http_route(model: VSSModel, config: RenderConfig, backends: list[tuple[str,
                 "name": config.gateway_name, "namespace": config.gateway_namespace,
             }],
             "hostnames": [host(model, config)],
-            "rules": [{
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {"group": "", "kind": "Service", "name": f"{isvc_name(model, version)}-predictor",
-                     "port": KSERVE_SERVICE_PORT, "weight": weight}
-                    for version, weight in backends
-                ],
-            }],
+            "rules": [rule],
         },
     }

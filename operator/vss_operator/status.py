@@ -1,5 +1,6 @@
-"""The VSSModel `status` (kstatus conditions Ready/Reconciling/Stalled) as pydantic models, and the pure
-functions that derive it from the child InferenceServices' own conditions."""
+"""The VSSModel `status` (kstatus conditions Ready/Reconciling/Stalled, the rollout's fields) as pydantic
+models, and the pure functions that derive it from the child InferenceServices' own conditions and the
+rollout's decision."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from vss_operator.render import VERSION_LABEL
+from vss_operator.rollout import (
+    ROLLED_BACK_REASONS,
+    ROLLOUT_SUCCEEDED,
+    Readiness,
+    RolloutDecision,
+    RolloutProgress,
+    RolloutStatus,
+)
 from vss_operator.spec import VSSModel
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -76,7 +86,10 @@ class VSSModelStatus(StatusModel):
         "Percent of traffic sent to the canary version."))] = None
     phase: Phase | None = None
     url: str | None = None
-    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY, description=(
+        "Rollouts that ended, oldest first (the last 20)."))
+    rollout: RolloutProgress | None = Field(default=None, description=(
+        "Where the rollout is, in enough detail for a restarted operator to resume it."))
 
     @classmethod
     def from_body_status(cls, status: Mapping[str, Any] | None) -> VSSModelStatus:
@@ -190,51 +203,121 @@ def status_for(
     previous: VSSModelStatus,
     now: datetime,
     observed_generation: int | None,
+    decision: RolloutDecision,
 ) -> VSSModelStatus:
-    """The status a VSSModel should show, given the manifests render wants (`desired`) and the children
-    the apiserver holds (`observed`). Conditions other than Ready/Reconciling/Stalled (RolloutSucceeded…)
-    and the rollout fields are carried over from `previous`: their owner is the rollout."""
+    """The status a VSSModel should show, given the manifests render made from `decision` (`desired`), the
+    children the apiserver holds (`observed`) and the rollout's `decision`.
+
+    Ready says whether the versions that take traffic are ready (a canary still initializing at 0%, or
+    one kept after a rollback, does not make the model unready); Reconciling and Stalled combine what the
+    children and the rollout say; the phase, versions, weight and `rollout` block are the decision's;
+    RolloutSucceeded is the rollout's; a rollout that ended is appended to `history`."""
     by_name = {o["metadata"]["name"]: o for o in observed if o.get("kind") == "InferenceService"}
-    wanted = [d["metadata"]["name"] for d in desired if d.get("kind") == "InferenceService"]
+    serving = _serving_versions(decision)
+    wanted = [d["metadata"]["name"] for d in desired if d.get("kind") == "InferenceService"
+              and (model.spec.rollout.traffic_router == "knative"
+                   or (d["metadata"].get("labels") or {}).get(VERSION_LABEL) in serving)]
     children = [isvc_state(name, by_name.get(name)) for name in wanted]
     not_ready = [c for c in children if c.ready != "True"]
     stalled = next((c for c in not_ready if c.stalled), None)
+    rollout = {c.type: c for c in decision.conditions()}
 
     def cond(type_: str, value: ConditionStatus, reason: str, message: str) -> Condition:
         return _condition(type_, value, reason, message, now, observed_generation)
 
     conditions = list(previous.conditions)
-    phase: Phase
-    if stalled is not None:
-        message = f"InferenceService {stalled.name}: {stalled.message}".rstrip(": ")
-        conditions = set_condition(conditions, cond(READY, "False", stalled.reason, message))
-        conditions = set_condition(conditions, cond(STALLED, "True", stalled.reason, message))
-        conditions = _remove_condition(conditions, RECONCILING)
-        phase = "Failed"
-    elif not_ready:
-        first = not_ready[0]
+    if not_ready:
+        first = stalled or not_ready[0]
         message = f"InferenceService {first.name}: {first.message}".rstrip(": ")
         conditions = set_condition(conditions, cond(READY, "False", first.reason, message))
-        conditions = set_condition(conditions, cond(
-            RECONCILING, "True", PROGRESSING, f"waiting for InferenceService {first.name} to become ready"))
-        conditions = _remove_condition(conditions, STALLED)
-        phase = "Progressing"
     else:
         names = ", ".join(c.name for c in children)
         conditions = set_condition(conditions, cond(
             READY, "True", INFERENCE_SERVICES_READY, f"InferenceService {names} ready"))
-        conditions = _remove_condition(conditions, RECONCILING)
-        conditions = _remove_condition(conditions, STALLED)
-        phase = "Stable"
 
-    in_rollout = previous.canary_version is not None
+    # kstatus: Stalled (nothing changes without a person) wins over Reconciling.
+    if STALLED in rollout:
+        c = rollout[STALLED]
+        conditions = set_condition(conditions, cond(STALLED, c.status, c.reason, c.message))
+    elif stalled is not None:
+        message = f"InferenceService {stalled.name}: {stalled.message}".rstrip(": ")
+        conditions = set_condition(conditions, cond(STALLED, "True", stalled.reason, message))
+    else:
+        conditions = _remove_condition(conditions, STALLED)
+    if STALLED in rollout or stalled is not None:
+        conditions = _remove_condition(conditions, RECONCILING)
+    elif RECONCILING in rollout:
+        c = rollout[RECONCILING]
+        conditions = set_condition(conditions, cond(RECONCILING, c.status, c.reason, c.message))
+    elif not_ready:
+        conditions = set_condition(conditions, cond(
+            RECONCILING, "True", PROGRESSING, f"waiting for InferenceService {not_ready[0].name} to become ready"))
+    else:
+        conditions = _remove_condition(conditions, RECONCILING)
+    if ROLLOUT_SUCCEEDED in rollout:
+        c = rollout[ROLLOUT_SUCCEEDED]
+        conditions = set_condition(conditions, cond(ROLLOUT_SUCCEEDED, c.status, c.reason, c.message))
+    else:
+        conditions = _remove_condition(conditions, ROLLOUT_SUCCEEDED)
+
+    fields = decision.status.as_status_fields()
+    phase: Phase = fields["phase"]
+    if stalled is not None and phase == "Stable":
+        phase = "Failed"  # the version that should serve will not start without a change
+    history = list(previous.history)
+    if decision.history is not None:
+        history = [*history, HistoryEntry.model_validate(decision.history.as_json())][-MAX_HISTORY:]
     return previous.model_copy(update={
         "observed_generation": observed_generation,
         "conditions": _ordered(conditions),
-        "stable_version": previous.stable_version if in_rollout else model.spec.version,
-        "phase": previous.phase if in_rollout else phase,
+        "stable_version": fields["stableVersion"],
+        "canary_version": fields["canaryVersion"],
+        "canary_weight": fields["canaryWeight"],
+        "phase": phase,
+        "rollout": decision.status.progress,
+        "history": history,
         "url": _url(desired, children),
     })
+
+
+def _serving_versions(decision: RolloutDecision) -> set[str | None]:
+    """The versions whose readiness is the model's: the stable one, and the canary once it takes (or
+    mirrors) traffic."""
+    status = decision.status
+    serving: set[str | None] = {status.stable_version}
+    if status.phase == "Progressing" and status.progress.stage not in (None, "Initializing"):
+        serving.add(status.canary_version)
+    return serving
+
+
+def canary_readiness(model: VSSModel, rollout: RolloutStatus, observed: Iterable[Mapping[str, Any]]
+                     ) -> Readiness:
+    """The canary InferenceService's readiness as the rollout reads it. With `trafficRouter: knative` the
+    one InferenceService holds the canary's revision: it counts once KServe has reconciled the canary's
+    spec (observedGeneration) and its newest revision is the ready one."""
+    canary = rollout.canary_version
+    if canary is None:
+        return "Pending"
+    knative = model.spec.rollout.traffic_router == "knative"
+    name = model.metadata.name if knative else f"{model.metadata.name}-{canary}"
+    isvc = next((o for o in observed if o.get("kind") == "InferenceService"
+                 and o["metadata"]["name"] == name), None)
+    state = isvc_state(name, isvc)
+    if state.stalled:
+        return "Failed"
+    if state.ready != "True" or isvc is None:
+        return "Pending"
+    if knative:
+        meta, status = isvc["metadata"], isvc.get("status") or {}
+        if (meta.get("labels") or {}).get(VERSION_LABEL) != canary:
+            return "Pending"
+        if status.get("observedGeneration") != meta.get("generation"):
+            return "Pending"
+        predictor = (status.get("components") or {}).get("predictor") or {}
+        created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+        if created is not None and created != ready:
+            return "Pending"
+    return "Ready"
 
 
 def _url(desired: Sequence[Mapping[str, Any]], children: Sequence[ChildState]) -> str | None:
@@ -245,7 +328,7 @@ def _url(desired: Sequence[Mapping[str, Any]], children: Sequence[ChildState]) -
 
 
 def transitions(previous: VSSModelStatus, current: VSSModelStatus) -> list[Event]:
-    """Events worth posting: Ready flipped (or first set), or Stalled became true."""
+    """Events worth posting: Ready flipped (or first set), or a child made Stalled true."""
     events: list[Event] = []
     old_ready, new_ready = previous.condition(READY), current.condition(READY)
     if new_ready is not None and (old_ready is None or old_ready.status != new_ready.status
@@ -255,7 +338,8 @@ def transitions(previous: VSSModelStatus, current: VSSModelStatus) -> list[Event
             kind = "Normal"
         events.append(Event(kind, new_ready.reason, new_ready.message))
     old_stalled, new_stalled = previous.condition(STALLED), current.condition(STALLED)
-    if new_stalled is not None and new_stalled.status == "True" and (
+    # A rollback posts its own Event (the rollout's decision), with the same words.
+    if new_stalled is not None and new_stalled.status == "True" and new_stalled.reason not in ROLLED_BACK_REASONS and (
             old_stalled is None or old_stalled.status != "True"):
         events.append(Event("Warning", STALLED, new_stalled.message))
     return events

@@ -154,14 +154,21 @@ def test_operator_does_all_its_work_under_the_charts_service_account(
     waited = k8s_cluster.kubectl("wait", "--for=condition=Ready", "vssm/yolo", "-n", k8s_namespace,
                                  "--timeout=60s", check=False)
     assert waited.returncode == 0, waited.stderr + operator.log()[-3000:]
-    # A version that stops serving is deleted under the same identity.
+    # A rollout (Immediate: promoted once the new version is ready) deletes the old version under the same
+    # identity, and posts its Events.
     k8s_cluster.kubectl("patch", "vssm", "yolo", "-n", k8s_namespace, "--type=json", "-p", json.dumps([
         {"op": "add", "path": "/spec/versions/-", "value": {"name": "v2", "storageUri": "s3://m/v2.onnx"}},
+        {"op": "add", "path": "/spec/rollout", "value": {"strategy": "Immediate"}},
         {"op": "replace", "path": "/spec/version", "value": "v2"}]))
+    wait_until(lambda: k8s_cluster.kubectl("get", "inferenceservice", "yolo-v2", "-n", k8s_namespace,
+                                           check=False).returncode == 0, timeout=60, what="yolo-v2")
+    k8s_cluster.kubectl("patch", "inferenceservice", "yolo-v2", "-n", k8s_namespace, "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": {"conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}))
     wait_until(lambda: k8s_cluster.kubectl("get", "inferenceservice", "yolo-v1", "-n", k8s_namespace,
                                            check=False).returncode != 0, timeout=60, what="yolo-v1 deleted")
     events = json.loads(k8s_cluster.kubectl("get", "events", "-n", k8s_namespace, "-o", "json").stdout)["items"]
-    assert any(e["reason"] == "InferenceServicesReady" for e in events)
+    assert {"InferenceServicesReady", "RolloutStarted", "Promoted"} <= {e["reason"] for e in events}
     assert "Forbidden" not in operator.log() and "forbidden" not in operator.log()
 
 

@@ -190,15 +190,23 @@ def test_editing_the_spec_updates_the_children_and_observed_generation_follows(
 
     wait_until(observed_follows, timeout=DEADLINE, what="observedGeneration == generation")
 
+    # A version change is a rollout; `Immediate` promotes as soon as the new version is ready.
     k8s_cluster.kubectl("patch", "vssm", "yolo", "-n", k8s_namespace, "--type=merge", "-p",
-                        json.dumps({"spec": {"version": "v2"}}))
+                        json.dumps({"spec": {"version": "v2", "rollout": {"strategy": "Immediate"}}}))
 
+    wait_until(lambda: _get(k8s_cluster, "inferenceservice", "yolo-v2", k8s_namespace), timeout=DEADLINE,
+               what="yolo-v2 next to yolo-v1")
+    _set_isvc_ready(k8s_cluster, "yolo-v2", k8s_namespace, "True")
     wait_until(lambda: _names(k8s_cluster, "inferenceservice", k8s_namespace) == ["yolo-v2"],
                timeout=DEADLINE, what="only yolo-v2 left")
     route = _get(k8s_cluster, "httproute", "yolo", k8s_namespace)
     assert route is not None
     assert [b["name"] for b in route["spec"]["rules"][0]["backendRefs"]] == ["yolo-v2-predictor"]
     wait_until(observed_follows, timeout=DEADLINE, what="observedGeneration after the version change")
+    model = _get(k8s_cluster, "vssm", "yolo", k8s_namespace)
+    assert model is not None
+    assert (model["status"]["phase"], model["status"]["stableVersion"]) == ("Stable", "v2")
+    assert [(h["version"], h["result"]) for h in model["status"]["history"]] == [("v2", "Promoted")]
 
 
 def test_deleting_the_model_lets_the_garbage_collector_remove_its_children(

@@ -109,8 +109,16 @@ def test_status_has_observed_generation_phase_and_conditions_as_a_list_map_keyed
         "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
     assert conditions["items"]["properties"]["lastTransitionTime"]["format"] == "date-time"
     assert props["phase"]["enum"] == ["Stable", "Progressing", "Promoted", "RolledBack", "Failed"]
-    assert {"stableVersion", "canaryVersion", "canaryWeight", "url", "history"} <= set(props)
+    assert {"stableVersion", "canaryVersion", "canaryWeight", "url", "history", "rollout"} <= set(props)
     assert all("default" not in node for _, node in _nodes(status))
+
+
+def test_status_holds_the_rollout_block_a_restarted_operator_resumes_from() -> None:
+    rollout = _schema()["properties"]["status"]["properties"]["rollout"]["properties"]
+    assert {"stage", "step", "startedAt", "stageStartedAt", "lastAnalysisAt", "failedChecks", "noDataChecks",
+            "passedChecks", "lastCheck", "reason", "message", "mirrorPercent", "lastRetry"} == set(rollout)
+    assert rollout["stage"]["enum"] == ["Initializing", "Shadow", "Canary", "AwaitingPromotion"]
+    assert rollout["lastCheck"]["properties"]["verdict"]["enum"] == ["Pass", "Fail", "NoData"]
 
 
 def test_resource_is_namespaced_with_short_name_and_status_subresource() -> None:

@@ -34,7 +34,7 @@ def test_no_module_but_kube_imports_the_kubernetes_client() -> None:
 
 
 def test_pure_modules_import_neither_kube_nor_kopf() -> None:
-    for name in ("render.py", "status.py", "crd.py", "spec.py"):
+    for name in ("render.py", "status.py", "crd.py", "spec.py", "rollout.py"):
         modules = _imported_modules(PACKAGE / name)
         assert not any(m.split(".")[0] == "kopf" or m == "vss_operator.kube" for m in modules), name
 

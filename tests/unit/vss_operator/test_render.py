@@ -203,6 +203,53 @@ def test_a_rolled_back_canary_stays_routed_at_zero() -> None:
     assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
 
 
+def test_the_shadow_stage_mirrors_a_share_of_requests_to_the_canary_without_routing_any() -> None:
+    route = render(_model(), stable_version="v1", canary_version="v2", canary_weight=0, mirror_percent=20)[-1]
+
+    rule = route["spec"]["rules"][0]
+    assert [b["weight"] for b in rule["backendRefs"]] == [100, 0]
+    assert rule["filters"] == [{"type": "RequestMirror", "requestMirror": {
+        "backendRef": {"group": "", "kind": "Service", "name": "yolo-v2-predictor", "port": 80},
+        "percent": 20}}]
+
+
+def test_no_mirror_filter_without_a_canary_or_outside_the_shadow_stage() -> None:
+    for manifests in (render(_model(), mirror_percent=20),
+                      render(_model(), stable_version="v1", canary_version="v2", canary_weight=10)):
+        assert "filters" not in manifests[-1]["spec"]["rules"][0]
+
+
+def test_a_sticky_header_keeps_a_client_on_one_version_through_session_persistence() -> None:
+    model = _model(rollout={"stickyHeader": "x-session-id"})
+
+    route = render(model, stable_version="v1", canary_version="v2", canary_weight=10)[-1]
+
+    assert route["spec"]["rules"][0]["sessionPersistence"] == {"sessionName": "x-session-id", "type": "Header"}
+
+
+def test_a_promotion_renders_only_the_new_stable_version_so_the_old_one_is_pruned() -> None:
+    manifests = render(_model(), stable_version="v2")
+
+    assert [m["metadata"]["name"] for m in manifests] == ["yolo-v2", "yolo"]
+    assert [(b["name"], b["weight"]) for b in manifests[-1]["spec"]["rules"][0]["backendRefs"]] == [
+        ("yolo-v2-predictor", 100)]
+
+
+def test_a_rolled_back_knative_canary_keeps_its_revision_at_zero_percent() -> None:
+    model = _model(rollout={"trafficRouter": "knative"})
+
+    (isvc,) = render(model, stable_version="v1", canary_version="v2", canary_weight=0)
+
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_a_canary_that_is_the_stable_version_or_a_mirror_outside_0_to_100_is_refused() -> None:
+    with pytest.raises(ValueError, match="also the stable"):
+        render(_model(), stable_version="v1", canary_version="v1", canary_weight=10)
+    with pytest.raises(ValueError, match="mirror_percent"):
+        render(_model(), stable_version="v1", canary_version="v2", mirror_percent=101)
+
+
 def test_knative_router_renders_one_inferenceservice_with_canary_traffic_percent_and_no_route() -> None:
     model = _model(rollout={"trafficRouter": "knative"})
 

@@ -1,0 +1,192 @@
+"""handlers.advance against an in-memory apiserver and Prometheus: the order of its writes, when it asks
+Prometheus, and the per-object timers it leaves behind (Requeues)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from vss_operator.handlers import OperatorContext, Requeues, advance
+from vss_operator.kube import Kube
+from vss_operator.prometheus import PrometheusClient, Sample, VersionQuery, VersionSample
+from vss_operator.render import render
+from vss_operator.spec import VSSModel
+
+NAMESPACE, NAME, UID = "vision", "yolo", "u-1"
+
+
+def _model(version: str = "v1", status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel",
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": UID, "generation": 1, "annotations": {}},
+        "spec": {"task": "detection", "version": version,
+                 "versions": [{"name": "v1", "storageUri": "s3://m/v1.onnx"},
+                              {"name": "v2", "storageUri": "s3://m/v2.onnx"}],
+                 "rollout": {"steps": [{"weight": 10, "pause": "1m"}], "analysis": {"interval": "1m"}}},
+        "status": status or {},
+    }
+
+
+class FakeKube:
+    """Holds one VSSModel and its children; records every write in order."""
+
+    def __init__(self, model: dict[str, Any]) -> None:
+        self.model = model
+        self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[str] = []
+
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.model) if kind == "VSSModel" and name == NAME else None
+
+    async def list(self, api_version: str, kind: str, namespace: str | None, selector: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(c) for (k, _), c in self.children.items() if k == kind]
+
+    async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append("patch_status")
+        merged = {**self.model.get("status", {}), **status}
+        self.model["status"] = {k: v for k, v in merged.items() if v is not None}
+        return self.model
+
+    async def apply_all(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls.append("apply " + ",".join(m["metadata"]["name"] for m in manifests))
+        for m in manifests:
+            old = self.children.get((m["kind"], m["metadata"]["name"]), {})
+            self.children[(m["kind"], m["metadata"]["name"])] = {**copy.deepcopy(m), "status": old.get("status", {})}
+        return manifests
+
+    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        self.calls.append(f"delete {name}")
+        return self.children.pop((kind, name), None) is not None
+
+    async def post_event(self, involved: dict[str, Any], type_: str, reason: str, message: str, *,
+                         instance: str, at: datetime | None = None) -> dict[str, Any]:
+        self.calls.append(f"event {reason}")
+        return {}
+
+    def set_ready(self, version: str) -> None:
+        self.children[("InferenceService", f"{NAME}-{version}")]["status"] = {
+            "conditions": [{"type": "Ready", "status": "True"}]}
+
+
+class FakePrometheus:
+    def __init__(self, sample: Sample) -> None:
+        self.queries: list[VersionQuery] = []
+        self._sample = sample
+
+    async def sample(self, query: VersionQuery, at: datetime) -> Sample:
+        self.queries.append(query)
+        return self._sample
+
+
+GOOD = VersionSample(requests=100, server_errors=0, client_errors=0, p95_ms=10.0)
+
+
+def _context(kube: FakeKube, prometheus: FakePrometheus) -> OperatorContext:
+    return OperatorContext(kube=cast(Kube, kube), prometheus=cast(PrometheusClient, prometheus))
+
+
+async def test_a_new_version_writes_the_status_first_then_applies_the_canary_then_posts_the_event() -> None:
+    kube, prometheus = FakeKube(_model("v1")), FakePrometheus(GOOD)
+    ctx = _context(kube, prometheus)
+    await advance(ctx, NAMESPACE, NAME, 1)
+    kube.set_ready("v1")
+    await advance(ctx, NAMESPACE, NAME, None)  # KServe's status change: Ready
+    kube.model["spec"]["version"] = "v2"
+    kube.calls.clear()
+
+    advanced = await advance(ctx, NAMESPACE, NAME, 2)
+
+    assert advanced is not None and advanced.decision.status.phase == "Progressing"
+    assert kube.calls == ["patch_status", "apply yolo-v1,yolo-v2,yolo", "event RolloutStarted"]
+    assert kube.model["status"]["canaryVersion"] == "v2" and kube.model["status"]["canaryWeight"] == 0
+    assert prometheus.queries == []  # nothing to judge while the canary initializes
+    assert ctx.requeues.pending(f"{NAMESPACE}/{NAME}")
+    await ctx.requeues.close()
+
+
+async def test_prometheus_is_asked_only_when_an_analysis_is_due_and_a_pass_promotes() -> None:
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    status = {"phase": "Progressing", "stableVersion": "v1", "canaryVersion": "v2", "canaryWeight": 10,
+              "rollout": {"stage": "Canary", "step": 0, "startedAt": started.isoformat(),
+                          "stageStartedAt": started.isoformat()}}
+    kube, prometheus = FakeKube(_model("v2", status)), FakePrometheus(GOOD)
+    ctx = _context(kube, prometheus)
+    await kube.apply_all(render(VSSModel.from_body(kube.model), stable_version="v1", canary_version="v2",
+                                canary_weight=10))
+    kube.set_ready("v1")
+    kube.set_ready("v2")
+
+    first = await advance(ctx, NAMESPACE, NAME, None)  # the check is due: passes, records it
+    assert first is not None and [q.version for q in prometheus.queries] == ["v2", "v1"]
+    assert first.decision.check is not None and first.decision.check.verdict == "Pass"
+    assert kube.model["status"]["phase"] == "Promoted"  # the step's pause passed and its check too
+
+    second = await advance(ctx, NAMESPACE, NAME, None)  # promoted: no analysis, the old version goes
+    assert second is not None and len(prometheus.queries) == 2
+    assert kube.model["status"]["phase"] == "Stable" and kube.model["status"]["stableVersion"] == "v2"
+    assert "delete yolo-v1" in kube.calls
+    assert [h["result"] for h in kube.model["status"]["history"]] == ["Promoted"]
+    await ctx.requeues.close()
+
+
+async def test_a_gone_object_is_left_alone() -> None:
+    kube = FakeKube(_model())
+    ctx = _context(kube, FakePrometheus(GOOD))
+
+    assert await advance(ctx, NAMESPACE, "other", None) is None
+    assert kube.calls == []
+
+
+async def test_a_requeue_replaces_the_pending_one_and_none_cancels_it() -> None:
+    requeues = Requeues()
+    fired: list[str] = []
+    done = asyncio.Event()
+
+    async def record(what: str) -> None:
+        fired.append(what)
+        done.set()
+
+    requeues.schedule("ns/a", 60, lambda: record("late"))
+    requeues.schedule("ns/a", 0, lambda: record("soon"))
+    requeues.schedule("ns/b", 0, lambda: record("cancelled"))
+    requeues.schedule("ns/b", None, lambda: record("never"))
+    await asyncio.wait_for(done.wait(), timeout=5)
+
+    assert fired == ["soon"]
+    assert not requeues.pending("ns/a") and not requeues.pending("ns/b")
+    await requeues.close()
+
+
+async def test_closing_cancels_timers_and_running_callbacks() -> None:
+    requeues = Requeues()
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    requeues.schedule("ns/a", 0, forever)
+    requeues.schedule("ns/b", 3600, forever)
+    await asyncio.wait_for(started.wait(), timeout=5)
+
+    await requeues.close()
+
+    assert not requeues.pending("ns/b")
+
+
+@pytest.mark.parametrize("delay", [-1.0, 0.0])
+async def test_a_due_time_in_the_past_fires_at_once(delay: float) -> None:
+    requeues = Requeues()
+    done = asyncio.Event()
+
+    async def mark() -> None:
+        done.set()
+
+    requeues.schedule("ns/a", delay, mark)
+    await asyncio.wait_for(done.wait(), timeout=5)
+    await requeues.close()
