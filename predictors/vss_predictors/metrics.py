@@ -36,11 +36,13 @@ class ServingMetrics:
                              ["model_name", "version", "device"], registry=registry),
         )
 
-    def start_counting(self, model_name: str, version: str, component: str) -> None:
-        """Create every outcome's series at zero: `increase()` over a series that starts at its first
-        increment misses that increment, and a canary's first error must not go unseen."""
+    def start_counting(self, model_name: str, version: str, component: str, stages: tuple[str, ...]) -> None:
+        """Create every outcome's and stage's series at zero: `increase()` over a series that starts at its
+        first increment misses that increment, and a canary's first error or slow request must not go unseen."""
         for status in STATUSES:
             self.requests.labels(model_name=model_name, version=version, component=component, status=status)
+        for stage in stages:
+            self.duration.labels(model_name=model_name, version=version, component=component, stage=stage)
 
 
 log = logging.getLogger(__name__)

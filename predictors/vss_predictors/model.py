@@ -115,7 +115,7 @@ class PredictorModel(kserve.Model):
             max_latency_s=self.settings.max_latency_ms / 1000, merge=has_dynamic_batch(runtime),
             on_batch=batch_hist.observe)
         self.runtime = runtime
-        self.metrics.start_counting(self.name, self.settings.version, "predictor")
+        self.metrics.start_counting(self.name, self.settings.version, "predictor", ("predict",))
         if runtime.info.device == "gpu":
             track_gpu_memory(self.metrics, self.name, self.settings.version)
         self.ready = True

@@ -39,7 +39,8 @@ class TransformerModel(kserve.Model):
         self.task.postprocess(self.client.infer_blocking(feeds), context)
         log.info("transformer ready", extra={"model": self.name, "task": self.task.name,
                                              "predictor": config.get("parameters", {}).get("providers")})
-        self.metrics.start_counting(self.name, self.version, "transformer")
+        self.metrics.start_counting(self.name, self.version, "transformer",
+                                    ("preprocess", "predict", "postprocess", "total"))
         self.ready = True
         return True
 

@@ -24,8 +24,10 @@ def test_request_counters_are_exposed_with_the_total_suffix_and_labels() -> None
 def test_every_outcome_series_exists_at_zero_before_the_first_request() -> None:
     registry = CollectorRegistry()
     metrics = ServingMetrics.create(registry)
-    metrics.start_counting("m", "v2", "predictor")
+    metrics.start_counting("m", "v2", "predictor", ("predict",))
     text = generate_latest(registry).decode()
     for status in ("success", "client_error", "server_error"):
         labels = f'component="predictor",model_name="m",status="{status}",version="v2"'
         assert f"inference_requests_total{{{labels}}} 0.0" in text
+    stage = 'component="predictor",model_name="m",stage="predict",version="v2"'
+    assert f"inference_duration_seconds_count{{{stage}}} 0.0" in text
