@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_KEY)
-EXTRAS ?= dev,torch,bench,timeseries
+EXTRAS ?= dev,torch,bench
 EXAMPLE ?= examples/detection.yaml
 APT_PACKAGES := prometheus
 

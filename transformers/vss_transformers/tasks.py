@@ -3,6 +3,7 @@ it turns images into a UINT8 batch and the model's outputs into results."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -98,6 +99,8 @@ class DetectionTask(ImageTask):
         self.params = params
         self.layout = detection.ModelLayout("yolov8", tuple(params.classes or ()), 32, None)
         self.output_name = "output0"
+        self._metadata: dict[str, str] = {}
+        self._layout_from_first_output = False
 
     def configure(self, config: Mapping[str, Any]) -> None:
         self.input_name, fixed = _image_input(config)
@@ -108,8 +111,15 @@ class DetectionTask(ImageTask):
         meta = _metadata(config)
         names = tuple(self.params.classes or ()) or detection.parse_names(meta.get("names", ""))
         stride = int(meta["stride"]) if meta.get("stride", "").isdigit() else 32
+        shape = outputs[0]["shape"]
+        self._metadata = meta
+        # Exports with every output dimension dynamic ([-1, -1, -1]) say nothing about their layout until
+        # they run: the warm-up inference, before the model reports ready, then settles it.
+        self._layout_from_first_output = self.params.layout is YoloLayout.AUTO and (
+            len(shape) == 3 and shape[1] == -1 and shape[2] == -1)
         layout = (self.params.layout.value if self.params.layout is not YoloLayout.AUTO
-                  else detection.detect_layout(outputs[0]["shape"], meta, len(names)))
+                  else "yolov8" if self._layout_from_first_output
+                  else detection.detect_layout(shape, meta, len(names)))
         self.layout = detection.ModelLayout(layout, names, stride, fixed)
 
     def warmup_images(self) -> Image:
@@ -120,6 +130,10 @@ class DetectionTask(ImageTask):
 
     def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
         raw = outputs[self.output_name].astype(np.float32, copy=False)
+        if self._layout_from_first_output:
+            layout = detection.detect_layout(raw.shape, self._metadata, len(self.layout.names))
+            self.layout = dataclasses.replace(self.layout, layout=layout)
+            self._layout_from_first_output = False
         return detection.postprocess(raw, context, self.layout, self.params.confidence_threshold,
                                      self.params.iou_threshold, self.params.max_detections)
 
