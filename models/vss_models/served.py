@@ -1,0 +1,120 @@
+"""Held-out evaluation through the served path: `vss run` processes on loopback, called with tritonclient
+over v2 REST, scored by the same evaluators as in-process inference.
+
+    python -m vss_models.served detector --images 500
+    python -m vss_models.served classifier --images 1200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as httpclient
+from numpy.typing import NDArray
+
+from vss_models.evaluation import evaluate_classifier, evaluate_detector
+
+REPO = Path(__file__).resolve().parents[2]
+# Ultralytics' validation settings, so the served figures compare with mAP as it is usually reported.
+EVAL_DETECTION = {"confidenceThreshold": 0.001, "iouThreshold": 0.7, "maxDetections": 300}
+
+VSSMODEL = """\
+apiVersion: serving.vss.ai/v1alpha1
+kind: VSSModel
+metadata: {{name: {name}}}
+spec:
+  task: {task}
+  version: v1
+  versions: [{{name: v1, storageUri: {path}}}]
+  transformer: {{{task}: {params}}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(task: str, model: Path, params: Mapping[str, object], deadline_s: float = 300) -> Iterator[str]:
+    """`vss run` of one model on free ports; yields the REST address, stops it with SIGTERM."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "eval.yaml"
+        spec.write_text(VSSMODEL.format(name="eval", task=task, path=model.resolve(), params=json.dumps(params)))
+        port = _free_port()
+        log = Path(tmp) / "vss-run.log"
+        with log.open("w") as sink:
+            process = subprocess.Popen([sys.executable, "-m", "vss_operator.cli", "run", str(spec), "--http-port",
+                                        str(port), "--grpc-port", str(_free_port())], stdout=sink,
+                                       stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            end = time.monotonic() + deadline_s
+            while "is serving" not in log.read_text(errors="replace"):
+                if process.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError(f"vss run did not start:\n{log.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.2)
+            yield f"127.0.0.1:{port}"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def _infer(client: httpclient.InferenceServerClient, image: NDArray[np.uint8]) -> httpclient.InferResult:
+    tensor = httpclient.InferInput("pixels", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(np.ascontiguousarray(image))
+    return client.infer("eval", [tensor])
+
+
+def evaluate_served_detector(model: Path, images: int) -> dict[str, object]:
+    with served("detection", model, EVAL_DETECTION) as address:
+        client = httpclient.InferenceServerClient(address)
+
+        def predict(image: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int32]]:
+            result = _infer(client, image)
+            n = int(result.as_numpy("num_detections")[0])
+            return (result.as_numpy("boxes")[0][:n], result.as_numpy("scores")[0][:n],
+                    result.as_numpy("class_ids")[0][:n])
+
+        return asdict(evaluate_detector(predict, n_images=images))
+
+
+def evaluate_served_classifier(model: Path, images: int) -> dict[str, object]:
+    with served("classification", model, {"inputSize": 224, "resizeSize": 224, "topK": 5}) as address:
+        client = httpclient.InferenceServerClient(address)
+
+        def predict(image: NDArray[np.uint8]) -> list[int]:
+            return [int(i) for i in _infer(client, image).as_numpy("class_ids")[0]]
+
+        return asdict(evaluate_classifier(predict, n=images))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=["detector", "classifier"])
+    parser.add_argument("--dir", type=Path, default=REPO / "models" / "artifacts")
+    parser.add_argument("--images", type=int, default=500)
+    args = parser.parse_args(argv)
+    if args.model == "detector":
+        report = evaluate_served_detector(args.dir / "detector.onnx", args.images)
+    else:
+        report = evaluate_served_classifier(args.dir / "classifier.onnx", args.images)
+    print(json.dumps({"path": "served (vss run, v2 REST)", args.model: report}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
