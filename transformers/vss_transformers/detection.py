@@ -76,15 +76,16 @@ def detect_layout(output_shape: Sequence[int], metadata: Mapping[str, str], n_na
     return "yolov8" if rows < cols else "yolov5"
 
 
-def preprocess(images: Sequence[Image], size: int, layout: ModelLayout,
-               rectangular: bool) -> tuple[Image, list[Letterbox]]:
-    """One UINT8 NHWC batch and how each image was placed in it."""
-    shape = target_shape([im.shape[:2] for im in images], size, layout.stride, rectangular,
-                         layout.fixed_hw)
+def preprocess(images: Sequence[Image], size: int, layout: ModelLayout, rectangular: bool,
+               sources: Sequence[tuple[int, int]] | None = None) -> tuple[Image, list[Letterbox]]:
+    """One UINT8 NHWC batch and how each image was placed in it; `sources` are the (h, w) of the images
+    the (maybe reduced) decoded ones stand for, so boxes map back to the sources' pixels."""
+    sources = sources or [(im.shape[0], im.shape[1]) for im in images]
+    shape = target_shape(list(sources), size, layout.stride, rectangular, layout.fixed_hw)
     batch = np.empty((len(images), shape[0], shape[1], 3), dtype=np.uint8)
     infos = []
-    for i, image in enumerate(images):
-        batch[i], info = letterbox(image, shape)
+    for i, (image, source) in enumerate(zip(images, sources, strict=True)):
+        batch[i], info = letterbox(image, shape, source)
         infos.append(info)
     return batch, infos
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
-from vss_transformers.codecs import MAX_PIXELS, Image, check_pixels, decode_image
+from vss_transformers.codecs import MAX_PIXELS, Image, SizeHint, check_pixels, decode_image
 from vss_transformers.errors import InvalidImage, InvalidRequest
 
 Encoded = list[bytes] | Image
@@ -76,18 +76,23 @@ class ImageRequests:
             out.append(_bytes_of(value, i))
         return out
 
-    def decode(self, encoded: Encoded) -> list[Image]:
+    def decode(self, encoded: Encoded, size_hint: SizeHint | None = None
+               ) -> tuple[list[Image], list[tuple[int, int]]]:
+        """The images, maybe decoded at a reduced scale, and each source's (height, width)."""
         count = len(encoded)
         if count == 0:
             raise InvalidRequest("the batch is empty: send at least one image")
         if count > self.max_batch_images:
             raise InvalidRequest(f"a batch of {count} images is over the limit of {self.max_batch_images}")
         if isinstance(encoded, np.ndarray):
-            return [check_pixels(p, max_pixels=self.max_pixels) for p in encoded]
-        images = []
+            pixels = [check_pixels(p, max_pixels=self.max_pixels) for p in encoded]
+            return pixels, [(p.shape[0], p.shape[1]) for p in pixels]
+        images, sources = [], []
         for i, data in enumerate(encoded):
             try:
-                images.append(decode_image(data, max_pixels=self.max_pixels))
+                image, source = decode_image(data, max_pixels=self.max_pixels, size_hint=size_hint)
             except InvalidImage as exc:
                 raise InvalidImage(f"image[{i}]: {exc.reason}") from exc
-        return images
+            images.append(image)
+            sources.append(source)
+        return images, sources

@@ -23,8 +23,10 @@ class Letterbox:
     scale: float
     pad_x: float
     pad_y: float
-    height: int
+    height: int  # of the source image, which the decoded one may be a reduced copy of
     width: int
+    source_scale_x: float = 1.0  # source pixels per decoded pixel
+    source_scale_y: float = 1.0
 
 
 def fitted_size(hw: tuple[int, int], size: int) -> tuple[int, int]:
@@ -48,9 +50,12 @@ def target_shape(shapes: list[tuple[int, int]], size: int, stride: int, rectangu
     return int(np.ceil(h / stride) * stride), int(np.ceil(w / stride) * stride)
 
 
-def letterbox(image: Image, shape: tuple[int, int]) -> tuple[Image, Letterbox]:
-    """`image` scaled to fit `shape` (h, w) keeping its aspect ratio, centred, padded with grey."""
+def letterbox(image: Image, shape: tuple[int, int], source_hw: tuple[int, int] | None = None
+              ) -> tuple[Image, Letterbox]:
+    """`image` scaled to fit `shape` (h, w) keeping its aspect ratio, centred, padded with grey;
+    `source_hw` is the size of the source when `image` was decoded at a reduced scale."""
     h, w = image.shape[:2]
+    src_h, src_w = source_hw or (h, w)
     th, tw = shape
     r = min(th / h, tw / w)
     nh, nw = round(h * r), round(w * r)
@@ -59,12 +64,13 @@ def letterbox(image: Image, shape: tuple[int, int]) -> tuple[Image, Letterbox]:
     top, left = round(dh - 0.1), round(dw - 0.1)
     out = np.full((th, tw, 3), PAD_VALUE, dtype=np.uint8)
     out[top:top + nh, left:left + nw] = resized
-    return out, Letterbox(scale=r, pad_x=left, pad_y=top, height=h, width=w)
+    return out, Letterbox(scale=r, pad_x=left, pad_y=top, height=src_h, width=src_w,
+                          source_scale_x=src_w / w, source_scale_y=src_h / h)
 
 
 def unletterbox(boxes: npt.NDArray[np.float32], info: Letterbox) -> npt.NDArray[np.float32]:
     """x1, y1, x2, y2 boxes from model-input pixels back to original pixels, clipped to the image."""
     out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] = ((out[:, [0, 2]] - info.pad_x) / info.scale).clip(0, info.width)
-    out[:, [1, 3]] = ((out[:, [1, 3]] - info.pad_y) / info.scale).clip(0, info.height)
+    out[:, [0, 2]] = ((out[:, [0, 2]] - info.pad_x) / info.scale * info.source_scale_x).clip(0, info.width)
+    out[:, [1, 3]] = ((out[:, [1, 3]] - info.pad_y) / info.scale * info.source_scale_y).clip(0, info.height)
     return out

@@ -4,6 +4,7 @@ it turns images into a UINT8 batch and the model's outputs into results."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from vss_transformers import classification, detection
 from vss_transformers.codecs import Image
 from vss_transformers.errors import InvalidRequest
 from vss_transformers.images import Encoded, ImageRequests
+from vss_transformers.letterbox import fitted_size
 
 
 class Task(Protocol):
@@ -81,13 +83,18 @@ class ImageTask:
         return self.warmup_images()[None]
 
     def prepare(self, parsed: Encoded) -> tuple[dict[str, Array], Any]:
-        batch, context = self.preprocess(self.requests.decode(parsed))
+        images, sources = self.requests.decode(parsed, self.size_hint)
+        batch, context = self.preprocess(images, sources)
         return {self.input_name: batch}, context
+
+    def size_hint(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest (h, w) worth decoding a (height, width) source at; the source itself by default."""
+        return height, width
 
     def warmup_images(self) -> Image:
         raise NotImplementedError
 
-    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
+    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, Any]:
         raise NotImplementedError
 
 
@@ -125,8 +132,11 @@ class DetectionTask(ImageTask):
     def warmup_images(self) -> Image:
         return np.full((720, 1280, 3), 114, dtype=np.uint8)
 
-    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
-        return detection.preprocess(images, self.params.input_size, self.layout, self.params.rectangular)
+    def size_hint(self, height: int, width: int) -> tuple[int, int]:
+        return fitted_size((height, width), self.params.input_size)
+
+    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, Any]:
+        return detection.preprocess(images, self.params.input_size, self.layout, self.params.rectangular, sources)
 
     def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
         raw = outputs[self.output_name].astype(np.float32, copy=False)
@@ -176,7 +186,11 @@ class ClassificationTask(ImageTask):
     def warmup_images(self) -> Image:
         return np.full((self.resize, self.resize, 3), 128, dtype=np.uint8)
 
-    def preprocess(self, images: Sequence[Image]) -> tuple[Image, Any]:
+    def size_hint(self, height: int, width: int) -> tuple[int, int]:
+        scale = self.resize / min(height, width)
+        return math.ceil(height * scale), math.ceil(width * scale)
+
+    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, Any]:
         return classification.preprocess(images, self.resize, self.crop), None
 
     def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:

@@ -15,14 +15,16 @@ def _png(image: np.ndarray) -> bytes:
 def test_a_jpeg_decodes_to_rgb_pixels() -> None:
     image = np.zeros((48, 64, 3), np.uint8)
     image[..., 0] = 250
-    decoded = decode_image(encode_jpeg(image, quality=95))
-    assert decoded.shape == (48, 64, 3)
+    decoded, source = decode_image(encode_jpeg(image, quality=95))
+    assert decoded.shape == (48, 64, 3) and source == (48, 64)
     assert decoded[..., 0].mean() > 240 and decoded[..., 2].mean() < 10
 
 
 def test_a_png_decodes_to_the_exact_rgb_pixels() -> None:
     image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(decode_image(_png(image)), image)
+    decoded, source = decode_image(_png(image))
+    np.testing.assert_array_equal(decoded, image)
+    assert source == (20, 30)
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -52,3 +54,17 @@ def test_pixels_must_be_uint8_hxwx3() -> None:
         check_pixels(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(InvalidImage, match=r"\[H, W, 3\]"):
         check_pixels(np.zeros((4, 4), np.uint8))
+
+
+def test_a_size_hint_decodes_a_jpeg_at_a_reduced_scale_no_smaller_than_asked() -> None:
+    image = np.random.default_rng(3).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    decoded, source = decode_image(encode_jpeg(image), size_hint=lambda h, w: (360, 640))
+    assert source == (720, 1280)
+    assert decoded.shape == (360, 640, 3)
+    big, _ = decode_image(encode_jpeg(image), size_hint=lambda h, w: (500, 900))
+    assert big.shape[0] >= 500 and big.shape[1] >= 900 and big.shape[0] <= 720
+
+
+def test_a_size_hint_larger_than_the_source_decodes_at_full_size() -> None:
+    decoded, _ = decode_image(encode_jpeg(np.zeros((40, 60, 3), np.uint8)), size_hint=lambda h, w: (400, 600))
+    assert decoded.shape == (40, 60, 3)

@@ -45,3 +45,11 @@ def test_letterbox_then_unletterbox_is_the_identity_on_a_box() -> None:
     box = np.array([[10.0, 20.0, 300.0, 400.0]], np.float32)
     forward = box * info.scale + np.array([info.pad_x, info.pad_y, info.pad_x, info.pad_y], np.float32)
     np.testing.assert_allclose(unletterbox(forward, info), box, atol=1e-4)
+
+
+def test_boxes_of_a_reduced_decode_map_back_to_the_source_pixels() -> None:
+    reduced = np.zeros((360, 640, 3), np.uint8)  # a 1280x720 source decoded at half scale
+    _, info = letterbox(reduced, (384, 640), source_hw=(720, 1280))
+    assert (info.height, info.width) == (720, 1280)
+    back = unletterbox(np.array([[100, 62, 200, 112]], np.float32), info)
+    np.testing.assert_allclose(back, [[200, 100, 400, 200]])
