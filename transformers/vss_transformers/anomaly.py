@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from kserve.protocol.infer_type import InferRequest
 
 from vss_operator.spec import AnomalyParams
 from vss_predictors.runtime import Array
-from vss_transformers.series import F32, SeriesLayout, SeriesRequests, check_finite, model_features, series_input
+from vss_transformers.series import F32, SeriesLayout, SeriesRequests, SeriesTask, model_features, series_input
 
 SEVERITIES = ("low", "medium", "high", "critical")
 OUTPUTS = ("anomaly_score", "evidence", "feature_evidence")
@@ -118,7 +117,7 @@ def as_seed_json(verdict: AnomalyVerdict, features: Sequence[str], threshold: fl
     }
 
 
-class AnomalyTask:
+class AnomalyTask(SeriesTask):
     name = "anomaly"
 
     def __init__(self, params: AnomalyParams) -> None:
@@ -126,7 +125,6 @@ class AnomalyTask:
         self.features = tuple(params.features)
         self.requests = SeriesRequests(SeriesLayout(self.features, params.window, "spec.transformer.anomaly"
                                                     ".window", params.max_batch))
-        self.input_name = "series"
         self.calibration: Calibration | None = None
 
     def configure(self, config: Mapping[str, Any]) -> None:
@@ -141,22 +139,6 @@ class AnomalyTask:
                                                     "spec.transformer.anomaly.window", self.params.max_batch,
                                                     order))
         self.calibration = Calibration.from_metadata(meta, self.params.threshold)
-
-    def input_specs(self) -> list[dict[str, Any]]:
-        return self.requests.v2_inputs()
-
-    def parse_v2(self, request: InferRequest) -> F32:
-        return self.requests.parse_v2(request)
-
-    def parse_v1(self, payload: dict[str, Any]) -> F32:
-        return self.requests.parse_v1(payload)
-
-    def warmup_request(self) -> F32:
-        return np.zeros((1, self.params.window, len(self.features)), dtype=np.float32)
-
-    def prepare(self, parsed: F32) -> tuple[dict[str, Array], Any]:
-        order = self.requests.layout.model_order or self.features
-        return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
 
     def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
         assert self.calibration is not None, "configure() runs before serving"

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from kserve.protocol.infer_type import InferRequest
 
 from vss_operator.spec import ForecastingParams
 from vss_predictors.runtime import Array
@@ -26,7 +25,7 @@ from vss_transformers.series import (
     F32,
     SeriesLayout,
     SeriesRequests,
-    check_finite,
+    SeriesTask,
     model_features,
     series_input,
 )
@@ -91,7 +90,7 @@ def as_seed_json(result: Forecast, features: Sequence[str], level: float, second
     }
 
 
-class ForecastingTask:
+class ForecastingTask(SeriesTask):
     name = "forecasting"
     field = "spec.transformer.forecasting.lookback"
 
@@ -100,7 +99,6 @@ class ForecastingTask:
         self.features = tuple(params.features)
         self.requests = SeriesRequests(SeriesLayout(self.features, params.lookback, self.field,
                                                     params.max_batch))
-        self.input_name = "series"
         self.output_name = "forecast"
         self.radius: F32 | None = None  # [horizon, F] in the VSSModel's order
 
@@ -116,22 +114,6 @@ class ForecastingTask:
         self.requests = SeriesRequests(layout)
         radius = interval_radius(meta, self.params.interval_level, self.params.horizon, len(self.features))
         self.radius = radius[:, layout.to_client]
-
-    def input_specs(self) -> list[dict[str, Any]]:
-        return self.requests.v2_inputs()
-
-    def parse_v2(self, request: InferRequest) -> F32:
-        return self.requests.parse_v2(request)
-
-    def parse_v1(self, payload: dict[str, Any]) -> F32:
-        return self.requests.parse_v1(payload)
-
-    def warmup_request(self) -> F32:
-        return np.zeros((1, self.params.lookback, len(self.features)), dtype=np.float32)
-
-    def prepare(self, parsed: F32) -> tuple[dict[str, Array], Any]:
-        order = self.requests.layout.model_order or self.features
-        return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
 
     def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
         assert self.radius is not None, "configure() runs before serving"

@@ -206,6 +206,31 @@ class SeriesRequests:
         return np.array([list(names).index(f) for f in order], dtype=np.intp)
 
 
+class SeriesTask:
+    """What the sensor tasks share: windows of readings in (v2 `series` or v1 instances), one FP32
+    [N, T, F] tensor to the predictor in the model's feature order."""
+
+    input_name = "series"
+    requests: SeriesRequests
+
+    def input_specs(self) -> list[dict[str, Any]]:
+        return self.requests.v2_inputs()
+
+    def parse_v2(self, request: InferRequest) -> F32:
+        return self.requests.parse_v2(request)
+
+    def parse_v1(self, payload: dict[str, Any]) -> F32:
+        return self.requests.parse_v1(payload)
+
+    def warmup_request(self) -> F32:
+        layout = self.requests.layout
+        return np.zeros((1, layout.steps, len(layout.features)), dtype=np.float32)
+
+    def prepare(self, parsed: F32) -> tuple[dict[str, Any], Any]:
+        order = self.requests.layout.model_order or self.requests.layout.features
+        return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
+
+
 def series_input(config: Mapping[str, Any], steps: int, width: int, steps_field: str) -> str:
     """The name of the predictor's one FP32 [N, steps, width] input, or why it does not fit."""
     inputs = config.get("inputs") or []
