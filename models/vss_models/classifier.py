@@ -27,11 +27,12 @@ class ClassifierConfig:
     """Everything that decides the trained weights; hashed into the build cache key."""
 
     widths: tuple[int, int, int, int] = (32, 64, 128, 192)
-    train_images: int = 8000
-    epochs: int = 3
+    # Measured on held-out images: 84% top-1 after 300 steps, 94.8% after 624, so ~940 steps.
+    train_images: int = 6000
+    epochs: int = 5
     batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 5e-4
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.05
     label_smoothing: float = 0.05
     seed: int = 2
     classes: tuple[str, ...] = field(default=PATTERN_CLASSES)
@@ -80,8 +81,8 @@ class Luminance(nn.Module):
 
 
 class ClassifierNet(nn.Module):
-    """Luma at half resolution, a stride-4 stem, residual stages at strides 16, 32, 64 of the input, then
-    average and max pooling into a linear layer.
+    """Luma, a stride-4 stem, residual stages at strides 8, 16, 32, then average and max pooling into a
+    linear layer. (Working at half resolution was 2x cheaper a step but learned far less per second.)
 
     Max pooling keeps evidence that is local and sparse (a joint of bricks, a honeycomb vertex) from being
     washed out by averaging over the whole frame. `forward` returns logits;
@@ -93,9 +94,6 @@ class ClassifierNet(nn.Module):
         w0, w1, w2, w3 = widths
         self.features = nn.Sequential(
             Luminance(),
-            # Every pattern repeats at 12 pixels or more, so half resolution keeps what tells them apart
-            # and quarters the cost of every layer: more training steps in the same CPU minutes.
-            nn.AvgPool2d(2),
             # Two 3x3/2 convolutions rather than one 4x4/4 patch: fine stripes and grids alias otherwise.
             ConvBnAct(1, w0 // 2, 3, 2),
             ConvBnAct(w0 // 2, w0, 3, 2),
@@ -121,8 +119,10 @@ class Probabilities(nn.Module):
 
 
 def normalised_batch(images: np.ndarray[tuple[int, ...], np.dtype[np.uint8]]) -> Tensor:
-    """NHWC uint8 RGB to NCHW float normalised with the ImageNet mean and std."""
-    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    """NHWC uint8 RGB to contiguous NCHW float normalised with the ImageNet mean and std."""
+    # Contiguous, not the channels-last view permute gives: torch 2.15's CPU convolution backward crashes
+    # (SIGSEGV) on channels-last input to layers as narrow as 4 channels.
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div_(255)
     mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
     return (tensor - mean) / std
@@ -158,7 +158,8 @@ def train_classifier(
         order = rng.permutation(len(samples))
         for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
             batch = order[start : start + config.batch_size]
-            # No flips or turns: the generator already draws every pattern at any orientation and phase.
+            # No flips, turns or crops: the generator already draws every pattern at any orientation, phase
+            # and scale, and on this data they slowed learning more than they curbed over-fitting.
             pixels = images[batch]
             net.train()
             loss = F.cross_entropy(

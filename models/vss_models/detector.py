@@ -33,11 +33,13 @@ INPUT_SIZE: Final = 640
 class DetectorConfig:
     """Everything that decides the trained weights; hashed into the build cache key."""
 
-    widths: tuple[int, int, int, int] = (16, 32, 64, 96)
-    train_scenes: int = 2000
-    epochs: int = 6
-    batch_size: int = 8
-    learning_rate: float = 2e-3
+    widths: tuple[int, int, int, int] = (24, 32, 64, 128)
+    # Sweeps on this recipe: mAP@0.5 grew with optimiser steps (0.70 at ~370, 0.84-0.86 at ~750) and
+    # hardly with distinct scenes (3000 x 4 epochs matched 6000 x 2), so few scenes, many epochs.
+    train_scenes: int = 1600
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 3e-3
     weight_decay: float = 5e-4
     # Share of training scenes drawn at the camera's real size and letterboxed, rather than drawn at 640.
     full_size_share: float = 0.15
