@@ -42,6 +42,7 @@ def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, h
         "--warmup_shape", warmup_shape(spec),
         "--max_batch_size", str(spec.predictor.batching.max_batch_size),
         "--max_latency_ms", str(spec.predictor.batching.max_latency_ms),
+        "--max_inflight_batches", str(spec.predictor.batching.max_in_flight),
         "--http_port", str(http_port), "--grpc_port", str(grpc_port),
         "--grpc_max_receive_message_length", str(spec.transformer.max_request_bytes * 8),
         "--grpc_max_send_message_length", str(spec.transformer.max_request_bytes * 8),

@@ -84,6 +84,9 @@ class Batching(SpecModel):
     max_batch_size: Annotated[int, Field(ge=1, le=256, description="Largest merged batch.")] = 8
     max_latency_ms: Annotated[float, Field(ge=0, le=1000, description=(
         "Longest a request waits for others to join its batch."))] = 5.0
+    max_in_flight: Annotated[int, Field(ge=1, le=8, description=(
+        "Batches the predictor runs at once: 2 overlaps gathering and copying one batch with computing "
+        "the other; 1 runs strictly one after another."))] = 2
 
 
 class Resources(SpecModel):

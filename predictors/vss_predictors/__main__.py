@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="MEAN:STD per RGB channel; takes UINT8 NHWC pixels and normalises in the graph")
     parser.add_argument("--max_batch_size", type=int, default=8)
     parser.add_argument("--max_latency_ms", type=float, default=5.0)
+    parser.add_argument("--max_inflight_batches", type=int, default=2, choices=range(1, 9),
+                        metavar="{1..8}", help="batches run at once")
     parser.add_argument("--warmup_shape", default="640,640", help="H,W of the warm-up input")
     parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--log_level", default="INFO")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         model_name=args.model_name, version=args.model_version, model_path=args.model_path,
         model_format=args.model_format, device=args.device, threads=args.threads,
         normalization=args.normalize, max_batch_size=args.max_batch_size,
-        max_latency_ms=args.max_latency_ms, warmup_shape=(h, w))
+        max_latency_ms=args.max_latency_ms, max_in_flight=args.max_inflight_batches, warmup_shape=(h, w))
     model = PredictorModel(settings, ServingMetrics.create())
     model.load()
     serve([model], max_request_bytes=args.max_request_bytes, configs={model.name: model.describe},

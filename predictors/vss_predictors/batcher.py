@@ -2,7 +2,12 @@
 
 Requests already queued when the runtime frees up are merged at once, so a lone client never waits
 for company; only while traffic is concurrent (the last run held more than one request) does a
-batch wait up to `max_latency` for more."""
+batch wait up to `max_latency` for more.
+
+Up to `max_in_flight` batches run at once (default 2): while one computes, the next is gathered and
+started, so the runtime never idles between batches on the event loop's turn-around, and on a GPU one
+batch's host-device copies overlap the other's kernels. A batch is gathered only once a slot is free, so
+under load each batch holds everything that arrived while the slots were busy."""
 
 from __future__ import annotations
 
@@ -36,7 +41,9 @@ class DynamicBatcher:
     """Runs `run` on merged batches in one worker thread; `submit` is safe from any coroutine."""
 
     def __init__(self, run: RunFn, *, max_batch_size: int, max_latency_s: float, merge: bool,
-                 on_batch: Callable[[int], None] = lambda _rows: None) -> None:
+                 max_in_flight: int = 2, on_batch: Callable[[int], None] = lambda _rows: None) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self._run = run
         self._max_rows = max_batch_size if merge else 1
         self._max_latency_s = max_latency_s
@@ -46,14 +53,17 @@ class DynamicBatcher:
         self._carry: _Pending | None = None
         self._worker: asyncio.Task[None] | None = None
         self._last_rows = 1
-        # One thread: a run already uses every intra-op thread, a second would only contend.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vss-batch")
+        self._max_in_flight = max_in_flight
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="vss-batch")
 
     async def submit(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
         rows = int(next(iter(feeds.values())).shape[0])
         loop = asyncio.get_running_loop()
         if self._queue is None:
             self._queue = asyncio.Queue()
+            self._slots = asyncio.Semaphore(self._max_in_flight)
             self._worker = loop.create_task(self._work(), name="vss-batcher")
         pending = _Pending(feeds, rows, batch_key(feeds), loop.create_future())
         self._queue.put_nowait(pending)
@@ -64,6 +74,8 @@ class DynamicBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for task in list(self._running):
+            task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _next(self, wait_s: float | None) -> _Pending | None:
@@ -102,26 +114,41 @@ class DynamicBatcher:
         return batch
 
     async def _work(self) -> None:
+        assert self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            await self._slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
             live = [p for p in batch if not p.done.cancelled()]
             if not live:
+                self._slots.release()
                 continue
-            try:
-                merged = _concat([p.feeds for p in live]) if len(live) > 1 else live[0].feeds
-                self._on_batch(sum(p.rows for p in live))
-                outputs = await loop.run_in_executor(self._executor, self._run, merged)
-            except Exception as exc:  # the run failed: every waiting request learns why
-                for p in live:
-                    if not p.done.done():
-                        p.done.set_exception(exc)
-                continue
-            start = 0
+            task = loop.create_task(self._execute(live), name="vss-batch")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute(self, live: list[_Pending]) -> None:
+        assert self._slots is not None
+        try:
+            merged = _concat([p.feeds for p in live]) if len(live) > 1 else live[0].feeds
+            self._on_batch(sum(p.rows for p in live))
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, merged)
+        except Exception as exc:  # the run failed: every waiting request learns why
             for p in live:
                 if not p.done.done():
-                    p.done.set_result({k: v[start:start + p.rows] for k, v in outputs.items()})
-                start += p.rows
+                    p.done.set_exception(exc)
+            return
+        finally:
+            self._slots.release()
+        start = 0
+        for p in live:
+            if not p.done.done():
+                p.done.set_result({k: v[start:start + p.rows] for k, v in outputs.items()})
+            start += p.rows
 
 
 def _concat(feeds: list[Mapping[str, Array]]) -> dict[str, Array]:

@@ -35,6 +35,7 @@ class PredictorSettings:
     normalization: Normalization | None = None
     max_batch_size: int = 8
     max_latency_ms: float = 5.0
+    max_in_flight: int = 2
     warmup_shape: tuple[int, int] = (640, 640)
     warmup_runs: int = 2
     load_attempts: int = 5
@@ -113,6 +114,7 @@ class PredictorModel(kserve.Model):
         self.batcher = DynamicBatcher(
             runtime.run, max_batch_size=self.settings.max_batch_size,
             max_latency_s=self.settings.max_latency_ms / 1000, merge=has_dynamic_batch(runtime),
+            max_in_flight=self.settings.max_in_flight,
             on_batch=batch_hist.observe)
         self.runtime = runtime
         self.metrics.start_counting(self.name, self.settings.version, "predictor", ("predict",))

@@ -27,7 +27,7 @@ class Recorder:
 async def test_concurrent_requests_are_merged_and_each_gets_its_own_rows_back() -> None:
     gate = threading.Event()
     run = Recorder(gate)
-    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.05, merge=True)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.05, merge=True, max_in_flight=1)
     first = asyncio.create_task(batcher.submit({"x": np.full((1, 2), -1.0)}))
     await asyncio.sleep(0.05)  # the first call is now blocked in the runtime: the rest queue up
     rest = [asyncio.create_task(batcher.submit({"x": np.full((1, 2), float(i))})) for i in range(5)]
@@ -66,7 +66,7 @@ async def test_requests_of_different_shapes_are_never_merged() -> None:
 async def test_a_batch_never_exceeds_the_maximum() -> None:
     gate = threading.Event()
     run = Recorder(gate)
-    batcher = DynamicBatcher(run, max_batch_size=4, max_latency_s=0.0, merge=True)
+    batcher = DynamicBatcher(run, max_batch_size=4, max_latency_s=0.0, merge=True, max_in_flight=1)
     blocker = asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))}))
     await asyncio.sleep(0.05)
     tasks = [asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))})) for _ in range(10)]
@@ -106,3 +106,63 @@ async def test_fixed_batch_models_run_one_request_per_call() -> None:
     await asyncio.gather(blocker, *tasks)
     await batcher.close()
     assert run.sizes == [1, 1, 1, 1]
+
+
+class Overlap:
+    """A runtime stand-in that holds each call until `gate` opens and records how many ran at once."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.sizes: list[int] = []
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        self.gate.wait(5)
+        with self._lock:
+            self.running -= 1
+            self.sizes.append(int(feeds["x"].shape[0]))
+        return {"y": feeds["x"] * 2}
+
+
+async def test_two_batches_run_at_once_and_a_third_gathers_everything_that_waited_for_a_slot() -> None:
+    gate = threading.Event()
+    run = Overlap(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=2)
+    first = asyncio.create_task(batcher.submit({"x": np.zeros((1, 2))}))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(batcher.submit({"x": np.zeros((1, 3))}))  # another shape: its own batch
+    await asyncio.sleep(0.05)
+    assert run.running == 2  # both slots busy, neither run has returned
+    waiting = [asyncio.create_task(batcher.submit({"x": np.full((1, 2), float(i))})) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert run.running == 2  # no third run while both slots are taken
+    gate.set()
+    results = await asyncio.gather(first, second, *waiting)
+    await batcher.close()
+    assert run.most_at_once == 2
+    assert sorted(run.sizes) == [1, 1, 3]
+    for i, out in enumerate(results[2:]):
+        np.testing.assert_array_equal(out["y"], np.full((1, 2), 2.0 * i))
+
+
+async def test_one_batch_in_flight_runs_strictly_one_after_another() -> None:
+    gate = threading.Event()
+    run = Overlap(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=1)
+    tasks = [asyncio.create_task(batcher.submit({"x": np.zeros((1, n))})) for n in (1, 2, 3)]
+    await asyncio.sleep(0.05)
+    assert run.running == 1
+    gate.set()
+    await asyncio.gather(*tasks)
+    await batcher.close()
+    assert run.most_at_once == 1 and run.sizes == [1, 1, 1]
+
+
+def test_a_batcher_needs_at_least_one_batch_in_flight() -> None:
+    with pytest.raises(ValueError, match="max_in_flight must be at least 1"):
+        DynamicBatcher(Recorder(), max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=0)
