@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -38,7 +40,10 @@ from vss_models.training import TrainingLog
 MANIFEST: Final = "manifest.json"
 DETECTOR_FILES: Final = ("detector.onnx",)
 CLASSIFIER_FILES: Final = ("classifier.onnx", "classifier.pt")
-ARTIFACTS: Final = DETECTOR_FILES + CLASSIFIER_FILES
+INT8_FILES: Final = ("detector.int8.onnx", "classifier.int8.onnx")
+TIMESERIES_FILES: Final = ("anomaly.onnx", "forecast-lstm.onnx", "forecast-transformer.onnx")
+TIMESERIES_MANIFESTS: Final = ("anomaly.manifest.json", "forecasting.manifest.json")
+ARTIFACTS: Final = DETECTOR_FILES + CLASSIFIER_FILES + INT8_FILES + TIMESERIES_FILES
 # The modules whose source decides each model's weights; editing one invalidates that model's cache.
 DETECTOR_SOURCES: Final = (scenes, letterbox, training, export, detector)
 CLASSIFIER_SOURCES: Final = (scenes, patterns, inference, training, export, classifier)
@@ -66,6 +71,7 @@ class BuildReport:
     cached: bool
     detector_seconds: float
     classifier_seconds: float
+    timeseries_seconds: float
     sha256: dict[str, str]
     bytes: dict[str, int]
 
@@ -81,10 +87,53 @@ def recipe_hash(config: object, sources: tuple[ModuleType, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_hash(config: BuildConfig) -> str:
+QUANTIZE_SOURCE: Final = Path(__file__).with_name("quantize.py")  # read, not imported: onnxruntime.quantization
+TIMESERIES_SOURCES: Final = Path(__file__).with_name("timeseries")
+
+
+def build_hash(config: BuildConfig, quick: bool = False) -> str:
+    """Hash of the whole build: both vision recipes, the INT8 step's source, the time-series build."""
     detector_key = recipe_hash(config.detector, DETECTOR_SOURCES)
     classifier_key = recipe_hash(config.classifier, CLASSIFIER_SOURCES)
-    return hashlib.sha256(f"{detector_key}:{classifier_key}".encode()).hexdigest()[:16]
+    quantize_key = hashlib.sha256(QUANTIZE_SOURCE.read_bytes()).hexdigest()[:16]
+    parts = f"{detector_key}:{classifier_key}:{quantize_key}:{timeseries_key(quick)}"
+    return hashlib.sha256(parts.encode()).hexdigest()[:16]
+
+
+def timeseries_key(quick: bool) -> str:
+    """Cache key of the time-series build: every source file of `vss_models.timeseries`, torch, `quick`."""
+    digest = hashlib.sha256(f"quick={quick}:torch={torch.__version__}".encode())
+    for source in sorted(TIMESERIES_SOURCES.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return "timeseries-" + digest.hexdigest()[:16]
+
+
+def timeseries_models(cache: Path, key: str, quick: bool, log: bool) -> tuple[dict[str, Any], bool]:
+    """The cache record of `vss_models.timeseries.build` (anomaly.onnx, forecast-*.onnx and their own
+    manifests), built now if missing, and whether it was cached."""
+    record = read_manifest(cache / key, TIMESERIES_FILES)
+    if record is not None:
+        return record, True
+    from vss_models.timeseries.build import build as build_timeseries
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        staging = Path(scratch) / key
+        seconds = build_timeseries(staging, quick=quick, log=log).seconds
+        record = {
+            "key": key,
+            "seconds": round(seconds, 1),
+            "files": {
+                name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
+                for name in TIMESERIES_FILES
+            },
+        }
+        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+        if (cache / key).exists():
+            shutil.rmtree(cache / key)
+        staging.rename(cache / key)
+    return record, False
 
 
 def file_sha256(path: Path) -> str:
@@ -109,70 +158,180 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vss" / "models"
 
 
-def trained(
-    cache: Path, key: str, files: tuple[str, ...], train: Callable[[Path], TrainingLog]
-) -> tuple[dict[str, Any], bool]:
-    """One model's cached build `cache/<key>`, made by `train(staging_dir)` first if it is missing."""
-    directory = cache / key
-    record = read_manifest(directory, files)
+def _train_into(config: DetectorConfig | ClassifierConfig, directory: Path, log: bool) -> TrainingLog:
+    """Train one model and export its files into `directory` (runs in a worker process when in parallel)."""
+    if isinstance(config, DetectorConfig):
+        detector_net, training_log = train_detector(config, log=log)
+        export_detector(detector_net, config.classes, directory / "detector.onnx")
+        return training_log
+    classifier_net, training_log = train_classifier(config, log=log)
+    export_classifier_onnx(classifier_net, config.classes, directory / "classifier.onnx")
+    export_classifier_torchscript(classifier_net, config.classes, directory / "classifier.pt")
+    return training_log
+
+
+def _train_worker(config: DetectorConfig | ClassifierConfig, directory: Path, threads: int, log: bool) -> TrainingLog:
+    torch.set_num_threads(threads)
+    return _train_into(config, directory, log)
+
+
+@dataclass(frozen=True)
+class _Job:
+    kind: str
+    key: str
+    files: tuple[str, ...]
+    config: DetectorConfig | ClassifierConfig
+
+
+def _publish(cache: Path, job: _Job, staging: Path, log: TrainingLog, threads: int) -> dict[str, Any]:
+    """Record a finished training's manifest and move its staging directory into the cache."""
+    record = {
+        "key": job.key,
+        "training": dataclasses.asdict(log) | {"threads": threads},
+        "files": {
+            name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
+            for name in job.files
+        },
+    }
+    (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+    directory = cache / job.key
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
+    return record
+
+
+def train_missing(
+    cache: Path, jobs: list[_Job], threads: int | None, parallel: bool, log: bool
+) -> dict[str, dict[str, Any]]:
+    """Each job's cache record, training the missing ones: side by side in one worker process each (torch on
+    `threads`, default 1, per process) when `parallel`, else one after the other in this process."""
+    records: dict[str, dict[str, Any]] = {}
+    missing = []
+    for job in jobs:
+        record = read_manifest(cache / job.key, job.files)
+        if record is None:
+            missing.append(job)
+        else:
+            records[job.kind] = record
+    if not missing:
+        return records
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        stagings = {job.kind: Path(scratch) / job.key for job in missing}
+        for staging in stagings.values():
+            staging.mkdir()
+        if parallel and len(missing) > 1:
+            per_process = threads or 1
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(len(missing), mp_context=context) as pool:
+                futures = {
+                    job.kind: pool.submit(_train_worker, job.config, stagings[job.kind], per_process, log)
+                    for job in missing
+                }
+                logs = {kind: future.result() for kind, future in futures.items()}
+            used = per_process
+        else:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            logs = {job.kind: _train_into(job.config, stagings[job.kind], log) for job in missing}
+            used = torch.get_num_threads()
+        for job in missing:
+            records[job.kind] = _publish(cache, job, stagings[job.kind], logs[job.kind], used)
+    return records
+
+
+def quantized_variants(cache: Path, fp32_dir: Path, settings: BuildConfig) -> tuple[dict[str, Any], bool]:
+    """The cache record of the INT8 forms of the FP32 models in `fp32_dir`, and whether it was cached."""
+    from vss_models import quantize  # onnxruntime.quantization: loaded only when a build needs it
+
+    sources = {name: fp32_dir / name for name in ("detector.onnx", "classifier.onnx")}
+    key = "int8-" + quantize.quantized_key(sources)
+    record = read_manifest(cache / key, INT8_FILES)
     if record is not None:
         return record, True
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
+    cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    settings_of = quantize.SETTINGS
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
         staging = Path(scratch) / key
         staging.mkdir()
-        log = train(staging)
+        quantize.quantize(
+            sources["detector.onnx"],
+            staging / "detector.int8.onnx",
+            quantize.detector_calibration(settings.detector.seed, settings_of["detector"].calibration_images),
+            settings_of["detector"],
+        )
+        quantize.quantize(
+            sources["classifier.onnx"],
+            staging / "classifier.int8.onnx",
+            quantize.classifier_calibration(settings.classifier.seed, settings_of["classifier"].calibration_images),
+            settings_of["classifier"],
+        )
         record = {
             "key": key,
-            "training": dataclasses.asdict(log) | {"threads": torch.get_num_threads()},
+            "quantization": {name: dataclasses.asdict(value) for name, value in settings_of.items()}
+            | {"seconds": round(time.perf_counter() - started, 1), "onnxruntime": ort_version()},
             "files": {
                 name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
-                for name in files
+                for name in INT8_FILES
             },
         }
         (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
+        if (cache / key).exists():
+            shutil.rmtree(cache / key)
+        staging.rename(cache / key)
     return record, False
 
 
+def ort_version() -> str:
+    return version("onnxruntime-gpu")
+
+
 def build(
-    out_dir: Path, quick: bool = False, cache_dir: Path | None = None, threads: int | None = None, log: bool = True
+    out_dir: Path,
+    quick: bool = False,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+    log: bool = True,
+    parallel: bool | None = None,
 ) -> BuildReport:
-    """Train and export both models into `out_dir` (detector.onnx, classifier.onnx, classifier.pt,
-    manifest.json), reusing identical earlier builds from `out_dir` or the cache (default
-    ~/.cache/vss/models). `threads` caps torch's CPU threads (default: torch's choice)."""
+    """Train and export both vision models into `out_dir` (detector.onnx, classifier.onnx, classifier.pt, their
+    INT8 forms detector.int8.onnx and classifier.int8.onnx), the time-series models (anomaly.onnx,
+    forecast-*.onnx with their own manifests) and manifest.json over all of them, reusing identical earlier
+    builds from `out_dir` or the cache (default ~/.cache/vss/models). The two vision trainings run side by
+    side in two processes when the machine has two cores or more (`parallel`, default: auto), each with torch
+    on `threads` (default 1, which is also what makes the bytes reproducible); else one after the other."""
     config = QUICK if quick else FULL
     assert EVALUATION_SEED not in (config.detector.seed, config.classifier.seed), "evaluation must stay held out"
-    key = build_hash(config)
+    key = build_hash(config, quick)
     manifest = read_manifest(out_dir, ARTIFACTS)
     if manifest is not None and manifest["build_hash"] == key:
         return report_from(out_dir, manifest, cached=True)
-    if threads is not None:
-        torch.set_num_threads(threads)
     cache = cache_dir or default_cache()
-
-    def train_detector_into(directory: Path) -> TrainingLog:
-        net, training_log = train_detector(config.detector, log=log)
-        export_detector(net, config.detector.classes, directory / "detector.onnx")
-        return training_log
-
-    def train_classifier_into(directory: Path) -> TrainingLog:
-        net, training_log = train_classifier(config.classifier, log=log)
-        export_classifier_onnx(net, config.classifier.classes, directory / "classifier.onnx")
-        export_classifier_torchscript(net, config.classifier.classes, directory / "classifier.pt")
-        return training_log
-
-    detector_key = "detector-" + recipe_hash(config.detector, DETECTOR_SOURCES)
-    classifier_key = "classifier-" + recipe_hash(config.classifier, CLASSIFIER_SOURCES)
-    detector_record, detector_cached = trained(cache, detector_key, DETECTOR_FILES, train_detector_into)
-    classifier_record, classifier_cached = trained(cache, classifier_key, CLASSIFIER_FILES, train_classifier_into)
-
+    if parallel is None:
+        parallel = (os.cpu_count() or 1) >= 2
+    jobs = [
+        _Job("detector", "detector-" + recipe_hash(config.detector, DETECTOR_SOURCES), DETECTOR_FILES, config.detector),
+        _Job(
+            "classifier",
+            "classifier-" + recipe_hash(config.classifier, CLASSIFIER_SOURCES),
+            CLASSIFIER_FILES,
+            config.classifier,
+        ),
+    ]
+    known = {job.kind: read_manifest(cache / job.key, job.files) is not None for job in jobs}
+    records = train_missing(cache, jobs, threads, parallel, log)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for directory, files in ((cache / detector_key, DETECTOR_FILES), (cache / classifier_key, CLASSIFIER_FILES)):
-        for name in files:
-            shutil.copyfile(directory / name, out_dir / name)
+    for job in jobs:
+        for name in job.files:
+            shutil.copyfile(cache / job.key / name, out_dir / name)
+    int8, int8_cached = quantized_variants(cache, out_dir, config)
+    for name in INT8_FILES:
+        shutil.copyfile(cache / int8["key"] / name, out_dir / name)
+    series, series_cached = timeseries_models(cache, timeseries_key(quick), quick, log)
+    for name in TIMESERIES_FILES + TIMESERIES_MANIFESTS:
+        shutil.copyfile(cache / series["key"] / name, out_dir / name)
     command = "vss models build --out models/artifacts" + (" --quick" if quick else "")
     manifest = {
         "build_hash": key,
@@ -186,14 +345,15 @@ def build(
         "versions": {package: version(package) for package in ("torch", "onnx", "onnxruntime-gpu", "numpy")}
         | {"opencv": str(cv2.__version__), "python": platform.python_version()},
         "cpu": platform.processor() or platform.machine(),
-        "training": {
-            "detector": detector_record["training"] | {"key": detector_key},
-            "classifier": classifier_record["training"] | {"key": classifier_key},
-        },
-        "files": detector_record["files"] | classifier_record["files"],
+        "training": {job.kind: records[job.kind]["training"] | {"key": job.key} for job in jobs},
+        "quantization": int8["quantization"] | {"key": int8["key"]},
+        "timeseries": {"seconds": series["seconds"], "key": series["key"]},
+        "files": {name: entry for job in jobs for name, entry in records[job.kind]["files"].items()}
+        | int8["files"]
+        | series["files"],
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return report_from(out_dir, manifest, cached=detector_cached and classifier_cached)
+    return report_from(out_dir, manifest, cached=all(known.values()) and int8_cached and series_cached)
 
 
 def report_from(out_dir: Path, manifest: dict[str, Any], cached: bool) -> BuildReport:
@@ -203,6 +363,7 @@ def report_from(out_dir: Path, manifest: dict[str, Any], cached: bool) -> BuildR
         cached=cached,
         detector_seconds=manifest["training"]["detector"]["seconds"],
         classifier_seconds=manifest["training"]["classifier"]["seconds"],
+        timeseries_seconds=manifest["timeseries"]["seconds"],
         sha256={name: entry["sha256"] for name, entry in manifest["files"].items()},
         bytes={name: entry["bytes"] for name, entry in manifest["files"].items()},
     )

@@ -3,6 +3,7 @@ over v2 REST, scored by the same evaluators as in-process inference.
 
     python -m vss_models.served detector --images 500
     python -m vss_models.served classifier --images 1200
+    python -m vss_models.served detector --file detector.int8.onnx
 """
 
 from __future__ import annotations
@@ -58,9 +59,22 @@ def served(task: str, model: Path, params: Mapping[str, object], deadline_s: flo
         port = _free_port()
         log = Path(tmp) / "vss-run.log"
         with log.open("w") as sink:
-            process = subprocess.Popen([sys.executable, "-m", "vss_operator.cli", "run", str(spec), "--http-port",
-                                        str(port), "--grpc-port", str(_free_port())], stdout=sink,
-                                       stderr=subprocess.STDOUT, cwd=REPO)
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vss_operator.cli",
+                    "run",
+                    str(spec),
+                    "--http-port",
+                    str(port),
+                    "--grpc-port",
+                    str(_free_port()),
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
         try:
             end = time.monotonic() + deadline_s
             while "is serving" not in log.read_text(errors="replace"):
@@ -86,8 +100,11 @@ def evaluate_served_detector(model: Path, images: int) -> dict[str, object]:
         def predict(image: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int32]]:
             result = _infer(client, image)
             n = int(result.as_numpy("num_detections")[0])
-            return (result.as_numpy("boxes")[0][:n], result.as_numpy("scores")[0][:n],
-                    result.as_numpy("class_ids")[0][:n])
+            return (
+                result.as_numpy("boxes")[0][:n],
+                result.as_numpy("scores")[0][:n],
+                result.as_numpy("class_ids")[0][:n],
+            )
 
         return asdict(evaluate_detector(predict, n_images=images))
 
@@ -107,12 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", choices=["detector", "classifier"])
     parser.add_argument("--dir", type=Path, default=REPO / "models" / "artifacts")
     parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--file", help="model file in --dir (default: <model>.onnx; e.g. <model>.int8.onnx)")
     args = parser.parse_args(argv)
+    path = args.dir / (args.file or f"{args.model}.onnx")
     if args.model == "detector":
-        report = evaluate_served_detector(args.dir / "detector.onnx", args.images)
+        report = evaluate_served_detector(path, args.images)
     else:
-        report = evaluate_served_classifier(args.dir / "classifier.onnx", args.images)
-    print(json.dumps({"path": "served (vss run, v2 REST)", args.model: report}, indent=2))
+        report = evaluate_served_classifier(path, args.images)
+    print(json.dumps({"path": "served (vss run, v2 REST)", "file": path.name, args.model: report}, indent=2))
     return 0
 
 

@@ -8,12 +8,14 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
 from tests.e2e.serving import REPO, Served, vss_run
+from vss_models.evaluation import evaluate_classifier, evaluate_detector
 from vss_models.inference import OnnxClassifier, OnnxDetector
 from vss_models.patterns import generate_pattern_image
 from vss_models.scenes import generate_scene
@@ -22,10 +24,12 @@ ARTIFACTS = REPO / "models" / "artifacts"
 PARITY_SEED = 777  # neither a training nor the evaluation stream
 
 
-def _example_as_square(tmp: Path) -> Path:
+def _example_as_square(tmp: Path, model_file: str = "detector.onnx") -> Path:
     """examples/detection.yaml with the square 640 letterbox the in-process reference uses."""
     text = (REPO / "examples" / "detection.yaml").read_text()
-    path = tmp / "detection-square.yaml"
+    assert "pvc://vss-models/detector.onnx" in text
+    text = text.replace("pvc://vss-models/detector.onnx", f"pvc://vss-models/{model_file}")
+    path = tmp / f"detection-square-{model_file}.yaml"
     path.write_text(text.replace("      maxDetections: 300", "      maxDetections: 300\n      rectangular: false"))
     return path
 
@@ -68,11 +72,21 @@ def _served_detections(served: Served, image: np.ndarray) -> tuple[np.ndarray, n
 
 
 def test_served_detections_match_in_process_inference_within_a_pixel(shipped_detector: Served) -> None:
-    reference = OnnxDetector.load(ARTIFACTS / "detector.onnx", confidence=0.5, iou=0.4)
+    assert_served_matches_in_process(shipped_detector, ARTIFACTS / "detector.onnx")
+
+
+def test_the_int8_detector_serves_the_same_boxes_as_its_in_process_inference(tmp_path: Path) -> None:
+    """The QDQ graph behind the predictor's UINT8 prelude, served from the example with only the file swapped."""
+    with vss_run(_example_as_square(tmp_path, "detector.int8.onnx"), "detector", tmp_path) as served:
+        assert_served_matches_in_process(served, ARTIFACTS / "detector.int8.onnx")
+
+
+def assert_served_matches_in_process(served: Served, model: Path) -> None:
+    reference = OnnxDetector.load(model, confidence=0.5, iou=0.4)
     compared = 0
     for index in range(12):
         scene = generate_scene(PARITY_SEED, index)
-        boxes, _, classes = _served_detections(shipped_detector, scene.image)
+        boxes, _, classes = _served_detections(served, scene.image)
         expected = reference(scene.image)
         # boxes whose score sits right at the threshold may fall either side of it from float noise
         firm = np.abs(expected.scores - 0.5) > 1e-3
@@ -116,3 +130,31 @@ def test_the_torchscript_export_serves_the_same_answers_as_the_onnx_one(
                 answers.append((result.as_numpy("class_ids")[0], result.as_numpy("scores")[0]))
             assert answers[0][0][0] == answers[1][0][0]
             np.testing.assert_allclose(answers[0][1], answers[1][1], atol=1e-3)
+
+
+def _recorded(name: str) -> dict[str, Any]:
+    figures: dict[str, Any] = json.loads((ARTIFACTS / name).read_text())
+    return figures
+
+
+def test_the_shipped_detectors_score_the_map_their_card_reports_on_the_held_out_scenes() -> None:
+    """In-process mAP of detector.onnx and detector.int8.onnx on the 500 held-out scenes, against the figures
+    the cards quote from detector.evaluation.json and int8.evaluation.json."""
+    fp32 = evaluate_detector(OnnxDetector.load(ARTIFACTS / "detector.onnx"), n_images=500)
+    int8 = evaluate_detector(OnnxDetector.load(ARTIFACTS / "detector.int8.onnx"), n_images=500)
+    card, card_int8 = _recorded("detector.evaluation.json")["in_process"], _recorded("int8.evaluation.json")
+    assert fp32.map50 == pytest.approx(card["map50"], abs=0.003) and fp32.map50 >= 0.85
+    assert fp32.map50_95 == pytest.approx(card["map50_95"], abs=0.003)
+    assert int8.map50 == pytest.approx(card_int8["detector-int8"]["map50"]["int8"], abs=0.003)
+    assert int8.map50_95 == pytest.approx(card_int8["detector-int8"]["map50_95"]["int8"], abs=0.003)
+    assert fp32.map50 - int8.map50 < 0.01
+
+
+def test_the_shipped_classifiers_score_the_accuracy_their_card_reports_on_the_held_out_images() -> None:
+    fp32 = evaluate_classifier(OnnxClassifier.load(ARTIFACTS / "classifier.onnx"), n=1200)
+    int8 = evaluate_classifier(OnnxClassifier.load(ARTIFACTS / "classifier.int8.onnx"), n=1200)
+    card, card_int8 = _recorded("classifier.evaluation.json")["in_process"], _recorded("int8.evaluation.json")
+    assert fp32.top1 == pytest.approx(card["top1"], abs=0.002) and fp32.top1 >= 0.95
+    assert fp32.top5 == pytest.approx(card["top5"], abs=0.002)
+    assert int8.top1 == pytest.approx(card_int8["classifier-int8"]["top1"]["int8"], abs=0.002)
+    assert fp32.top1 - int8.top1 < 0.01
