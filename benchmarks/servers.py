@@ -30,7 +30,8 @@ def free_port() -> int:
 
 
 def vssmodel_yaml(name: str, task: str, model_path: Path, *, rectangular: bool = True,
-                  max_batch_size: int = 8, max_latency_ms: float = 5.0, threads: int | None = None) -> str:
+                  max_batch_size: int = 8, max_latency_ms: float = 5.0, threads: int | None = None,
+                  max_in_flight: int = 2) -> str:
     """A VSSModel for `vss run`: the seed's defaults (conf 0.5, IoU 0.4, 640; top-5 at 224)."""
     transformer: dict[str, object]
     if task == "detection":
@@ -39,7 +40,8 @@ def vssmodel_yaml(name: str, task: str, model_path: Path, *, rectangular: bool =
     else:
         transformer = {"classification": {"inputSize": 224, "topK": 5}}
     predictor: dict[str, object] = {"device": "cpu", "batching": {"maxBatchSize": max_batch_size,
-                                                                  "maxLatencyMs": max_latency_ms}}
+                                                                  "maxLatencyMs": max_latency_ms,
+                                                                  "maxInFlight": max_in_flight}}
     if threads:
         predictor["threads"] = threads
     doc = {"apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel", "metadata": {"name": name},

@@ -76,6 +76,7 @@ class Config:
     classifier: Path | None = None
     baselines: Sequence[str] = BASELINES
     via_vss_run: bool = False
+    max_in_flight: int = 2
 
 
 @dataclass
@@ -112,11 +113,12 @@ def prepare_models(cfg: Config, frames: list[bytes]) -> list[TaskSetup]:
             path = cfg.classifier or _standin_classifier(models)
         name = "yolo" if task == "detection" else "classifier"
         spec = cfg.work / f"{task}.yaml"
-        spec.write_text(vssmodel_yaml(name, task, path.resolve()))
+        spec.write_text(vssmodel_yaml(name, task, path.resolve(), max_in_flight=cfg.max_in_flight))
         square = None
         if task == "detection":
             square = cfg.work / f"{task}-square.yaml"
-            square.write_text(vssmodel_yaml(name, task, path.resolve(), rectangular=False))
+            square.write_text(vssmodel_yaml(name, task, path.resolve(), rectangular=False,
+                                            max_in_flight=cfg.max_in_flight))
         setups.append(TaskSetup(task, path.resolve(), spec, square, _names_of(path)))
     return setups
 
@@ -496,13 +498,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
                              "their own, which Linux's autogroup scheduler favours on a busy machine)")
     parser.add_argument("--experiment", default="",
                         help="trial fixes applied to every process started (benchmarks/experiments/): ort-no-spin")
+    parser.add_argument("--max_in_flight", type=int, default=2,
+                        help="our predictor's predictor.batching.maxInFlight (batches run at once)")
     a = parser.parse_args(argv)
     if a.experiment:
         os.environ["VSS_BENCH_EXPERIMENTS"] = a.experiment
     return Config(tasks=a.tasks.split(","), targets=a.targets.split(","),
                   concurrency=[int(c) for c in a.concurrency.split(",")], requests=a.requests,
                   warmup=a.warmup, rounds=a.rounds, max_seconds_per_cell=a.max_seconds_per_cell, work=a.work,
-                  out=a.out, name=a.name, detector=a.detector, classifier=a.classifier, via_vss_run=a.via_vss_run)
+                  out=a.out, name=a.name, detector=a.detector, classifier=a.classifier, via_vss_run=a.via_vss_run,
+                  max_in_flight=a.max_in_flight)
 
 
 def main(argv: list[str] | None = None) -> int:
