@@ -121,23 +121,30 @@ def timeseries_models(cache: Path, key: str, quick: bool, log: bool) -> tuple[di
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         staging = Path(scratch) / key
         seconds = build_timeseries(staging, quick=quick, log=log).seconds
-        record = {
-            "key": key,
-            "seconds": round(seconds, 1),
-            "files": {
-                name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
-                for name in TIMESERIES_FILES
-            },
-        }
-        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        if (cache / key).exists():
-            shutil.rmtree(cache / key)
-        staging.rename(cache / key)
-    return record, False
+        return store(cache, key, staging, TIMESERIES_FILES, {"seconds": round(seconds, 1)}), False
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def store(cache: Path, key: str, staging: Path, files: tuple[str, ...], facts: dict[str, Any]) -> dict[str, Any]:
+    """Record `files` in `staging` (sha256, size) with `facts` as its manifest, and move it to `cache/key`."""
+    record = (
+        {"key": key}
+        | facts
+        | {
+            "files": {
+                name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
+                for name in files
+            }
+        }
+    )
+    (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+    if (cache / key).exists():
+        shutil.rmtree(cache / key)
+    staging.rename(cache / key)
+    return record
 
 
 def read_manifest(directory: Path, expected_files: tuple[str, ...]) -> dict[str, Any] | None:
@@ -183,24 +190,6 @@ class _Job:
     config: DetectorConfig | ClassifierConfig
 
 
-def _publish(cache: Path, job: _Job, staging: Path, log: TrainingLog, threads: int) -> dict[str, Any]:
-    """Record a finished training's manifest and move its staging directory into the cache."""
-    record = {
-        "key": job.key,
-        "training": dataclasses.asdict(log) | {"threads": threads},
-        "files": {
-            name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
-            for name in job.files
-        },
-    }
-    (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-    directory = cache / job.key
-    if directory.exists():
-        shutil.rmtree(directory)
-    staging.rename(directory)
-    return record
-
-
 def train_missing(
     cache: Path, jobs: list[_Job], threads: int | None, parallel: bool, log: bool
 ) -> dict[str, dict[str, Any]]:
@@ -237,7 +226,8 @@ def train_missing(
             logs = {job.kind: _train_into(job.config, stagings[job.kind], log) for job in missing}
             used = torch.get_num_threads()
         for job in missing:
-            records[job.kind] = _publish(cache, job, stagings[job.kind], logs[job.kind], used)
+            training = dataclasses.asdict(logs[job.kind]) | {"threads": used}
+            records[job.kind] = store(cache, job.key, stagings[job.kind], job.files, {"training": training})
     return records
 
 
@@ -268,20 +258,9 @@ def quantized_variants(cache: Path, fp32_dir: Path, settings: BuildConfig) -> tu
             quantize.classifier_calibration(settings.classifier.seed, settings_of["classifier"].calibration_images),
             settings_of["classifier"],
         )
-        record = {
-            "key": key,
-            "quantization": {name: dataclasses.asdict(value) for name, value in settings_of.items()}
-            | {"seconds": round(time.perf_counter() - started, 1), "onnxruntime": ort_version()},
-            "files": {
-                name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
-                for name in INT8_FILES
-            },
-        }
-        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        if (cache / key).exists():
-            shutil.rmtree(cache / key)
-        staging.rename(cache / key)
-    return record, False
+        quantization = {name: dataclasses.asdict(value) for name, value in settings_of.items()}
+        facts = quantization | {"seconds": round(time.perf_counter() - started, 1), "onnxruntime": ort_version()}
+        return store(cache, key, staging, INT8_FILES, {"quantization": facts}), False
 
 
 def ort_version() -> str:

@@ -252,6 +252,8 @@ def test_a_healthy_canary_is_shadowed_then_promoted_through_every_step(
         final = setup.wait_status(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "v2",
                                   "v2 promoted and stable")
         wall = time.time() - setup.started_at
+        # The status is written before the route is applied: the gateway follows it a moment later.
+        wait_until(lambda: 100 in loop.weights_seen("v2"), timeout=DEADLINE, what="the route at 100% v2")
     setup.timeline("A healthy canary, promoted", wall, "RolloutCompleted")
 
     assert history(final) == [("v2", "Promoted")]
@@ -325,6 +327,7 @@ def test_an_operator_killed_mid_rollout_resumes_from_the_status_and_finishes(
         final = setup.wait_status(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "v2",
                                   "the new leader to finish the rollout")
         wall = time.time() - setup.started_at
+        wait_until(lambda: 100 in loop.weights_seen("v2"), timeout=DEADLINE, what="the route at 100% v2")
     setup.timeline("An operator killed mid-rollout, resumed by the next leader", wall, "RolloutCompleted",
                    {"operator killed (SIGKILL)": killed_at,
                     "a new operator leads (after the Lease expired)": leading_at})
