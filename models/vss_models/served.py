@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -26,6 +21,7 @@ import tritonclient.http as httpclient
 from numpy.typing import NDArray
 
 from vss_models.evaluation import evaluate_classifier, evaluate_detector
+from vss_models.launch import vss_run
 
 REPO = Path(__file__).resolve().parents[2]
 # Ultralytics' validation settings, so the served figures compare with mAP as it is usually reported.
@@ -43,48 +39,14 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def served(task: str, model: Path, params: Mapping[str, object], deadline_s: float = 300) -> Iterator[str]:
     """`vss run` of one model on free ports; yields the REST address, stops it with SIGTERM."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "eval.yaml"
         spec.write_text(VSSMODEL.format(name="eval", task=task, path=model.resolve(), params=json.dumps(params)))
-        port = _free_port()
-        log = Path(tmp) / "vss-run.log"
-        with log.open("w") as sink:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "vss_operator.cli",
-                    "run",
-                    str(spec),
-                    "--http-port",
-                    str(port),
-                    "--grpc-port",
-                    str(_free_port()),
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        try:
-            end = time.monotonic() + deadline_s
-            while "is serving" not in log.read_text(errors="replace"):
-                if process.poll() is not None or time.monotonic() > end:
-                    raise RuntimeError(f"vss run did not start:\n{log.read_text(errors='replace')[-3000:]}")
-                time.sleep(0.2)
-            yield f"127.0.0.1:{port}"
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+        with vss_run(spec, Path(tmp) / "vss-run.log", deadline_s) as endpoint:
+            yield endpoint.url
 
 
 def _infer(client: httpclient.InferenceServerClient, image: NDArray[np.uint8]) -> httpclient.InferResult:
