@@ -192,9 +192,10 @@ class _Job:
 
 def train_missing(
     cache: Path, jobs: list[_Job], threads: int | None, parallel: bool, log: bool
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], bool]:
     """Each job's cache record, training the missing ones: side by side in one worker process each (torch on
-    `threads`, default 1, per process) when `parallel`, else one after the other in this process."""
+    `threads`, default 1, per process) when `parallel`, else one after the other in this process; and
+    whether every one came from the cache."""
     records: dict[str, dict[str, Any]] = {}
     missing = []
     for job in jobs:
@@ -204,7 +205,7 @@ def train_missing(
         else:
             records[job.kind] = record
     if not missing:
-        return records
+        return records, True
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         stagings = {job.kind: Path(scratch) / job.key for job in missing}
@@ -228,7 +229,7 @@ def train_missing(
         for job in missing:
             training = dataclasses.asdict(logs[job.kind]) | {"threads": used}
             records[job.kind] = store(cache, job.key, stagings[job.kind], job.files, {"training": training})
-    return records
+    return records, False
 
 
 def quantized_variants(cache: Path, fp32_dir: Path, settings: BuildConfig) -> tuple[dict[str, Any], bool]:
@@ -299,8 +300,7 @@ def build(
             config.classifier,
         ),
     ]
-    known = {job.kind: read_manifest(cache / job.key, job.files) is not None for job in jobs}
-    records = train_missing(cache, jobs, threads, parallel, log)
+    records, trained_cached = train_missing(cache, jobs, threads, parallel, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         for name in job.files:
@@ -332,7 +332,7 @@ def build(
         | series["files"],
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return report_from(out_dir, manifest, cached=all(known.values()) and int8_cached and series_cached)
+    return report_from(out_dir, manifest, cached=trained_cached and int8_cached and series_cached)
 
 
 def report_from(out_dir: Path, manifest: dict[str, Any], cached: bool) -> BuildReport:
