@@ -62,7 +62,16 @@ def bytes_tensor(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
-def grpc_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
+# One payload as a v2 input: (name, datatype, shape, raw contents).
+Tensor = tuple[str, str, list[int], bytes]
+Encode = Callable[[bytes], Tensor]
+
+
+def image_tensor(jpeg: bytes) -> Tensor:
+    return "image", "BYTES", [1], bytes_tensor([jpeg])
+
+
+def grpc_sender(t: TargetSpec, frames: list[bytes], encode: Encode = image_tensor) -> MakeSender:
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
@@ -72,9 +81,10 @@ def grpc_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
     def make() -> Send:
         stub = GRPCInferenceServiceStub(grpc.insecure_channel(t.url, options=options))
 
-        def send(jpeg: bytes) -> None:
-            request = pb.ModelInferRequest(model_name=t.model, raw_input_contents=[bytes_tensor([jpeg])])
-            request.inputs.add(name="image", datatype="BYTES", shape=[1])
+        def send(payload: bytes) -> None:
+            name, datatype, shape, raw = encode(payload)
+            request = pb.ModelInferRequest(model_name=t.model, raw_input_contents=[raw])
+            request.inputs.add(name=name, datatype=datatype, shape=shape)
             reply = stub.ModelInfer(request, timeout=300)
             missing = set(t.outputs) - {o.name for o in reply.outputs}
             if missing or len(reply.raw_output_contents) != len(reply.outputs):
@@ -85,16 +95,16 @@ def grpc_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
     return make
 
 
-def rest_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
+def rest_sender(t: TargetSpec, frames: list[bytes], encode: Encode = image_tensor) -> MakeSender:
     host, port = t.url.rsplit(":", 1)
 
     def make() -> Send:
         conn = http.client.HTTPConnection(host, int(port), timeout=300)
 
-        def send(jpeg: bytes) -> None:
-            data = bytes_tensor([jpeg])
+        def send(payload: bytes) -> None:
+            name, datatype, shape, data = encode(payload)
             header = json.dumps({
-                "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                "inputs": [{"name": name, "shape": shape, "datatype": datatype,
                             "parameters": {"binary_data_size": len(data)}}],
                 "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in t.outputs]}).encode()
             conn.request("POST", f"/v2/models/{t.model}/infer", body=header + data,

@@ -36,7 +36,7 @@ if __package__ in (None, ""):
 import numpy as np
 import yaml
 
-from benchmarks.loadgen import MakeSender, Send, run_load
+from benchmarks.loadgen import MakeSender, Send, TargetSpec, Tensor, grpc_sender, rest_sender, run_load
 from benchmarks.servers import REPO, start_vss_run
 from vss_models.timeseries.evaluation import ANOMALY_OUTPUTS, FORECAST_OUTPUTS, InProcess
 from vss_models.timeseries.served import with_version
@@ -48,50 +48,6 @@ HERE = Path(__file__).resolve().parent
 STORE = REPO / "models" / "artifacts"
 TASKS = {"anomaly": ("anomaly.yaml", ANOMALY_OUTPUTS), "forecasting": ("forecasting.yaml", FORECAST_OUTPUTS)}
 TARGETS = ("a in-process", "b ours v2 gRPC", "b ours v2 REST", "b ours v1 JSON")
-
-
-def _grpc(url: str, model: str, shape: tuple[int, int], outputs: tuple[str, ...]) -> MakeSender:
-    import grpc
-    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-
-    def make() -> Send:
-        stub = GRPCInferenceServiceStub(grpc.insecure_channel(url))
-
-        def send(window: bytes) -> None:
-            request = pb.ModelInferRequest(model_name=model, raw_input_contents=[window])
-            request.inputs.add(name="series", datatype="FP32", shape=[1, *shape])
-            reply = stub.ModelInfer(request, timeout=60)
-            if {o.name for o in reply.outputs} != set(outputs):
-                raise RuntimeError(f"outputs {[o.name for o in reply.outputs]}, expected {outputs}")
-
-        return send
-
-    return make
-
-
-def _rest(url: str, model: str, shape: tuple[int, int], outputs: tuple[str, ...]) -> MakeSender:
-    host, port = url.rsplit(":", 1)
-
-    def make() -> Send:
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-
-        def send(window: bytes) -> None:
-            header = json.dumps({
-                "inputs": [{"name": "series", "shape": [1, *shape], "datatype": "FP32",
-                            "parameters": {"binary_data_size": len(window)}}],
-                "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in outputs]}).encode()
-            conn.request("POST", f"/v2/models/{model}/infer", body=header + window,
-                         headers={"Content-Type": "application/octet-stream",
-                                  "Inference-Header-Content-Length": str(len(header))})
-            reply = conn.getresponse()
-            body = reply.read()
-            if reply.status != 200:
-                raise RuntimeError(f"HTTP {reply.status}: {body[:300]!r}")
-
-        return send
-
-    return make
 
 
 def _v1_json(url: str, model: str, shape: tuple[int, int], windows: list[bytes]) -> MakeSender:
@@ -138,6 +94,10 @@ def measure(task: str, args: argparse.Namespace, work: Path) -> list[dict[str, A
     task_code = AnomalyTask(block) if task == "anomaly" else ForecastingTask(block)  # type: ignore[arg-type]
     local = InProcess.open(task_code, model_file)
     steps, features = (int(d) for d in local.runtime.inputs[0].shape[1:])
+
+    def series(window: bytes) -> Tensor:  # one window as the v2 `series` input, FP32 [1, T, F]
+        return "series", "FP32", [1, steps, features], window
+
     rng = np.random.default_rng(0)
     windows = [rng.normal(20.0, 3.0, (steps, features)).astype(np.float32).tobytes() for _ in range(64)]
     logs = work / f"logs-{task}"
@@ -147,8 +107,8 @@ def measure(task: str, args: argparse.Namespace, work: Path) -> list[dict[str, A
         grpc_url, rest_url = stack.endpoints["grpc"], stack.endpoints["rest"]
         senders: dict[str, MakeSender] = {
             "a in-process": _in_process(local, (steps, features)),
-            "b ours v2 gRPC": _grpc(grpc_url, name, (steps, features), outputs),
-            "b ours v2 REST": _rest(rest_url, name, (steps, features), outputs),
+            "b ours v2 gRPC": grpc_sender(TargetSpec("grpc", grpc_url, name, outputs), windows, series),
+            "b ours v2 REST": rest_sender(TargetSpec("rest", rest_url, name, outputs), windows, series),
             "b ours v1 JSON": _v1_json(rest_url, name, (steps, features), windows),
         }
         rows = []
