@@ -324,3 +324,13 @@ def test_every_child_matches_the_child_selector() -> None:
 
     for manifest in render(_model()):
         assert selector.items() <= manifest["metadata"]["labels"].items()
+
+
+def test_batches_in_flight_reach_the_predictor_and_stay_within_one_to_eight() -> None:
+    args = _containers(render(_model(predictor={"batching": {"maxInFlight": 1}}))[0])["kserve-container"]["args"]
+    assert args[args.index("--max_inflight_batches") + 1] == "1"
+    default = _containers(render(_model())[0])["kserve-container"]["args"]
+    assert default[default.index("--max_inflight_batches") + 1] == "2"
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match=r"max_in_flight|maxInFlight"):
+            _model(predictor={"batching": {"maxInFlight": bad}})
