@@ -86,7 +86,10 @@ class SeriesRequests:
             raise InvalidSeries(f"input 'series' does not match its shape {shape}: {exc}") from exc
         batch = array.reshape(shape) if len(shape) == 3 else array.reshape(1, *shape)
         self._check_batch(batch.shape[0])
-        return batch[..., self._columns(names)]
+        columns = self._columns(names)
+        if np.array_equal(columns, np.arange(len(columns))):
+            return batch  # already in the model's order: no copy
+        return batch[..., columns]
 
     def _feature_names(self, tensor: InferInput | None) -> tuple[str, ...]:
         if tensor is None:
