@@ -117,7 +117,8 @@ def environment() -> dict[str, Any]:
 
 def with_prelude(model: onnx.ModelProto, mean: tuple[float, float, float], std: tuple[float, float, float],
                  path: Path) -> Path:
-    from vss_predictors.prelude import Normalization, add_uint8_nhwc_prelude
+    from vss_api.serving_flags import Normalization
+    from vss_predictors.prelude import add_uint8_nhwc_prelude
 
     onnx.save_model(add_uint8_nhwc_prelude(model, Normalization(mean, std)), str(path))
     return path

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vss_operator.serving_args import normalization
-from vss_operator.spec import Task as TaskKind
-from vss_operator.spec import VSSModel
+from vss_api.serving_flags import normalization
+from vss_api.vssmodel import Task as TaskKind
+from vss_api.vssmodel import VSSModel
 from vss_predictors.onnx_runtime import OnnxRuntime
-from vss_predictors.prelude import Normalization
 from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
 
@@ -29,7 +28,7 @@ class InProcessPipeline:
     def from_spec(cls, spec_path: Path, model_path: Path) -> InProcessPipeline:
         spec = VSSModel.from_yaml_file(spec_path).spec
         runtime = OnnxRuntime(model_path, device=spec.predictor.device.value, threads=spec.predictor.threads,
-                              normalization=Normalization.parse(normalization(spec)))
+                              normalization=normalization(spec))
         task: Task
         if spec.task is TaskKind.DETECTION:
             task = DetectionTask(spec.detection, ImageRequests())

@@ -33,8 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.frames import read_frames, write_frames
 from benchmarks.servers import Stack, free_port, wait_ready
 from benchmarks.suite import CLASSIFICATION_OUTPUTS, DETECTION_OUTPUTS, HERE, Config, _python, prepare_models
-from vss_operator.serving_args import predictor_args, transformer_args
-from vss_operator.spec import VSSModel
+from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.vssmodel import VSSModel
 
 
 def scrape(port: int) -> dict[tuple[str, str], float]:

@@ -30,7 +30,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from vss_predictors.prelude import Normalization, add_uint8_nhwc_prelude
+from vss_api.serving_flags import Normalization
+from vss_predictors.prelude import add_uint8_nhwc_prelude
 
 HERE = Path(__file__).resolve().parent
 

@@ -38,9 +38,9 @@ import yaml
 
 from benchmarks.loadgen import MakeSender, Send, TargetSpec, Tensor, grpc_sender, rest_sender, run_load
 from benchmarks.servers import REPO, start_vss_run
+from vss_api.vssmodel import VSSModel
 from vss_models.timeseries.evaluation import ANOMALY_OUTPUTS, FORECAST_OUTPUTS, InProcess
 from vss_models.timeseries.served import with_version
-from vss_operator.spec import VSSModel
 from vss_transformers.anomaly import AnomalyTask
 from vss_transformers.forecasting import ForecastingTask
 

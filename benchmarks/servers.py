@@ -166,13 +166,13 @@ def child_env() -> dict[str, str]:
 
 def vss_command() -> list[str]:
     script = Path(sys.executable).parent / "vss"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "vss_operator.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vss_cli.main"]
 
 
 def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: float = 300.0,
                   via_vss_run: bool = False) -> Stack:
     """Our served path on free ports: the predictor, then the transformer, with the command lines `vss run`
-    gives them (vss_operator.serving_args), as children of this process. With `via_vss_run`, `vss run FILE`
+    gives them (vss_api.serving_flags), as children of this process. With `via_vss_run`, `vss run FILE`
     itself starts them, each in a session of its own (see `Stack.start` for why that is not the default).
     `roles` names the predictor's and the transformer's processes."""
     http_port, grpc_port = free_port(), free_port()
@@ -190,9 +190,9 @@ def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: fl
                     stack.roles["transformer"] = child
             del stack.roles["vss-run"]
         else:
-            from vss_operator.local import local_model_path
-            from vss_operator.serving_args import predictor_args, transformer_args
-            from vss_operator.spec import VSSModel
+            from vss_api.serving_flags import predictor_args, transformer_args
+            from vss_api.vssmodel import VSSModel
+            from vss_cli.run import local_model_path
 
             spec = VSSModel.from_yaml_file(spec_path).spec
             version = spec.served_version()

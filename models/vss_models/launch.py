@@ -41,7 +41,7 @@ def vss_run(yaml_path: Path, log: Path, deadline_s: float = 300.0) -> Iterator[E
     port = free_port()
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vss_operator.cli", "run", str(yaml_path), "--http-port", str(port),
+            [sys.executable, "-m", "vss_cli.main", "run", str(yaml_path), "--http-port", str(port),
              "--grpc-port", str(free_port())],
             stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -22,8 +22,10 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from vss_api.vssmodel import API_VERSION, GROUP, KIND, PLURAL, VERSION, VSSModel, describe_validation_error
 from vss_operator.kube import Kube, KubeError, Rejected
-from vss_operator.prometheus import PrometheusClient, Sample, query_for
+from vss_operator.prometheus import PrometheusClient
+from vss_operator.promql import Sample, query_for
 from vss_operator.render import (
     ISVC_API_VERSION,
     ISVC_KIND,
@@ -37,7 +39,6 @@ from vss_operator.render import (
     render,
 )
 from vss_operator.rollout import Observations, RolloutDecision, RolloutStatus, analysis_due, decide
-from vss_operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, VSSModel, describe_validation_error
 from vss_operator.status import (
     APPLY_REJECTED,
     INVALID_SPEC,

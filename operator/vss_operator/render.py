@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from vss_operator.serving_args import predictor_args, transformer_args
-from vss_operator.spec import API_VERSION, KIND, Device, ModelVersion, VSSModel
+from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel
 
 Manifest = dict[str, Any]
 

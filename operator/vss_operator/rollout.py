@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from vss_operator.prometheus import NoData, Sample
-from vss_operator.spec import GROUP, Analysis, VSSModelSpec, parse_duration
+from vss_api.vssmodel import GROUP, Analysis, VSSModelSpec, parse_duration
+from vss_operator.promql import NoData, Sample
 
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
 RETRY_ANNOTATION = f"{GROUP}/retry"

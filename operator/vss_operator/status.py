@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from vss_api.vssmodel import VSSModel
 from vss_operator.render import VERSION_LABEL
 from vss_operator.rollout import (
     ROLLED_BACK_REASONS,
@@ -22,7 +23,6 @@ from vss_operator.rollout import (
     RolloutProgress,
     RolloutStatus,
 )
-from vss_operator.spec import VSSModel
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Stable", "Progressing", "Promoted", "RolledBack", "Failed"]

@@ -2,50 +2,42 @@
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-from vss_predictors.model import PredictorModel, PredictorSettings
-from vss_predictors.prelude import Normalization
+from vss_api.serving_flags import PredictorFlags, predictor_flags, predictor_parser
+from vss_predictors.model import PredictorSettings
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def read_flags(argv: Sequence[str] | None = None) -> tuple[PredictorFlags, int, str]:
+    """The container's command line as the operator wrote it, plus the request limit and log level."""
     from kserve import model_server
 
-    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
-    parser.add_argument("--model_path", type=Path, required=True)
-    parser.add_argument("--model_version", default="v1")
-    parser.add_argument("--model_format", choices=["onnx", "torchscript"], default="onnx")
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--normalize", type=Normalization.parse, default=None,
-                        help="MEAN:STD per RGB channel; takes UINT8 NHWC pixels and normalises in the graph")
-    parser.add_argument("--max_batch_size", type=int, default=8)
-    parser.add_argument("--max_latency_ms", type=float, default=5.0)
-    parser.add_argument("--max_inflight_batches", type=int, default=2, choices=range(1, 9),
-                        metavar="{1..8}", help="batches run at once")
-    parser.add_argument("--warmup_shape", default="640,640", help="H,W of the warm-up input")
-    parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
-    parser.add_argument("--log_level", default="INFO")
-    return parser.parse_args(argv)
+    args = predictor_parser(model_server.parser, description=__doc__).parse_args(
+        None if argv is None else list(argv))
+    return predictor_flags(args), args.max_request_bytes, args.log_level
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    from vss_predictors.metrics import ServingMetrics
-    from vss_predictors.server import configure_json_logging, serve
+def settings_from(flags: PredictorFlags) -> PredictorSettings:
+    return PredictorSettings(
+        model_name=flags.model_name, version=flags.model_version, model_path=Path(flags.model_path),
+        model_format=flags.model_format, device=flags.device, threads=flags.threads,
+        normalization=flags.normalization, max_batch_size=flags.max_batch_size,
+        max_latency_ms=flags.max_latency_ms, max_in_flight=flags.max_inflight_batches,
+        warmup_shape=flags.warmup_shape)
 
-    configure_json_logging(args.log_level)
-    h, w = (int(v) for v in args.warmup_shape.split(","))
-    settings = PredictorSettings(
-        model_name=args.model_name, version=args.model_version, model_path=args.model_path,
-        model_format=args.model_format, device=args.device, threads=args.threads,
-        normalization=args.normalize, max_batch_size=args.max_batch_size,
-        max_latency_ms=args.max_latency_ms, max_in_flight=args.max_inflight_batches, warmup_shape=(h, w))
-    model = PredictorModel(settings, ServingMetrics.create())
+
+def main(argv: Sequence[str] | None = None) -> None:
+    flags, max_request_bytes, log_level = read_flags(argv)
+    from vss_api.server import configure_json_logging, serve
+    from vss_api.serving_metrics import ServingMetrics
+    from vss_predictors.model import PredictorModel
+
+    configure_json_logging(log_level)
+    model = PredictorModel(settings_from(flags), ServingMetrics.create())
     model.load()
-    serve([model], max_request_bytes=args.max_request_bytes, configs={model.name: model.describe},
-          http_port=args.http_port, grpc_port=args.grpc_port)
+    serve([model], max_request_bytes=max_request_bytes, configs={model.name: model.describe},
+          http_port=flags.http_port, grpc_port=flags.grpc_port)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vss_predictors.runtime import Array
+from vss_api.v2 import Array
 
 RunFn = Callable[[Mapping[str, Array]], dict[str, Array]]
 

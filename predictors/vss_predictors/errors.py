@@ -1,18 +1,13 @@
-"""Domain errors of the predictor, mapped to v2 status codes through KServe's own error types.
-
-`InvalidInput` subclasses become 400 on REST and INVALID_ARGUMENT on gRPC in KServe's handlers, so a
-caller's mistake never surfaces as a 500."""
+"""Domain errors of the predictor, on the shared data-plane errors of `vss_api.errors` (a caller's mistake is
+400 on REST and INVALID_ARGUMENT on gRPC, never a 500)."""
 
 from __future__ import annotations
 
-from kserve.errors import InvalidInput
+from vss_api.errors import InvalidRequest
 
 
-class InvalidTensor(InvalidInput):
+class InvalidTensor(InvalidRequest):
     """An input tensor with the wrong name, datatype or shape for the loaded model."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
 
 
 class ModelLoadError(RuntimeError):

@@ -14,12 +14,14 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from vss_api.metrics import CLIENT_ERROR, PREDICTOR, PREDICTOR_STAGES, SERVER_ERROR, SUCCESS, Status
+from vss_api.server import binary_output
+from vss_api.serving_flags import Normalization
+from vss_api.serving_metrics import ServingMetrics, track_gpu_memory
+from vss_api.v2 import Array
 from vss_predictors.batcher import DynamicBatcher
 from vss_predictors.errors import InvalidTensor, ModelLoadError, UnsupportedModel
-from vss_predictors.metrics import ServingMetrics, track_gpu_memory
-from vss_predictors.prelude import Normalization
-from vss_predictors.runtime import Array, Runtime, TensorSpec, has_dynamic_batch
-from vss_predictors.server import binary_output
+from vss_predictors.runtime import Runtime, TensorSpec, has_dynamic_batch
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ class PredictorModel(kserve.Model):
             max_in_flight=self.settings.max_in_flight,
             on_batch=batch_hist.observe)
         self.runtime = runtime
-        self.metrics.start_counting(self.name, self.settings.version, "predictor", ("predict",))
+        self.metrics.start_counting(self.name, self.settings.version, PREDICTOR)
         if runtime.info.device == "gpu":
             track_gpu_memory(self.metrics, self.name, self.settings.version)
         self.ready = True
@@ -180,20 +182,20 @@ class PredictorModel(kserve.Model):
             raise InvalidInput("the predictor speaks the v2 protocol: send v2 tensors to /v2/models/"
                                f"{self.name}/infer")
         started = time.perf_counter()
-        status = "success"
+        status: Status = SUCCESS
         try:
             feeds = self.feeds(payload)
             assert self.batcher is not None
             outputs = await self.batcher.submit(feeds)
         except InvalidInput:
-            status = "client_error"
+            status = CLIENT_ERROR
             raise
         except Exception:
-            status = "server_error"
+            status = SERVER_ERROR
             raise
         finally:
-            self.metrics.requests.labels(**self._labels, component="predictor", status=status).inc()
-            self.metrics.duration.labels(**self._labels, component="predictor", stage="predict").observe(
+            self.metrics.requests.labels(**self._labels, component=PREDICTOR, status=status).inc()
+            self.metrics.duration.labels(**self._labels, component=PREDICTOR, stage=PREDICTOR_STAGES[0]).observe(
                 time.perf_counter() - started)
         result = [binary_output(name, array) for name, array in outputs.items()]
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=result,

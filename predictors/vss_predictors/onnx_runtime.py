@@ -15,9 +15,11 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
+from vss_api.serving_flags import Normalization
+from vss_api.v2 import Array
 from vss_predictors.errors import UnsupportedModel
-from vss_predictors.prelude import Normalization, add_uint8_nhwc_prelude, image_input
-from vss_predictors.runtime import Array, RuntimeInfo, TensorSpec
+from vss_predictors.prelude import add_uint8_nhwc_prelude, image_input
+from vss_predictors.runtime import RuntimeInfo, TensorSpec
 
 log = logging.getLogger(__name__)
 

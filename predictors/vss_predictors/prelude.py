@@ -7,43 +7,12 @@ Transpose → Cast → Mul → Add in front of the model's own input does the la
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel `(x / 255 - mean) / std` for RGB pixels in 0..255."""
-
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-    @classmethod
-    def parse(cls, text: str) -> Normalization:
-        """`MEAN_R,MEAN_G,MEAN_B:STD_R,STD_G,STD_B`, as the predictor's `--normalize` flag takes it."""
-        try:
-            mean_text, std_text = text.split(":")
-            mean = tuple(float(v) for v in mean_text.split(","))
-            std = tuple(float(v) for v in std_text.split(","))
-        except ValueError as exc:
-            raise ValueError(f"--normalize must look like 0.485,0.456,0.406:0.229,0.224,0.225, got {text!r}"
-                             ) from exc
-        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-            raise ValueError(f"--normalize needs 3 means and 3 positive stds, got {text!r}")
-        return cls(mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
-
-    def format(self) -> str:
-        return ",".join(repr(v) for v in self.mean) + ":" + ",".join(repr(v) for v in self.std)
-
-    def scale_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
-        std = np.asarray(self.std, dtype=np.float32)
-        mean = np.asarray(self.mean, dtype=np.float32)
-        scale = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1).astype(np.float32)
-        bias = (-mean / std).reshape(1, 3, 1, 1).astype(np.float32)
-        return scale, bias
+from vss_api.serving_flags import Normalization
 
 
 def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto | None:
@@ -87,7 +56,7 @@ def add_uint8_nhwc_prelude(model: onnx.ModelProto, norm: Normalization) -> onnx.
     kept: Sequence[onnx.ValueInfoProto] = [i for i in graph.input if i.name != name]
     del graph.input[:]
     graph.input.extend([new_input, *kept])
-    scale, bias = norm.scale_and_bias()
+    scale, bias = scale_and_bias(norm)
     graph.initializer.extend([
         numpy_helper.from_array(scale, f"{name}__vss_scale"),
         numpy_helper.from_array(bias, f"{name}__vss_bias"),
@@ -102,3 +71,12 @@ def add_uint8_nhwc_prelude(model: onnx.ModelProto, norm: Normalization) -> onnx.
     del graph.node[:]
     graph.node.extend([*prelude, *nodes])
     return out
+
+
+def scale_and_bias(norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """The prelude's per-channel multiply-add, shaped [1, 3, 1, 1] for NCHW."""
+    std = np.asarray(norm.std, dtype=np.float32)
+    mean = np.asarray(norm.mean, dtype=np.float32)
+    scale = (1.0 / (255.0 * std)).reshape(1, 3, 1, 1).astype(np.float32)
+    bias = (-mean / std).reshape(1, 3, 1, 1).astype(np.float32)
+    return scale, bias

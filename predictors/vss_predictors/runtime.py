@@ -7,26 +7,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
-# v2 datatypes by numpy dtype, as the Open Inference Protocol names them.
-V2_DATATYPES: dict[np.dtype[np.generic], str] = {
-    np.dtype(np.bool_): "BOOL",
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.uint16): "UINT16",
-    np.dtype(np.uint32): "UINT32",
-    np.dtype(np.uint64): "UINT64",
-    np.dtype(np.int8): "INT8",
-    np.dtype(np.int16): "INT16",
-    np.dtype(np.int32): "INT32",
-    np.dtype(np.int64): "INT64",
-    np.dtype(np.float16): "FP16",
-    np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64",
-}
-NUMPY_DTYPES: dict[str, np.dtype[np.generic]] = {v: k for k, v in V2_DATATYPES.items()}
-
-Array = npt.NDArray[np.generic]
+from vss_api.v2 import NUMPY_DTYPES, Array
 
 
 @dataclass(frozen=True)
@@ -74,10 +56,6 @@ class Runtime(Protocol):
     def info(self) -> RuntimeInfo: ...
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]: ...
-
-
-def datatype_of(array: npt.NDArray[np.generic]) -> str:
-    return "BYTES" if array.dtype == np.object_ else V2_DATATYPES[array.dtype]
 
 
 def has_dynamic_batch(runtime: Runtime) -> bool:

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from vss_api.serving_flags import Normalization
+from vss_api.v2 import Array
 from vss_predictors.errors import UnsupportedModel
-from vss_predictors.prelude import Normalization
-from vss_predictors.runtime import Array, RuntimeInfo, TensorSpec
+from vss_predictors.prelude import scale_and_bias
+from vss_predictors.runtime import RuntimeInfo, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class TorchScriptRuntime:
             metadata["names"] = names.decode() if isinstance(names, bytes) else str(names)
         self._norm = normalization
         if normalization is not None:
-            scale, bias = normalization.scale_and_bias()
+            scale, bias = scale_and_bias(normalization)
             self._scale = torch.from_numpy(scale).to(self._device)
             self._bias = torch.from_numpy(bias).to(self._device)
             self._inputs = [TensorSpec("images", "UINT8", (-1, -1, -1, 3))]

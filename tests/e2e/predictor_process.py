@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from tests.e2e.prometheus_server import free_port, wait_until
-from vss_operator.serving_args import predictor_args
-from vss_operator.spec import VSSModelSpec
+from vss_api.serving_flags import predictor_args
+from vss_api.vssmodel import VSSModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
 

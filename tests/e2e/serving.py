@@ -51,7 +51,7 @@ def vss_run(yaml_path: Path, name: str, log_dir: Path, deadline_s: float = 240.0
     log = log_dir / f"vss-run-{name}-{http_port}.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vss_operator.cli", "run", str(yaml_path),
+            [sys.executable, "-m", "vss_cli.main", "run", str(yaml_path),
              "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
             stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -20,9 +20,10 @@ from tests.e2e.predictor_process import Predictor, start_predictor, stop
 from tests.e2e.prometheus_server import PrometheusServer
 from tests.fixtures.faulty_graphs import picky_detector
 from tests.fixtures.onnx_graphs import colour_cell_detector, save
-from vss_operator.prometheus import NoData, PrometheusClient, VersionQuery, VersionSample, query_for
+from vss_api.vssmodel import VSSModelSpec
+from vss_operator.prometheus import PrometheusClient
+from vss_operator.promql import NoData, VersionQuery, VersionSample, query_for
 from vss_operator.rollout import judge
-from vss_operator.spec import VSSModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "cells"

@@ -14,10 +14,10 @@ import pytest
 from tritonclient import http as triton
 
 from tests.e2e.serving import REPO, Served, post, vss_run
+from vss_api.vssmodel import VSSModel
 from vss_models.timeseries.datasets import Split, labelled_windows, rng_for
 from vss_models.timeseries.evaluation import ANOMALY_OUTPUTS, FORECAST_OUTPUTS, InProcess
 from vss_models.timeseries.sensors import FEATURES, PRESSURE, WEEK, Site, impute, observe, synthesize
-from vss_operator.spec import VSSModel
 from vss_transformers.anomaly import AnomalyTask
 from vss_transformers.forecasting import ForecastingTask
 

@@ -12,7 +12,7 @@ from tests.fixtures.onnx_graphs import mean_colour_classifier, save
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vss_operator.cli", "run", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vss_cli.main", "run", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=120, check=False)
 
 

@@ -1,4 +1,4 @@
-"""The operator as a real process (`python -m vss_operator.cli operator`) against the local control plane.
+"""The operator as a real process (`python -m vss_cli.main operator`) against the local control plane.
 
 Test modules import `operator_fixture` / `operator_factory_fixture`; tests ask for `operator` /
 `operator_factory`. Each operator watches one test namespace (so tests cannot see each other's objects) and holds its
@@ -38,7 +38,7 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         argv = [
-            sys.executable, "-m", "vss_operator.cli", "operator",
+            sys.executable, "-m", "vss_cli.main", "operator",
             "--kubeconfig", str(self.kubeconfig or self.cluster.kubeconfig), "--namespace", self.namespace,
             "--health-port", str(self.port), "--lease-namespace", self.namespace,
             "--lease-duration", "4", "--lease-renew-deadline", "3", "--lease-retry-period", "0.5",

@@ -17,8 +17,8 @@ from tests.integration.operator_fixtures import (  # noqa: F401 - the fixtures
     operator_fixture,
 )
 from tests.support.apiserver import LocalCluster, wait_until
+from vss_api.vssmodel import VSSModel
 from vss_operator.render import render
-from vss_operator.spec import VSSModel
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 DEADLINE = 60.0

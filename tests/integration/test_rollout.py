@@ -38,7 +38,7 @@ from tests.integration.operator_fixtures import (  # noqa: F401 - the fixtures
 )
 from tests.integration.rollout_traffic import TrafficLoop
 from tests.support.apiserver import ClusterError, LocalCluster, wait_until
-from vss_operator.spec import VSSModelSpec
+from vss_api.vssmodel import VSSModelSpec
 
 pytestmark = pytest.mark.skipif(prometheus_server.binary() is None,
                                 reason="needs a prometheus binary (apt-get install prometheus)")

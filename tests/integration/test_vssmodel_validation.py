@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from tests.support.apiserver import LocalCluster
-from vss_operator.spec import VSSModel
+from vss_api.vssmodel import VSSModel
 
 VALID: dict[str, Any] = {
     "apiVersion": "serving.vss.ai/v1alpha1",

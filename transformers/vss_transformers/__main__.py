@@ -3,65 +3,65 @@
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Sequence
 
-from vss_operator.spec import AnomalyParams, ClassificationParams, DetectionParams, ForecastingParams
+from vss_api.serving_flags import InvalidFlags, TransformerFlags, transformer_flags, transformer_parser
+from vss_api.vssmodel import AnomalyParams, ClassificationParams, DetectionParams, ForecastingParams, Task
 from vss_transformers.images import ImageRequests
-from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
+from vss_transformers.tasks import ClassificationTask, DetectionTask
+from vss_transformers.tasks import Task as ServingTask
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def read_flags(argv: Sequence[str] | None = None) -> tuple[TransformerFlags, argparse.Namespace]:
+    """The container's command line as the operator wrote it, and the rest of the parsed arguments."""
     from kserve import model_server
 
-    parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
-    parser.add_argument("--task", choices=["detection", "classification", "anomaly", "forecasting"],
-                        required=True)
-    parser.add_argument("--params", default="{}", help="the task's transformer block of the VSSModel, JSON")
-    parser.add_argument("--model_version", default="v1")
-    parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
-    parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024)
-    parser.add_argument("--max_batch_images", type=int, default=64)
-    parser.add_argument("--predictor_wait_s", type=float, default=300.0)
-    parser.add_argument("--log_level", default="INFO")
-    return parser.parse_args(argv)
+    args = transformer_parser(model_server.parser, description=__doc__).parse_args(
+        None if argv is None else list(argv))
+    try:
+        return transformer_flags(args), args
+    except InvalidFlags as exc:
+        raise SystemExit(f"vss_transformers: {exc}") from exc
 
 
-def build_task(name: str, params_json: str, args: argparse.Namespace) -> Task:
-    params = json.loads(params_json)
-    if name == "anomaly":
+def build_task(flags: TransformerFlags, max_batch_images: int) -> ServingTask:
+    params = flags.params
+    if flags.task is Task.ANOMALY:
         from vss_transformers.anomaly import AnomalyTask
 
-        return AnomalyTask(AnomalyParams.model_validate(params))
-    if name == "forecasting":
+        assert isinstance(params, AnomalyParams)
+        return AnomalyTask(params)
+    if flags.task is Task.FORECASTING:
         from vss_transformers.forecasting import ForecastingTask
 
-        return ForecastingTask(ForecastingParams.model_validate(params))
-    images = ImageRequests(max_batch_images=args.max_batch_images)
-    if name == "detection":
-        return DetectionTask(DetectionParams.model_validate(params), images)
-    return ClassificationTask(ClassificationParams.model_validate(params), images)
+        assert isinstance(params, ForecastingParams)
+        return ForecastingTask(params)
+    images = ImageRequests(max_batch_images=max_batch_images)
+    if flags.task is Task.DETECTION:
+        assert isinstance(params, DetectionParams)
+        return DetectionTask(params, images)
+    assert isinstance(params, ClassificationParams)
+    return ClassificationTask(params, images)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    from vss_predictors.metrics import ServingMetrics
-    from vss_predictors.server import configure_json_logging, serve
+def main(argv: Sequence[str] | None = None) -> None:
+    flags, args = read_flags(argv)
+    from vss_api.server import configure_json_logging, serve
+    from vss_api.serving_metrics import ServingMetrics
     from vss_transformers.model import TransformerModel
     from vss_transformers.predictor_client import PredictorClient
 
     configure_json_logging(args.log_level)
-    if not args.predictor_host:
-        raise SystemExit("--predictor_host (the predictor's gRPC host:port) is required")
-    client = PredictorClient(model_name=args.model_name, grpc_target=args.predictor_host,
-                             rest_base=f"http://{args.predictor_rest_host}",
+    client = PredictorClient(model_name=flags.model_name, grpc_target=flags.predictor_grpc,
+                             rest_base=f"http://{flags.predictor_rest}",
                              timeout_s=float(args.predictor_request_timeout_seconds),
-                             max_message_bytes=args.max_request_bytes * 8)
-    task = build_task(args.task, args.params, args)
-    model = TransformerModel(args.model_name, args.model_version, task, client, ServingMetrics.create(),
+                             max_message_bytes=flags.max_request_bytes * 8)
+    task = build_task(flags, args.max_batch_images)
+    model = TransformerModel(flags.model_name, flags.model_version, task, client, ServingMetrics.create(),
                              predictor_wait_s=args.predictor_wait_s)
     model.load()
-    serve([model], max_request_bytes=args.max_request_bytes, http_port=args.http_port,
-          grpc_port=args.grpc_port)
+    serve([model], max_request_bytes=flags.max_request_bytes, http_port=flags.http_port,
+          grpc_port=flags.grpc_port)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vss_operator.spec import AnomalyParams
-from vss_predictors.runtime import Array
+from vss_api.v2 import Array
+from vss_api.vssmodel import AnomalyParams
 from vss_transformers.series import F32, SeriesLayout, SeriesRequests, SeriesTask, model_features, series_input
 
 SEVERITIES = ("low", "medium", "high", "critical")

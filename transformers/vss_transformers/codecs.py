@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 
-from vss_transformers.errors import InvalidImage, PayloadTooLarge
+from vss_api.errors import PayloadTooLarge
+from vss_transformers.errors import InvalidImage
 
 Image = npt.NDArray[np.uint8]
 # (height, width) of a source image -> the smallest (height, width) the task needs from it. JPEGs are then

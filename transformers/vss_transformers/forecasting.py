@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vss_operator.spec import ForecastingParams
-from vss_predictors.runtime import Array
+from vss_api.v2 import Array
+from vss_api.vssmodel import ForecastingParams
 from vss_transformers.series import (
     F32,
     SeriesLayout,

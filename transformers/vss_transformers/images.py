@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
+from vss_api.errors import InvalidRequest
 from vss_transformers.codecs import MAX_PIXELS, Image, SizeHint, check_pixels, decode_image
-from vss_transformers.errors import InvalidImage, InvalidRequest
+from vss_transformers.errors import InvalidImage
 
 Encoded = list[bytes] | Image
 

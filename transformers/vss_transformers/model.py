@@ -12,9 +12,10 @@ import kserve
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from vss_predictors.metrics import ServingMetrics
-from vss_predictors.server import binary_output
-from vss_transformers.errors import InvalidRequest
+from vss_api.errors import InvalidRequest
+from vss_api.metrics import CLIENT_ERROR, SERVER_ERROR, SUCCESS, TRANSFORMER, Status
+from vss_api.server import binary_output
+from vss_api.serving_metrics import ServingMetrics
 from vss_transformers.predictor_client import PredictorClient
 from vss_transformers.tasks import Task
 
@@ -30,7 +31,7 @@ class TransformerModel(kserve.Model):
         self.client = client
         self.metrics = metrics
         self.predictor_wait_s = predictor_wait_s
-        self._labels = {"model_name": name, "version": version, "component": "transformer"}
+        self._labels = {"model_name": name, "version": version, "component": TRANSFORMER}
 
     def load(self) -> bool:
         config = self.client.fetch_config(self.predictor_wait_s)
@@ -39,8 +40,7 @@ class TransformerModel(kserve.Model):
         self.task.postprocess(self.client.infer_blocking(feeds), context)
         log.info("transformer ready", extra={"model": self.name, "task": self.task.name,
                                              "predictor": config.get("parameters", {}).get("providers")})
-        self.metrics.start_counting(self.name, self.version, "transformer",
-                                    ("preprocess", "predict", "postprocess", "total"))
+        self.metrics.start_counting(self.name, self.version, TRANSFORMER)
         self.ready = True
         return True
 
@@ -55,7 +55,7 @@ class TransformerModel(kserve.Model):
                       response_headers: dict[str, str] | None = None) -> InferResponse | dict[str, Any]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        status = "success"
+        status: Status = SUCCESS
         try:
             if isinstance(payload, InferRequest):
                 parsed = self.task.parse_v2(payload)
@@ -70,10 +70,10 @@ class TransformerModel(kserve.Model):
             results = await loop.run_in_executor(None, self.task.postprocess, outputs, context)
             t_post = time.perf_counter()
         except InvalidInput:
-            status = "client_error"
+            status = CLIENT_ERROR
             raise
         except Exception:
-            status = "server_error"
+            status = SERVER_ERROR
             raise
         finally:
             self.metrics.requests.labels(**self._labels, status=status).inc()

@@ -16,7 +16,7 @@ import numpy as np
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
-from vss_predictors.runtime import NUMPY_DTYPES, V2_DATATYPES, Array
+from vss_api.v2 import NUMPY_DTYPES, V2_DATATYPES, Array
 from vss_transformers.errors import PredictorTimeout, PredictorUnavailable
 
 log = logging.getLogger(__name__)

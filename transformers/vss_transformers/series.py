@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from vss_transformers.errors import InvalidRequest
+from vss_api.errors import InvalidRequest
 
 F32 = npt.NDArray[np.float32]
 

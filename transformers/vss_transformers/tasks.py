@@ -12,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 from kserve.protocol.infer_type import InferRequest
 
-from vss_operator.spec import ClassificationParams, DetectionParams, YoloLayout
-from vss_predictors.runtime import Array
+from vss_api.errors import InvalidRequest
+from vss_api.v2 import Array
+from vss_api.vssmodel import ClassificationParams, DetectionParams, YoloLayout
 from vss_transformers import classification, detection
 from vss_transformers.codecs import Image
-from vss_transformers.errors import InvalidRequest
 from vss_transformers.images import Encoded, ImageRequests
 from vss_transformers.letterbox import fitted_size
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from vss_api.vssmodel import VSSModel
 from vss_models.timeseries.datasets import KINDS, NORMAL, Split, labelled_windows, rng_for
 from vss_models.timeseries.quality import detection_by_kind, forecast_quality
 from vss_models.timeseries.recipes import (
@@ -25,7 +26,6 @@ from vss_models.timeseries.recipes import (
 )
 from vss_models.timeseries.sensors import F32, FEATURES
 from vss_models.timeseries.served import infer_all, parity, scratch_folder, throughput, vss_run, with_version
-from vss_operator.spec import VSSModel
 from vss_predictors.onnx_runtime import OnnxRuntime
 from vss_transformers.anomaly import AnomalyTask
 from vss_transformers.forecasting import ForecastingTask

@@ -8,7 +8,8 @@ import onnxruntime as ort
 import pytest
 
 from benchmarks.standin_models import resnet18_graph, yolov8n_graph
-from vss_predictors.prelude import Normalization, add_uint8_nhwc_prelude
+from vss_api.serving_flags import Normalization
+from vss_predictors.prelude import add_uint8_nhwc_prelude
 
 torch = pytest.importorskip("torch")
 

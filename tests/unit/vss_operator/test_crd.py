@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
+from vss_api.vssmodel import RolloutSpec
 from vss_operator import crd
-from vss_operator.spec import RolloutSpec
 
 
 def _schema() -> dict[str, Any]:

@@ -10,11 +10,12 @@ from typing import Any, cast
 
 import pytest
 
+from vss_api.vssmodel import VSSModel
 from vss_operator.handlers import OperatorContext, Requeues, advance
 from vss_operator.kube import Kube
-from vss_operator.prometheus import PrometheusClient, Sample, VersionQuery, VersionSample
+from vss_operator.prometheus import PrometheusClient
+from vss_operator.promql import Sample, VersionQuery, VersionSample
 from vss_operator.render import render
-from vss_operator.spec import VSSModel
 
 NAMESPACE, NAME, UID = "vision", "yolo", "u-1"
 

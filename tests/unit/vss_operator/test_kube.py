@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from vss_operator import kube
 from vss_operator.kube import Conflict, NotFound, Rejected, Unavailable, resource_path
-
-PACKAGE = Path(kube.__file__).parent
-
-
-def _imported_modules(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
-
-
-def test_no_module_but_kube_imports_the_kubernetes_client() -> None:
-    offenders = [
-        path.name for path in sorted(PACKAGE.glob("*.py"))
-        if path.name != "kube.py"
-        and any(m == "kubernetes" or m.startswith("kubernetes.") for m in _imported_modules(path))
-    ]
-    assert offenders == []
-
-
-def test_pure_modules_import_neither_kube_nor_kopf() -> None:
-    for name in ("render.py", "status.py", "crd.py", "spec.py", "rollout.py"):
-        modules = _imported_modules(PACKAGE / name)
-        assert not any(m.split(".")[0] == "kopf" or m == "vss_operator.kube" for m in modules), name
 
 
 @pytest.mark.parametrize(("args", "path"), [

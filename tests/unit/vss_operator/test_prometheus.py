@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from vss_operator.prometheus import (
+from vss_api.vssmodel import VSSModelSpec
+from vss_operator.prometheus import PrometheusClient
+from vss_operator.promql import (
     NoData,
-    PrometheusClient,
     PrometheusError,
     VersionQuery,
     VersionSample,
@@ -28,7 +29,6 @@ from vss_operator.prometheus import (
     selector,
     window,
 )
-from vss_operator.spec import VSSModelSpec
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.vssmodel import VSSModel
 from vss_operator.render import RenderConfig, child_selector, model_path, render
-from vss_operator.serving_args import predictor_args, transformer_args
-from vss_operator.spec import VSSModel
 
 UID = "0c6f1c9e-2f5b-4f7e-9d55-0a4b3f0e8e11"
 

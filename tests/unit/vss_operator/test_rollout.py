@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vss_operator.prometheus import NoData, Sample, VersionSample
+from vss_api.vssmodel import VSSModelSpec
+from vss_operator.promql import NoData, Sample, VersionSample
 from vss_operator.rollout import (
     ABORTED,
     ANALYSIS_FAILED,
@@ -32,7 +33,6 @@ from vss_operator.rollout import (
     judge,
     position,
 )
-from vss_operator.spec import VSSModelSpec
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GOOD = VersionSample(requests=120, server_errors=0, client_errors=3, p95_ms=22.0)

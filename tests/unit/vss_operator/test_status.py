@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from vss_api.vssmodel import VSSModel
 from vss_operator.render import render
 from vss_operator.rollout import (
     ANALYSIS_FAILED,
@@ -20,7 +21,6 @@ from vss_operator.rollout import (
     RolloutStatus,
     decide,
 )
-from vss_operator.spec import VSSModel
 from vss_operator.status import (
     APPLY_REJECTED,
     MAX_HISTORY,

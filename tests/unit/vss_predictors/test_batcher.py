@@ -5,8 +5,8 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
+from vss_api.v2 import Array
 from vss_predictors.batcher import DynamicBatcher
-from vss_predictors.runtime import Array
 
 
 class Recorder:

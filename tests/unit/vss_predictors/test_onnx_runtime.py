@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.fixtures.onnx_graphs import colour_cell_detector, save
+from vss_api.serving_flags import Normalization
 from vss_predictors.errors import UnsupportedModel
 from vss_predictors.onnx_runtime import CPU, CUDA, TENSORRT, OnnxRuntime, gpu_libraries_present, select_providers
-from vss_predictors.prelude import Normalization
 
 ALL = [TENSORRT, CUDA, CPU]
 

@@ -3,7 +3,8 @@ import onnxruntime as ort
 import pytest
 
 from tests.fixtures.onnx_graphs import mean_colour_classifier
-from vss_predictors.prelude import Normalization, add_uint8_nhwc_prelude, image_input
+from vss_api.serving_flags import Normalization
+from vss_predictors.prelude import add_uint8_nhwc_prelude, image_input
 
 IMAGENET = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 

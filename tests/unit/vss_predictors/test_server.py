@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from kserve.errors import InvalidInput
 
-from vss_predictors.server import BodySizeLimit, parse_v2_rest_request
+from vss_api.server import BodySizeLimit, parse_v2_rest_request
 
 
 def _binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, int]:

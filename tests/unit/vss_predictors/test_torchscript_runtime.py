@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from vss_api.serving_flags import Normalization
 from vss_predictors.errors import UnsupportedModel
-from vss_predictors.prelude import Normalization
 from vss_predictors.torchscript_runtime import TorchScriptRuntime
 
 NAMES = ["red", "green", "blue"]

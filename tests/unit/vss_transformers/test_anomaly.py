@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vss_operator.spec import AnomalyParams
+from vss_api.vssmodel import AnomalyParams
 from vss_transformers.anomaly import AnomalyTask, Calibration, as_seed_json, as_v2_tensors, judge, severity_of
 
 FEATURES = ["temperature", "humidity", "pressure", "vibration", "power"]

@@ -2,8 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
+from vss_api.errors import PayloadTooLarge
 from vss_transformers.codecs import check_pixels, decode_image, encode_jpeg
-from vss_transformers.errors import InvalidImage, PayloadTooLarge
+from vss_transformers.errors import InvalidImage
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vss_operator.spec import ForecastingParams
+from vss_api.vssmodel import ForecastingParams
 from vss_transformers.forecasting import ForecastingTask, as_seed_json, as_v2_tensors, forecasts, interval_radius
 
 FEATURES = ["temperature", "humidity", "pressure", "vibration", "power"]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from vss_operator.spec import DetectionParams
+from vss_api.vssmodel import DetectionParams
 from vss_transformers.tasks import DetectionTask
 
 CONFIG = {

@@ -1,5 +1,5 @@
 """`vss run FILE`: serve a VSSModel on this machine, predictor and transformer as two processes on
-loopback, with no cluster. The same flags as in a pod (from `serving_args`), so what runs here runs there."""
+loopback, with no cluster. The same flags as in a pod (from `vss_api.serving_flags`), so what runs here runs there."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from vss_operator.serving_args import predictor_args, transformer_args
-from vss_operator.spec import InvalidSpec, VSSModel
+from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.vssmodel import InvalidSpec, VSSModel
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""KServe `ModelServer` bootstrap shared by the predictor and transformer processes.
+"""The KServe `ModelServer` bootstrap that the predictor and transformer processes share.
 
 It adds what KServe 0.21 lacks for a hot path and a hostile network: a v2 REST infer route that keeps
 binary tensors binary (KServe's own turns them into Python lists, and rejects non-UTF-8 BYTES such as
@@ -19,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request, Response
-from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from vss_predictors.runtime import datatype_of
+from vss_api.errors import HTTP_STATUS_BY_GRPC
+from vss_api.v2 import datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -218,14 +218,6 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
 
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
-
-
-# REST status for errors that carry a gRPC status (grpc_interceptor's GrpcException family), so one
-# exception class answers right on both protocols.
-HTTP_STATUS_BY_GRPC = {
-    StatusCode.INVALID_ARGUMENT: 400, StatusCode.NOT_FOUND: 404, StatusCode.RESOURCE_EXHAUSTED: 413,
-    StatusCode.DEADLINE_EXCEEDED: 504, StatusCode.UNAVAILABLE: 503, StatusCode.FAILED_PRECONDITION: 400,
-}
 
 
 async def grpc_status_error_handler(_: Request, exc: Exception) -> Response:

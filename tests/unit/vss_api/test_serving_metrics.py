@@ -3,7 +3,7 @@ benchmarks/gpu.sh reads the series."""
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vss_predictors.metrics import ServingMetrics, track_gpu_memory
+from vss_api.serving_metrics import ServingMetrics, track_gpu_memory
 
 
 def test_without_a_driver_no_gpu_memory_series_is_exported() -> None:
@@ -24,7 +24,7 @@ def test_request_counters_are_exposed_with_the_total_suffix_and_labels() -> None
 def test_every_outcome_series_exists_at_zero_before_the_first_request() -> None:
     registry = CollectorRegistry()
     metrics = ServingMetrics.create(registry)
-    metrics.start_counting("m", "v2", "predictor", ("predict",))
+    metrics.start_counting("m", "v2", "predictor")
     text = generate_latest(registry).decode()
     for status in ("success", "client_error", "server_error"):
         labels = f'component="predictor",model_name="m",status="{status}",version="v2"'

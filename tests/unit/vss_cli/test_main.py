@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vss_operator import cli
+from vss_cli import main as cli
 from vss_operator.crd import crd_yaml
 
 MODEL = """\
@@ -65,7 +65,7 @@ def test_run_hands_the_file_and_ports_to_run_local(monkeypatch: pytest.MonkeyPat
         calls.append((path, http_port, grpc_port))
         return 0
 
-    monkeypatch.setattr("vss_operator.local.run_local", fake_run_local)
+    monkeypatch.setattr("vss_cli.run.run_local", fake_run_local)
 
     assert cli.main(["run", str(tmp_path / "m.yaml"), "--http-port", "9000"]) == 0
     assert calls == [(tmp_path / "m.yaml", 9000, 8081)]

@@ -1,4 +1,4 @@
-"""The `vss` command: `render`, `crd`, `operator`, `run` and `models`."""
+"""The `vss` command: `run`, `render`, `crd`, `operator` and `models`, each delegating to the package that owns it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from vss_api.vssmodel import InvalidSpec, VSSModel
 from vss_operator.render import RenderConfig
-from vss_operator.spec import InvalidSpec, VSSModel
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "operator":
             return _operator(args)
         if args.command == "run":
-            from vss_operator.local import run_local
+            from vss_cli.run import run_local
 
             return run_local(args.file, args.http_port, args.grpc_port)
     except InvalidSpec as exc:

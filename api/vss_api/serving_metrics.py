@@ -1,4 +1,5 @@
-"""Prometheus metrics shared by the predictor and transformer processes, labelled by model and version."""
+"""The prometheus-client objects both serving processes export the serving metrics with (names and label
+values from `vss_api.metrics`), and the GPU memory gauge read from NVML at scrape time."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from vss_api.metrics import (
+    BATCH_SIZE,
+    DURATION,
+    GPU_MEMORY,
+    PREDICTOR,
+    PREDICTOR_STAGES,
+    REQUESTS,
+    STATUSES,
+    TRANSFORMER_STAGES,
+    Component,
+)
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-STATUSES = ("success", "client_error", "server_error")
 
 
 @dataclass(frozen=True)
@@ -25,23 +35,23 @@ class ServingMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ServingMetrics:
         return cls(
-            requests=Counter("inference_requests", "Inference requests by outcome.",
+            requests=Counter(REQUESTS, "Inference requests by outcome.",
                              ["model_name", "version", "component", "status"], registry=registry),
-            duration=Histogram("inference_duration_seconds", "Time spent per request and stage.",
+            duration=Histogram(DURATION, "Time spent per request and stage.",
                                ["model_name", "version", "component", "stage"],
                                buckets=LATENCY_BUCKETS, registry=registry),
-            batch_size=Histogram("inference_batch_size", "Rows per runtime call after batching.",
+            batch_size=Histogram(BATCH_SIZE, "Rows per runtime call after batching.",
                                  ["model_name", "version"], buckets=BATCH_BUCKETS, registry=registry),
-            gpu_memory=Gauge("gpu_memory_usage_bytes", "GPU memory held by the runtime.",
+            gpu_memory=Gauge(GPU_MEMORY, "GPU memory held by the runtime.",
                              ["model_name", "version", "device"], registry=registry),
         )
 
-    def start_counting(self, model_name: str, version: str, component: str, stages: tuple[str, ...]) -> None:
+    def start_counting(self, model_name: str, version: str, component: Component) -> None:
         """Create every outcome's and stage's series at zero: `increase()` over a series that starts at its
         first increment misses that increment, and a canary's first error or slow request must not go unseen."""
         for status in STATUSES:
             self.requests.labels(model_name=model_name, version=version, component=component, status=status)
-        for stage in stages:
+        for stage in PREDICTOR_STAGES if component == PREDICTOR else TRANSFORMER_STAGES:
             self.duration.labels(model_name=model_name, version=version, component=component, stage=stage)
 
 

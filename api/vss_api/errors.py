@@ -1,0 +1,37 @@
+"""Data-plane errors that both serving processes raise, and the HTTP status of each, in one place.
+
+A caller's mistake is a KServe `InvalidInput` (400 on REST, INVALID_ARGUMENT on gRPC, through KServe's own
+handlers); everything else carries its gRPC status (grpc_interceptor's `GrpcException` family), which
+`server` turns into the matching HTTP status with `HTTP_STATUS_BY_GRPC`. So one exception class answers
+right on both protocols, and no caller mistake surfaces as a 500."""
+
+from __future__ import annotations
+
+from grpc import StatusCode
+from grpc_interceptor.exceptions import DeadlineExceeded, ResourceExhausted, Unavailable
+from kserve.errors import InvalidInput
+
+
+class InvalidRequest(InvalidInput):
+    """A request whose tensors or fields do not fit the model or task (missing input, wrong shape, ...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class PayloadTooLarge(ResourceExhausted):
+    """A request that asks for more than the configured limits allow (413)."""
+
+
+class ServiceUnavailable(Unavailable):
+    """A dependency of the request (the predictor, for the transformer) cannot be reached or is not ready (503)."""
+
+
+class RequestTimeout(DeadlineExceeded):
+    """The request did not complete within its deadline (504)."""
+
+
+HTTP_STATUS_BY_GRPC = {
+    StatusCode.INVALID_ARGUMENT: 400, StatusCode.FAILED_PRECONDITION: 400, StatusCode.NOT_FOUND: 404,
+    StatusCode.RESOURCE_EXHAUSTED: 413, StatusCode.UNAVAILABLE: 503, StatusCode.DEADLINE_EXCEEDED: 504,
+}

@@ -1,0 +1,297 @@
+"""The command lines of the two data-plane processes for a VSSModel version, both ways: `predictor_args` and
+`transformer_args` write them from the spec (for `render`, the containers of an InferenceService, and for
+`vss run`, local processes), `predictor_parser`/`transformer_parser` read them in the containers. One module
+owns every flag name, so a renamed flag fails a unit test (tests/unit/vss_api/test_serving_flags.py), not
+a pod.
+
+The parsers take KServe's `model_server.parser` as a parent in the containers: it owns `--model_name`,
+`--http_port`, `--grpc_port`, `--predictor_host`, `--predictor_protocol`, `--enable_predictor_health_check`
+and the gRPC message limits, which KServe's `ModelServer` reads itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from vss_api.vssmodel import (
+    AnomalyParams,
+    ClassificationParams,
+    DetectionParams,
+    ForecastingParams,
+    ModelVersion,
+    SpecModel,
+    Task,
+    VSSModelSpec,
+    describe_validation_error,
+)
+
+# Sensor windows go to the model as FP32 readings: no image prelude in front of it.
+TIME_SERIES = frozenset({Task.ANOMALY, Task.FORECASTING})
+TASK_PARAMS: dict[Task, type[SpecModel]] = {
+    Task.DETECTION: DetectionParams, Task.CLASSIFICATION: ClassificationParams,
+    Task.ANOMALY: AnomalyParams, Task.FORECASTING: ForecastingParams,
+}
+MODEL_FORMATS = ("onnx", "torchscript")
+DEVICES = ("cpu", "gpu")
+PREDICTOR_PROTOCOL = "grpc-v2"  # the transformer -> predictor hop: binary tensors over gRPC, never JSON
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel `(x / 255 - mean) / std` for RGB pixels in 0..255, as the predictor's `--normalize`."""
+
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def parse(cls, text: str) -> Normalization:
+        """`MEAN_R,MEAN_G,MEAN_B:STD_R,STD_G,STD_B`."""
+        try:
+            mean_text, std_text = text.split(":")
+            mean = tuple(float(v) for v in mean_text.split(","))
+            std = tuple(float(v) for v in std_text.split(","))
+        except ValueError as exc:
+            raise ValueError(f"--normalize must look like 0.485,0.456,0.406:0.229,0.224,0.225, got {text!r}"
+                             ) from exc
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError(f"--normalize needs 3 means and 3 positive stds, got {text!r}")
+        return cls(mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
+
+    def format(self) -> str:
+        return ",".join(repr(v) for v in self.mean) + ":" + ",".join(repr(v) for v in self.std)
+
+
+DETECTION_NORMALIZATION = Normalization()  # YOLO exports take RGB / 255
+
+
+def normalization(spec: VSSModelSpec) -> Normalization | None:
+    """What the predictor's in-graph prelude does to UINT8 pixels; None for the sensor tasks."""
+    if spec.task in TIME_SERIES:
+        return None
+    if spec.task is Task.CLASSIFICATION:
+        p = spec.classification
+        return Normalization(mean=(p.mean[0], p.mean[1], p.mean[2]), std=(p.std[0], p.std[1], p.std[2]))
+    return DETECTION_NORMALIZATION
+
+
+def warmup_shape(spec: VSSModelSpec) -> tuple[int, int]:
+    """The input the predictor warms up with: (H, W) of an image, (steps, features) of a sensor window."""
+    if spec.task is Task.ANOMALY:
+        return spec.anomaly.window, len(spec.anomaly.features)
+    if spec.task is Task.FORECASTING:
+        return spec.forecasting.lookback, len(spec.forecasting.features)
+    if spec.task is Task.CLASSIFICATION:
+        size = spec.classification.input_size
+        return size, size
+    size = spec.detection.input_size
+    # A 16:9 camera frame letterboxed to a stride-multiple rectangle, the common case at run time.
+    return ((size * 9 // 16 + 31) // 32 * 32, size) if spec.detection.rectangular else (size, size)
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected H,W (two integers), got {text!r}") from exc
+    return h, w
+
+
+def _format_shape(shape: tuple[int, int]) -> str:
+    return f"{shape[0]},{shape[1]}"
+
+
+# --- predictor -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PredictorFlags:
+    """What the predictor container is told; `predictor_args` writes it, `predictor_flags` reads it back."""
+
+    model_name: str
+    model_version: str
+    model_path: str
+    model_format: str
+    device: str
+    normalization: Normalization | None
+    warmup_shape: tuple[int, int]
+    max_batch_size: int
+    max_latency_ms: float
+    max_inflight_batches: int
+    threads: int | None
+    http_port: int
+    grpc_port: int
+    max_message_bytes: int  # gRPC receive and send limits: a batch of frames is larger than one request
+
+    def args(self) -> list[str]:
+        return [
+            "--model_name", self.model_name, "--model_version", self.model_version,
+            "--model_path", self.model_path, "--model_format", self.model_format,
+            "--device", self.device,
+            *([] if self.normalization is None else ["--normalize", self.normalization.format()]),
+            "--warmup_shape", _format_shape(self.warmup_shape),
+            "--max_batch_size", str(self.max_batch_size),
+            "--max_latency_ms", str(self.max_latency_ms),
+            "--max_inflight_batches", str(self.max_inflight_batches),
+            "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+            "--grpc_max_receive_message_length", str(self.max_message_bytes),
+            "--grpc_max_send_message_length", str(self.max_message_bytes),
+            *([] if self.threads is None else ["--threads", str(self.threads)]),
+        ]
+
+
+def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
+                        grpc_port: int, *, model_name: str) -> PredictorFlags:
+    batching = spec.predictor.batching
+    return PredictorFlags(
+        model_name=model_name, model_version=version.name, model_path=model_path,
+        model_format=version.format.value, device=spec.predictor.device.value,
+        normalization=normalization(spec), warmup_shape=warmup_shape(spec),
+        max_batch_size=batching.max_batch_size, max_latency_ms=batching.max_latency_ms,
+        max_inflight_batches=batching.max_in_flight, threads=spec.predictor.threads,
+        http_port=http_port, grpc_port=grpc_port, max_message_bytes=spec.transformer.max_request_bytes * 8)
+
+
+def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
+                   grpc_port: int, *, model_name: str) -> list[str]:
+    return predictor_flags_for(spec, version, model_path, http_port, grpc_port, model_name=model_name).args()
+
+
+def predictor_parser(*parents: argparse.ArgumentParser, description: str | None = None
+                     ) -> argparse.ArgumentParser:
+    """The predictor's parser: ours on top of `parents` (KServe's in the container). Without parents it
+    declares KServe's flags that `predictor_args` writes, so the flags can be read back without KServe."""
+    parser = argparse.ArgumentParser(parents=list(parents), description=description)
+    if not parents:
+        _kserve_flags(parser, transformer=False)
+    parser.add_argument("--model_path", required=True)
+    parser.add_argument("--model_version", default="v1")
+    parser.add_argument("--model_format", choices=MODEL_FORMATS, default="onnx")
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--normalize", type=Normalization.parse, default=None,
+                        help="MEAN:STD per RGB channel; takes UINT8 NHWC pixels and normalises in the graph")
+    parser.add_argument("--max_batch_size", type=int, default=8)
+    parser.add_argument("--max_latency_ms", type=float, default=5.0)
+    parser.add_argument("--max_inflight_batches", type=int, default=2, choices=range(1, 9),
+                        metavar="{1..8}", help="batches run at once")
+    parser.add_argument("--warmup_shape", type=_shape, default=(640, 640), help="H,W of the warm-up input")
+    parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
+    return PredictorFlags(
+        model_name=args.model_name, model_version=args.model_version, model_path=str(args.model_path),
+        model_format=args.model_format, device=args.device, normalization=args.normalize,
+        warmup_shape=args.warmup_shape, max_batch_size=args.max_batch_size,
+        max_latency_ms=args.max_latency_ms, max_inflight_batches=args.max_inflight_batches,
+        threads=args.threads, http_port=args.http_port, grpc_port=args.grpc_port,
+        max_message_bytes=args.grpc_max_receive_message_length)
+
+
+# --- transformer ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TransformerFlags:
+    """What the transformer container is told; `transformer_args` writes it, `transformer_flags` reads it."""
+
+    model_name: str
+    model_version: str
+    task: Task
+    params: SpecModel  # the task's block of spec.transformer, validated again on the way in
+    predictor_grpc: str
+    predictor_rest: str
+    max_request_bytes: int
+    http_port: int
+    grpc_port: int
+
+    def args(self) -> list[str]:
+        params = self.params.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return [
+            "--model_name", self.model_name, "--model_version", self.model_version,
+            "--task", self.task.value, "--params", json.dumps(params, separators=(",", ":")),
+            "--predictor_host", self.predictor_grpc, "--predictor_protocol", PREDICTOR_PROTOCOL,
+            "--predictor_rest_host", self.predictor_rest, "--enable_predictor_health_check",
+            "--max_request_bytes", str(self.max_request_bytes),
+            "--grpc_max_receive_message_length", str(self.max_request_bytes),
+            "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+        ]
+
+
+def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: str, predictor_rest: str,
+                          http_port: int, grpc_port: int, *, version: str | None = None) -> TransformerFlags:
+    block: SpecModel = getattr(spec.transformer, spec.task.value)
+    return TransformerFlags(
+        model_name=model_name, model_version=version or spec.version, task=spec.task, params=block,
+        predictor_grpc=predictor_grpc, predictor_rest=predictor_rest,
+        max_request_bytes=spec.transformer.max_request_bytes, http_port=http_port, grpc_port=grpc_port)
+
+
+def transformer_args(spec: VSSModelSpec, model_name: str, predictor_grpc: str, predictor_rest: str,
+                     http_port: int, grpc_port: int, *, version: str | None = None) -> list[str]:
+    return transformer_flags_for(spec, model_name, predictor_grpc, predictor_rest, http_port, grpc_port,
+                                 version=version).args()
+
+
+def transformer_parser(*parents: argparse.ArgumentParser, description: str | None = None
+                       ) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(parents=list(parents), description=description)
+    if not parents:
+        _kserve_flags(parser, transformer=True)
+    parser.add_argument("--task", choices=[t.value for t in Task], required=True)
+    parser.add_argument("--params", default="{}", help="the task's transformer block of the VSSModel, JSON")
+    parser.add_argument("--model_version", default="v1")
+    parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
+    parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024)
+    parser.add_argument("--max_batch_images", type=int, default=64)
+    parser.add_argument("--predictor_wait_s", type=float, default=300.0)
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+class InvalidFlags(ValueError):
+    """A container command line that does not describe a servable model (the message says which flag)."""
+
+
+def task_params(task: Task, params_json: str) -> SpecModel:
+    """The `--params` JSON of a task, validated by the same schema as the VSSModel's transformer block."""
+    try:
+        raw: Any = json.loads(params_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidFlags(f"--params is not JSON: {exc}") from exc
+    try:
+        return TASK_PARAMS[task].model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidFlags(f"--params for {task.value}: {describe_validation_error(exc)}") from exc
+
+
+def transformer_flags(args: argparse.Namespace) -> TransformerFlags:
+    if not args.predictor_host:
+        raise InvalidFlags("--predictor_host (the predictor's gRPC host:port) is required")
+    if args.predictor_protocol != PREDICTOR_PROTOCOL:
+        raise InvalidFlags(f"--predictor_protocol must be {PREDICTOR_PROTOCOL}, got {args.predictor_protocol!r}")
+    task = Task(args.task)
+    return TransformerFlags(
+        model_name=args.model_name, model_version=args.model_version, task=task,
+        params=task_params(task, args.params), predictor_grpc=args.predictor_host,
+        predictor_rest=args.predictor_rest_host, max_request_bytes=args.max_request_bytes,
+        http_port=args.http_port, grpc_port=args.grpc_port)
+
+
+def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None:
+    """The KServe-owned flags our command lines write, with KServe's defaults, for reading them back without
+    KServe installed; the round-trip test also reads them with KServe's own parser."""
+    parser.add_argument("--model_name", default="model")
+    parser.add_argument("--http_port", type=int, default=8080)
+    parser.add_argument("--grpc_port", type=int, default=8081)
+    parser.add_argument("--grpc_max_receive_message_length", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--grpc_max_send_message_length", type=int, default=8 * 1024 * 1024)
+    if transformer:
+        parser.add_argument("--predictor_host", default=None)
+        parser.add_argument("--predictor_protocol", default="v1")
+        parser.add_argument("--enable_predictor_health_check", action="store_true")
+
