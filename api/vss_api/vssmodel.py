@@ -23,6 +23,18 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
 PROMETHEUS_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
+# --- the status vocabulary: what `status` of a VSSModel says (kstatus conditions, phase) ------------------
+# Condition types: kstatus' Ready/Reconciling/Stalled (`kubectl wait`, Argo CD and Flux read them) and ours.
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+ConditionStatus = Literal["True", "False", "Unknown"]
+# The phases a rollout passes through, and `status.phase`: those, or Failed when the version that should
+# serve will not start without a change from a person.
+RolloutPhase = Literal["Stable", "Progressing", "Promoted", "RolledBack"]
+Phase = Literal["Stable", "Progressing", "Promoted", "RolledBack", "Failed"]
+
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
     """A CRD `x-kubernetes-validations` entry: the apiserver's twin of a validator below, so that

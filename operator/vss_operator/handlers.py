@@ -22,8 +22,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from vss_api.vssmodel import API_VERSION, GROUP, KIND, PLURAL, VERSION, VSSModel, describe_validation_error
+from vss_api.vssmodel import API_VERSION, GROUP, KIND, PLURAL, READY, VERSION, VSSModel, describe_validation_error
 from vss_operator.kube import Kube, KubeError, Rejected
+from vss_operator.objects import Manifest
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import Sample, query_for
 from vss_operator.render import (
@@ -33,7 +34,6 @@ from vss_operator.render import (
     MANAGED_BY_LABEL,
     ROUTE_API_VERSION,
     ROUTE_KIND,
-    Manifest,
     RenderConfig,
     child_selector,
     render,
@@ -42,7 +42,6 @@ from vss_operator.rollout import Observations, RolloutDecision, RolloutStatus, a
 from vss_operator.status import (
     APPLY_REJECTED,
     INVALID_SPEC,
-    READY,
     Failure,
     VSSModelStatus,
     canary_readiness,

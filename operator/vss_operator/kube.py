@@ -19,9 +19,10 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from vss_operator.objects import Manifest
+
 FIELD_MANAGER = "vss-operator"
 
-Manifest = dict[str, Any]
 
 # kind → plural of every resource the operator touches (it only ever addresses these).
 PLURALS: dict[str, str] = {

@@ -12,8 +12,7 @@ from urllib.parse import urlparse
 
 from vss_api.serving_flags import predictor_args, transformer_args
 from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel
-
-Manifest = dict[str, Any]
+from vss_operator.objects import Manifest
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 ISVC_KIND = "InferenceService"

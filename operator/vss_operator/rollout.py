@@ -24,18 +24,26 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from vss_api.vssmodel import GROUP, Analysis, VSSModelSpec, parse_duration
+from vss_api.vssmodel import (
+    GROUP,
+    RECONCILING,
+    ROLLOUT_SUCCEEDED,
+    STALLED,
+    Analysis,
+    ConditionStatus,
+    RolloutPhase,
+    VSSModelSpec,
+    parse_duration,
+)
+from vss_operator.objects import Event, EventType
 from vss_operator.promql import NoData, Sample
 
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
 RETRY_ANNOTATION = f"{GROUP}/retry"
 
-Phase = Literal["Stable", "Progressing", "Promoted", "RolledBack"]
 Stage = Literal["Initializing", "Shadow", "Canary", "AwaitingPromotion"]
 Verdict = Literal["Pass", "Fail", "NoData"]
 Readiness = Literal["Ready", "Pending", "Failed"]
-ConditionStatus = Literal["True", "False", "Unknown"]
-EventType = Literal["Normal", "Warning"]
 
 # Reasons (CamelCase constants: Event reasons, condition reasons, status.rollout.reason).
 INITIALIZED = "Initialized"
@@ -58,9 +66,6 @@ CHECK_FAILED = "CheckFailed"
 CHECK_NO_DATA = "CheckNoData"
 ROLLED_BACK_REASONS = frozenset({ANALYSIS_FAILED, NO_ANALYSIS_DATA, PROGRESS_DEADLINE_EXCEEDED, CANARY_FAILED})
 
-ROLLOUT_SUCCEEDED = "RolloutSucceeded"
-RECONCILING = "Reconciling"
-STALLED = "Stalled"
 
 # While waiting for the new InferenceService, look again at least this often (its Ready change also
 # arrives as an event on the child, so this is only a floor).
@@ -105,14 +110,14 @@ class RolloutProgress(_StatusModel):
         f"The {RETRY_ANNOTATION} value already acted on."))] = None
 
 
-PHASES: tuple[Phase, ...] = ("Stable", "Progressing", "Promoted", "RolledBack")
+PHASES: tuple[RolloutPhase, ...] = ("Stable", "Progressing", "Promoted", "RolledBack")
 
 
 @dataclass(frozen=True)
 class RolloutStatus:
     """The rollout's part of the VSSModel status: the input of `decide`, and its output."""
 
-    phase: Phase
+    phase: RolloutPhase
     stable_version: str | None
     canary_version: str | None = None
     canary_weight: int = 0
@@ -131,7 +136,7 @@ class RolloutStatus:
         canary = status.get("canaryVersion") or None
         weight = status.get("canaryWeight")
         raw_phase = status.get("phase")
-        phase: Phase
+        phase: RolloutPhase
         if raw_phase in PHASES:
             phase = raw_phase
         elif canary is not None and progress.stage is not None:
@@ -182,7 +187,7 @@ class Observations:
 class Position:
     """Where a rollout is, for transitions: phase, stage and step."""
 
-    phase: Phase
+    phase: RolloutPhase
     stage: Stage | None
     step: int | None
     canary: str | None
@@ -192,13 +197,6 @@ class Position:
 class Transition:
     before: Position
     after: Position
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class RolloutEvent:
-    type: EventType
     reason: str
     message: str
 
@@ -234,7 +232,7 @@ class RolloutDecision:
     status: RolloutStatus
     transition: Transition | None = None
     check: Check | None = None
-    events: tuple[RolloutEvent, ...] = ()
+    events: tuple[Event, ...] = ()
     history: HistoryRecord | None = None
     requeue_after: float | None = None
 
@@ -366,7 +364,7 @@ def decide(spec: VSSModelSpec, status: RolloutStatus, observations: Observations
     if status.phase == "Promoted":
         if target == stable:
             return _settle(status, stable, ROLLOUT_COMPLETED, f"{stable} serves all traffic", now,
-                           history=None, event=RolloutEvent("Normal", ROLLOUT_COMPLETED,
+                           history=None, event=Event("Normal", ROLLOUT_COMPLETED,
                                                             f"{stable} serves all traffic"))
         return _start(spec, status, target, now, ROLLOUT_STARTED,
                       f"rolling out {target} (stable: {stable})", history=None)
@@ -376,7 +374,7 @@ def decide(spec: VSSModelSpec, status: RolloutStatus, observations: Observations
         if target == stable:
             return _settle(status, stable, ROLLBACK_ACKNOWLEDGED,
                            f"spec.version is {stable} again; {canary} removed", now, history=None,
-                           event=RolloutEvent("Normal", ROLLBACK_ACKNOWLEDGED,
+                           event=Event("Normal", ROLLBACK_ACKNOWLEDGED,
                                               f"spec.version is {stable} again; {canary} removed"))
         if stable not in known:
             return _promote_at_once(status, target, now)
@@ -394,7 +392,7 @@ def decide(spec: VSSModelSpec, status: RolloutStatus, observations: Observations
         message = f"spec.version set back to {stable}: {canary} aborted without analysis"
         return _settle(status, stable, ABORTED, message, now,
                        history=HistoryRecord(canary, "RolledBack", now, message),
-                       event=RolloutEvent("Warning", ABORTED, message))
+                       event=Event("Warning", ABORTED, message))
     if stable not in known:
         return _promote_at_once(status, target, now)
     if target != canary:
@@ -437,18 +435,18 @@ def _analysing(spec: VSSModelSpec, status: RolloutStatus, observations: Observat
     canary = status.canary_version
     assert canary is not None
     progress = status.progress
-    events: list[RolloutEvent] = []
+    events: list[Event] = []
     check: Check | None = None
     if observations.sample is not None and analysis_due(spec, status, now) is not None:
         check = judge(analysis, observations.sample, now)
         progress = _record(progress, check)
         status = replace(status, progress=progress)
         if check.verdict == "Fail":
-            events.append(RolloutEvent("Warning", CHECK_FAILED, (
+            events.append(Event("Warning", CHECK_FAILED, (
                 f"{canary} failed a check ({progress.failed_checks} of failureLimit "
                 f"{analysis.failure_limit}): {check.message}{_versus(observations.stable_sample)}")))
         elif check.verdict == "NoData":
-            events.append(RolloutEvent("Warning", CHECK_NO_DATA, (
+            events.append(Event("Warning", CHECK_NO_DATA, (
                 f"no data to judge {canary} ({progress.no_data_checks} in a row of noDataLimit "
                 f"{analysis.no_data_limit}): {check.message}")))
         if progress.failed_checks >= analysis.failure_limit:
@@ -529,7 +527,7 @@ def _until_next(spec: VSSModelSpec, status: RolloutStatus, now: datetime) -> flo
     return None if due is None else max(0.0, (due - now).total_seconds())
 
 
-def _with_check(decision: RolloutDecision, check: Check | None, events: list[RolloutEvent]
+def _with_check(decision: RolloutDecision, check: Check | None, events: list[Event]
                 ) -> RolloutDecision:
     return replace(decision, check=check, events=(*events, *decision.events))
 
@@ -539,7 +537,7 @@ def _transition(before: RolloutStatus, after: RolloutStatus, reason: str, messag
 
 
 def _settle(status: RolloutStatus, stable: str, reason: str, message: str, now: datetime, *,
-            history: HistoryRecord | None, event: RolloutEvent | None) -> RolloutDecision:
+            history: HistoryRecord | None, event: Event | None) -> RolloutDecision:
     """Stable on `stable`, no canary."""
     after = RolloutStatus(phase="Stable", stable_version=stable, progress=RolloutProgress(
         reason=reason, message=message, last_retry=status.progress.last_retry))
@@ -557,7 +555,7 @@ def _start(spec: VSSModelSpec, status: RolloutStatus, target: str, now: datetime
                                  last_retry=retry if retry is not None else status.progress.last_retry))
     kind: EventType = "Warning" if reason == ROLLOUT_RESTARTED else "Normal"
     return RolloutDecision(after, _transition(status, after, reason, message),
-                           events=(RolloutEvent(kind, reason, message),), history=history,
+                           events=(Event(kind, reason, message),), history=history,
                            requeue_after=min(READINESS_POLL_S, _seconds(spec.rollout.progress_deadline)))
 
 
@@ -573,7 +571,7 @@ def _enter(spec: VSSModelSpec, status: RolloutStatus, stage: Stage, step: int | 
     })
     after = replace(status, canary_weight=weight, progress=progress)
     decision = RolloutDecision(after, _transition(status, after, reason, message),
-                               events=(RolloutEvent("Normal", reason, message),))
+                               events=(Event("Normal", reason, message),))
     return replace(decision, requeue_after=_until_next(spec, after, now))
 
 
@@ -585,7 +583,7 @@ def _promote(status: RolloutStatus, why: str, now: datetime) -> RolloutDecision:
         reason=PROMOTED, message=message, started_at=status.progress.started_at,
         last_retry=status.progress.last_retry))
     return RolloutDecision(after, _transition(status, after, PROMOTED, message),
-                           events=(RolloutEvent("Normal", PROMOTED, message),),
+                           events=(Event("Normal", PROMOTED, message),),
                            history=HistoryRecord(canary, "Promoted", now, message), requeue_after=0.0)
 
 
@@ -599,7 +597,7 @@ def _promote_at_once(status: RolloutStatus, target: str, now: datetime) -> Rollo
     if status.canary_version is not None and status.canary_version != target:
         history = HistoryRecord(status.canary_version, "RolledBack", now, message)
     return RolloutDecision(after, _transition(status, after, STABLE_VERSION_REMOVED, message),
-                           events=(RolloutEvent("Warning", STABLE_VERSION_REMOVED, message),),
+                           events=(Event("Warning", STABLE_VERSION_REMOVED, message),),
                            history=history, requeue_after=0.0)
 
 
@@ -611,5 +609,5 @@ def _roll_back(status: RolloutStatus, reason: str, message: str, now: datetime) 
     after = replace(status, phase="RolledBack", canary_weight=0, progress=status.progress.model_copy(update={
         "stage": None, "step": None, "mirror_percent": 0, "reason": reason, "message": text[:1024]}))
     return RolloutDecision(after, _transition(status, after, reason, text),
-                           events=(RolloutEvent("Warning", reason, text),),
+                           events=(Event("Warning", reason, text),),
                            history=HistoryRecord(canary, "RolledBack", now, text))

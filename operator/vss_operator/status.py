@@ -13,23 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from vss_api.vssmodel import VSSModel
+from vss_api.vssmodel import READY, RECONCILING, ROLLOUT_SUCCEEDED, STALLED, ConditionStatus, Phase, VSSModel
+from vss_operator.objects import Event
 from vss_operator.render import VERSION_LABEL
 from vss_operator.rollout import (
     ROLLED_BACK_REASONS,
-    ROLLOUT_SUCCEEDED,
     Readiness,
     RolloutDecision,
     RolloutProgress,
     RolloutStatus,
 )
-
-ConditionStatus = Literal["True", "False", "Unknown"]
-Phase = Literal["Stable", "Progressing", "Promoted", "RolledBack", "Failed"]
-
-READY = "Ready"
-RECONCILING = "Reconciling"
-STALLED = "Stalled"
 
 # Condition reasons (CamelCase constants, as metav1.Condition wants them).
 INFERENCE_SERVICES_READY = "InferenceServicesReady"
@@ -123,13 +116,6 @@ class ChildState:
 class Failure:
     """The reconcile could not apply the children: the spec or the apiserver refused them."""
 
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
     reason: str
     message: str
 
