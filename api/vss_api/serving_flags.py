@@ -163,7 +163,8 @@ def predictor_parser(*parents: argparse.ArgumentParser, description: str | None 
                      ) -> argparse.ArgumentParser:
     """The predictor's parser: ours on top of `parents` (KServe's in the container). Without parents it
     declares KServe's flags that `predictor_args` writes, so the flags can be read back without KServe."""
-    parser = argparse.ArgumentParser(parents=list(parents), description=description)
+    # No abbreviations: a flag renamed on one side must fail, not match a prefix of another.
+    parser = argparse.ArgumentParser(parents=list(parents), description=description, allow_abbrev=False)
     if not parents:
         _kserve_flags(parser, transformer=False)
     parser.add_argument("--model_path", required=True)
@@ -239,7 +240,8 @@ def transformer_args(spec: VSSModelSpec, model_name: str, predictor_grpc: str, p
 
 def transformer_parser(*parents: argparse.ArgumentParser, description: str | None = None
                        ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(parents=list(parents), description=description)
+    # No abbreviations: a flag renamed on one side must fail, not match a prefix of another.
+    parser = argparse.ArgumentParser(parents=list(parents), description=description, allow_abbrev=False)
     if not parents:
         _kserve_flags(parser, transformer=True)
     parser.add_argument("--task", choices=[t.value for t in Task], required=True)
