@@ -151,13 +151,9 @@ class Stack:
             p.log.close()
 
 
-EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
-
-
 def _pythonpath() -> str:
-    """The repository (for `benchmarks.*`), and the trial fixes when VSS_BENCH_EXPERIMENTS names any."""
-    extra = [str(EXPERIMENTS)] if os.environ.get("VSS_BENCH_EXPERIMENTS") else []
-    return os.pathsep.join([*extra, str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    """The repository, for `benchmarks.*`."""
+    return os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
 def child_env() -> dict[str, str]:

@@ -397,9 +397,8 @@ def _report(cfg: Config, setups: list[TaskSetup], measurements: list[Measurement
 
 
 def _header(cfg: Config, setups: list[TaskSetup], contention: dict[str, Any]) -> str:
-    trial = os.environ.get("VSS_BENCH_EXPERIMENTS", "")
     lines = [f"{cfg.name}: {platform.node()} {contention['cores']} cores, {_cpu_model()}; "
-             f"{time.strftime('%Y-%m-%d %H:%M')}" + (f"; trial fixes: {trial}" if trial else ""),
+             f"{time.strftime('%Y-%m-%d %H:%M')}",
              f"c=1: {cfg.requests} requests per target, targets taking turns request by request (paired); "
              "c>1: " + ", ".join(f"c={c} {cfg.rounds * requests_per_round(cfg, c)}" for c in cfg.concurrency if c > 1)
              + f" requests per target in {cfg.rounds} interleaved rounds; warm-up max({cfg.warmup}, c) per round "
@@ -496,13 +495,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--via_vss_run", action="store_true",
                         help="start our path with `vss run FILE` itself (its processes then run in sessions of "
                              "their own, which Linux's autogroup scheduler favours on a busy machine)")
-    parser.add_argument("--experiment", default="",
-                        help="trial fixes applied to every process started (benchmarks/experiments/): ort-no-spin")
     parser.add_argument("--max_in_flight", type=int, default=2,
                         help="our predictor's predictor.batching.maxInFlight (batches run at once)")
     a = parser.parse_args(argv)
-    if a.experiment:
-        os.environ["VSS_BENCH_EXPERIMENTS"] = a.experiment
     return Config(tasks=a.tasks.split(","), targets=a.targets.split(","),
                   concurrency=[int(c) for c in a.concurrency.split(",")], requests=a.requests,
                   warmup=a.warmup, rounds=a.rounds, max_seconds_per_cell=a.max_seconds_per_cell, work=a.work,
