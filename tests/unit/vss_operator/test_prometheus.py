@@ -1,10 +1,9 @@
-"""Prometheus queries: the PromQL we send, how answers are read, and that every failure reads as no data.
-The client is tested against a small HTTP server on loopback that answers like Prometheus' API."""
+"""Prometheus client: it sends the analysis queries over HTTP, and every failure reads as no data. Tested
+against a small HTTP server on loopback that answers like Prometheus' API."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,20 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from vss_api.vssmodel import VSSModelSpec
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import (
     NoData,
-    PrometheusError,
     VersionQuery,
     VersionSample,
     p95_query,
-    parse_vector,
-    query_for,
     requests_query,
-    sample_from,
-    selector,
-    window,
 )
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -43,84 +35,6 @@ def make_query(url: str = "http://prometheus.test", **kw: Any) -> VersionQuery:
 
 
 # --- PromQL --------------------------------------------------------------------------------------------
-
-
-def test_the_selector_names_model_version_component_and_extra_labels() -> None:
-    query = make_query(labels={"namespace": "vision"})
-    assert selector(query) == '{model_name="yolo",version="v2",component="predictor",namespace="vision"}'
-
-
-def test_label_values_are_escaped_for_promql() -> None:
-    query = VersionQuery(url="", model_name='a"b\\c', version="v1", window_s=1)
-    assert selector(query).startswith('{model_name="a\\"b\\\\c",')
-
-
-def test_windows_are_whole_milliseconds() -> None:
-    assert (window(60), window(2.5), window(0.0001)) == ("60000ms", "2500ms", "1ms")
-
-
-def test_the_requests_query_sums_the_counter_by_status_over_the_window() -> None:
-    assert requests_query(make_query()) == (
-        'sum by (status) (increase(inference_requests_total{model_name="yolo",version="v2",'
-        'component="predictor"}[60000ms]))')
-
-
-def test_the_latency_query_reads_the_whole_request_stage_of_the_component() -> None:
-    assert p95_query(make_query()) == (
-        'histogram_quantile(0.95, sum by (le) (rate(inference_duration_seconds_bucket{model_name="yolo",'
-        'version="v2",component="predictor",stage="predict"}[60000ms])))')
-    assert 'component="transformer",stage="total"' in p95_query(make_query(component="transformer"))
-
-
-def test_the_query_follows_the_spec() -> None:
-    spec = VSSModelSpec.model_validate({
-        "task": "detection", "version": "v2",
-        "versions": [{"name": "v1", "storageUri": "a.onnx"}, {"name": "v2", "storageUri": "b.onnx"}],
-        "rollout": {"analysis": {"interval": "90s", "component": "transformer", "prometheus": {
-            "url": "http://prom:9090/", "timeout": "2s", "labels": {"namespace": "vision"}}}}})
-    assert query_for(spec, "yolo", "v2") == VersionQuery(
-        url="http://prom:9090/", model_name="yolo", version="v2", window_s=90.0, component="transformer",
-        timeout_s=2.0, labels={"namespace": "vision"})
-
-
-# --- reading answers -----------------------------------------------------------------------------------
-
-
-def test_an_instant_vector_reads_as_labels_and_values() -> None:
-    answer = vector(({"status": "success"}, "97"), ({"status": "server_error"}, "3.5"))
-    assert parse_vector(answer) == [({"status": "success"}, 97.0), ({"status": "server_error"}, 3.5)]
-
-
-@pytest.mark.parametrize("answer", [
-    {"status": "error", "errorType": "bad_data", "error": "parse error"},
-    {"status": "success", "data": {"resultType": "matrix", "result": []}},
-    {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}},
-    ["not", "an", "object"],
-], ids=["an error answer", "a range answer", "a sample without value", "a list"])
-def test_answers_that_are_not_instant_vectors_are_refused(answer: Any) -> None:
-    with pytest.raises(PrometheusError):
-        parse_vector(answer)
-
-
-def test_a_sample_counts_server_errors_against_all_requests() -> None:
-    requests = [({"status": "success"}, 90.0), ({"status": "server_error"}, 6.0),
-                ({"status": "client_error"}, 4.0)]
-    sample = sample_from(make_query(), requests, [({}, 0.042)])
-    assert sample == VersionSample(requests=100.0, server_errors=6.0, client_errors=4.0, p95_ms=42.0)
-    assert isinstance(sample, VersionSample) and math.isclose(sample.error_ratio, 0.06)
-
-
-def test_no_requests_in_the_window_is_no_data() -> None:
-    assert isinstance(sample_from(make_query(), [], []), NoData)
-    assert isinstance(sample_from(make_query(), [({"status": "success"}, 0.0)], [({}, math.nan)]), NoData)
-
-
-def test_a_nan_quantile_reads_as_no_latency() -> None:
-    sample = sample_from(make_query(), [({"status": "success"}, 12.0)], [({}, math.nan)])
-    assert isinstance(sample, VersionSample) and sample.p95_ms is None
-
-
-# --- the client against an HTTP server that answers like Prometheus ------------------------------------
 
 
 @dataclass
