@@ -3,6 +3,7 @@ that says what was wrong, never a 500 or a hang, and the server answers a good r
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -45,6 +46,9 @@ CASES = {
                                    b'"parameters":{"binary_data_size":999}}]}', {}), 400, "binary_data_size"),
     "not json": ((b"{this is not json", {}), 400, "not valid JSON"),
     "second image broken": (_image_request(GOOD, b"garbage"), 400, "image[1]"),
+    "pixels as json outside 0..255": ((json.dumps({"inputs": [
+        {"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 3], "data": [300, -5, 7]}]}).encode(), {}),
+        400, "outside 0..255"),
 }
 
 
@@ -61,6 +65,23 @@ def test_a_bad_request_gets_a_4xx_that_says_why_and_the_next_good_one_succeeds(d
     assert status == expected, reply
     assert message in json.loads(reply)["error"]
     _good_request_succeeds(detector)
+
+
+def test_a_bad_request_leaves_the_keep_alive_connection_serving_the_next_one(detector: Served) -> None:
+    """A client's persistent connection survives a caller mistake (it was dropped after a 500)."""
+    host, port = detector.rest_url.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    path = f"/v2/models/{detector.name}/infer"
+    try:
+        for body, headers, expected in [(*CASES["pixels as json outside 0..255"][0], 400), (*_image_request(GOOD), 200),
+                                        (*CASES["not an image"][0], 400), (*_image_request(GOOD), 200)]:
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+            reply = connection.getresponse()
+            reply.read()
+            assert reply.status == expected
+            assert reply.getheader("connection", "").lower() != "close"
+    finally:
+        connection.close()
 
 
 def test_an_unknown_model_is_404(detector: Served) -> None:

@@ -44,6 +44,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, size_hint: SizeHi
             raise InvalidImage(f"corrupt or truncated JPEG: {exc}") from exc
         return image, (height, width)
     if data[:8] == PNG_MAGIC or data[:2] == b"BM":
+        height, width = _png_size(data) if data[:8] == PNG_MAGIC else _bmp_size(data)
+        _check_pixels(width * height, max_pixels)  # from the header, before a byte is decoded
         buffer = np.frombuffer(data, dtype=np.uint8)
         decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
         if decoded is None:
@@ -52,6 +54,24 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, size_hint: SizeHi
         rgb: Image = np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
         return rgb, (rgb.shape[0], rgb.shape[1])
     raise InvalidImage(f"not a JPEG or PNG image (starts with {data[:8].hex()})")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from the IHDR chunk, which the PNG format puts first."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise InvalidImage("not a readable PNG header (no IHDR chunk first)")
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from the BITMAPINFOHEADER (a negative height means top-down rows)."""
+    if len(data) < 26:
+        raise InvalidImage("not a readable BMP header")
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    height = int.from_bytes(data[22:26], "little", signed=True)
+    if width <= 0 or height == 0:
+        raise InvalidImage(f"BMP header gives an impossible size {width}x{height}")
+    return abs(height), width
 
 
 def _check_pixels(pixels: int, max_pixels: int) -> None:

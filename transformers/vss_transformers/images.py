@@ -51,13 +51,15 @@ class ImageRequests:
                 raise InvalidRequest(f"input 'image' must be BYTES, got {tensor.datatype}")
             try:
                 items = tensor.as_numpy().reshape(-1)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 raise InvalidImage(f"input 'image' does not match its shape {tensor.shape}: {exc}") from exc
             return [_bytes_of(x, i) for i, x in enumerate(items)]
         if tensor.datatype != "UINT8":
             raise InvalidImage(f"input 'pixels' must be UINT8, got {tensor.datatype}")
         try:
             pixels = tensor.as_numpy()
+        except OverflowError as exc:  # JSON `data` with a value outside 0..255
+            raise InvalidImage(f"input 'pixels' holds a value outside 0..255 (UINT8): {exc}") from exc
         except (ValueError, TypeError) as exc:
             raise InvalidImage(f"input 'pixels' does not match its shape {tensor.shape}: {exc}") from exc
         batch: Image = pixels[None] if pixels.ndim == 3 else pixels

@@ -31,7 +31,8 @@ def test_a_png_decodes_to_the_exact_rgb_pixels() -> None:
 @pytest.mark.parametrize(("data", "message"), [
     (b"", "empty"),
     (b"hello, not an image", "not a JPEG or PNG"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "corrupt or truncated PNG"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not a readable PNG header"),
+    (b"BM" + b"\x00" * 10, "not a readable BMP header"),
 ])
 def test_bytes_that_are_not_an_image_are_rejected_with_the_reason(data: bytes, message: str) -> None:
     with pytest.raises(InvalidImage, match=message):
@@ -48,6 +49,29 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
     data = encode_jpeg(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(PayloadTooLarge):
         decode_image(data, max_pixels=1000)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp"])
+def test_a_small_file_that_decodes_to_a_huge_image_is_refused_from_its_header(
+        ext: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 6000x6000 black PNG is a few KB: its size must be read from the header, never by decoding it."""
+    ok, encoded = cv2.imencode(ext, np.zeros((6000, 6000, 3), np.uint8))
+    assert ok
+    data = encoded.tobytes()
+
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(PayloadTooLarge, match="36000000 pixels"):
+        decode_image(data, max_pixels=10_000_000)
+
+
+def test_a_png_header_claiming_zero_pixels_is_refused() -> None:
+    data = bytearray(_png(np.zeros((4, 4, 3), np.uint8)))
+    data[16:20] = (0).to_bytes(4, "big")
+    with pytest.raises(InvalidImage, match="no pixels"):
+        decode_image(bytes(data))
 
 
 def test_pixels_must_be_uint8_hxwx3() -> None:
