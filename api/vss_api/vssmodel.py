@@ -221,9 +221,13 @@ class RolloutStep(SpecModel):
 
 
 class PrometheusSource(SpecModel):
-    url: str = "http://prometheus.monitoring:9090"
+    endpoint: Annotated[str, Field(pattern=DNS_LABEL, max_length=63, description=(
+        "Name of a Prometheus the operator is configured with (`vss operator --prometheus NAME=URL`, the "
+        "chart's `prometheus.endpoints`). A VSSModel picks among those and names no URL, so whoever may "
+        "create a VSSModel cannot make the cluster-wide operator fetch an address of their choosing."))] = "default"
     timeout: Annotated[str, Field(pattern=DURATION, description=(
-        "How long one query may take; a query that takes longer counts as no data."))] = "5s"
+        "How long one query may take; a query that takes longer is an analysis error, which pauses the "
+        "rollout (never a rollback)."))] = "5s"
     labels: dict[str, str] = Field(
         default_factory=dict, description=(
             "Extra exact label matchers for every query, e.g. {namespace: vision} when the scrape "
@@ -246,8 +250,9 @@ class Analysis(SpecModel):
     failure_limit: Annotated[int, Field(ge=1, le=100, description=(
         "Failed checks in one rollout that roll it back."))] = 2
     no_data_limit: Annotated[int, Field(ge=1, le=100, description=(
-        "Checks in a row without data (no requests, Prometheus unreachable) that roll the rollout back. "
-        "A check without data neither passes nor fails."))] = 5
+        "Checks in a row with too little canary traffic to judge that roll the rollout back. A check "
+        "without data neither passes nor fails; Prometheus being unreachable or erroring is an analysis "
+        "error instead, which pauses the rollout and never counts here."))] = 5
     min_requests: Annotated[int, Field(ge=1, le=1_000_000, description=(
         "Fewest canary requests in an interval for a check to count; fewer is no data."))] = 10
     max_error_rate: Annotated[float, Field(ge=0.0, le=1.0, description=(

@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import importlib
 import os
+import re
 import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 
-from vss_api.vssmodel import InvalidSpec, VSSModel
+from vss_api.vssmodel import DNS_LABEL, InvalidSpec, VSSModel
 from vss_operator.render import RenderConfig
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -49,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--lease-retry-period", type=float, default=2.0, help="seconds")
     op.add_argument("--retry-delay", type=float, default=5.0,
                     help="seconds before a reconcile that met an apiserver error is retried")
+    op.add_argument("--prometheus", action="append", type=_endpoint, metavar="NAME=URL", default=None,
+                    help="a Prometheus the canary analysis may query, by the name VSSModels give in "
+                         "rollout.analysis.prometheus.endpoint (repeatable; default: "
+                         "default=http://prometheus.monitoring:9090, or VSS_PROMETHEUS_ENDPOINTS=NAME=URL,...)")
     _render_options(op, defaults)
 
     run = commands.add_parser("run", help="serve FILE locally: predictor and transformer on loopback")
@@ -59,6 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="build or train the shipped models (vss models --help)",
                         add_help=False)
     return parser
+
+
+def _endpoint(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep or not re.fullmatch(DNS_LABEL, name) or urlparse(url).scheme not in ("http", "https"):
+        raise argparse.ArgumentTypeError(f"expected NAME=http(s)://HOST:PORT with NAME a DNS label, got {text!r}")
+    return name, url
+
+
+def _prometheus_endpoints(flags: list[tuple[str, str]] | None) -> dict[str, str]:
+    if flags:
+        return dict(flags)
+    configured = os.environ.get("VSS_PROMETHEUS_ENDPOINTS", "")
+    if configured:
+        return dict(_endpoint(item.strip()) for item in configured.split(",") if item.strip())
+    from vss_operator.prometheus import DEFAULT_ENDPOINTS
+
+    return dict(DEFAULT_ENDPOINTS)
 
 
 def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> None:
@@ -117,7 +141,7 @@ def _operator(args: argparse.Namespace) -> int:
         health_port=args.health_port, leader_election=args.leader_election, lease_name=args.lease_name,
         lease_namespace=_lease_namespace(args.lease_namespace), identity=identity,
         lease=LeaseTimings(args.lease_duration, args.lease_renew_deadline, args.lease_retry_period),
-        retry_delay=args.retry_delay)
+        retry_delay=args.retry_delay, prometheus_endpoints=_prometheus_endpoints(args.prometheus))
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in through the same kubeconfig
     return asyncio.run(run(options))

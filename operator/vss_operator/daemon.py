@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import kopf
@@ -19,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from vss_operator.handlers import OperatorContext
 from vss_operator.kube import Kube
 from vss_operator.leader import LeadershipLost, LeaseElector, LeaseTimings
-from vss_operator.prometheus import PrometheusClient
+from vss_operator.prometheus import DEFAULT_ENDPOINTS, PrometheusClient
 from vss_operator.render import RenderConfig
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class OperatorOptions:
     identity: str = "vss-operator"
     lease: LeaseTimings = field(default_factory=LeaseTimings)
     retry_delay: float = 5.0
+    # The Prometheus servers VSSModels may pick by name (spec.rollout.analysis.prometheus.endpoint).
+    prometheus_endpoints: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ENDPOINTS))
 
 
 @dataclass
@@ -101,7 +104,7 @@ async def run(options: OperatorOptions) -> int:
                     stop.set()
 
             keeper = asyncio.create_task(keep(elector))
-        async with PrometheusClient() as prometheus:
+        async with PrometheusClient(endpoints=options.prometheus_endpoints) as prometheus:
             ctx = OperatorContext(kube=kube, prometheus=prometheus, render=options.render,
                                   retry_delay=options.retry_delay, identity=options.identity)
             state.running = True

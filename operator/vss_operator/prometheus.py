@@ -1,15 +1,17 @@
 """The one module that talks to Prometheus: it sends the analysis queries of `promql` through the HTTP
-API and turns every failure into no data."""
+API to the endpoints the operator is configured with, and turns every failure into an `AnalysisError`."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping
 from datetime import datetime
 
 import aiohttp
 
 from vss_operator.promql import (
-    NoData,
+    AnalysisError,
     PrometheusError,
     Sample,
     VersionQuery,
@@ -19,16 +21,22 @@ from vss_operator.promql import (
     sample_from,
 )
 
+DEFAULT_ENDPOINTS = {"default": "http://prometheus.monitoring:9090"}
+log = logging.getLogger(__name__)
+
 
 class PrometheusClient:
-    """Reads samples through Prometheus' HTTP API over one shared aiohttp session.
+    """Reads samples through Prometheus' HTTP API over one shared aiohttp session, from `endpoints` (name ->
+    base URL) only: the operator's configuration, never a URL from a VSSModel.
 
     The session belongs to the caller (the operator opens one at startup), or to the client when it is
     used as an async context manager."""
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None = None, *,
+                 endpoints: Mapping[str, str] | None = None) -> None:
         self._session = session
         self._owns_session = session is None
+        self.endpoints = dict(DEFAULT_ENDPOINTS if endpoints is None else endpoints)
 
     async def __aenter__(self) -> PrometheusClient:
         if self._session is None:
@@ -44,18 +52,27 @@ class PrometheusClient:
             self._session = None
 
     async def sample(self, query: VersionQuery, at: datetime) -> Sample:
-        """What `query.version` did in the window that ends at `at`; NoData, never an exception, when
-        Prometheus is slow, unreachable or answers nonsense."""
+        """What `query.version` did in the window that ends at `at`; an AnalysisError, never an exception,
+        when the endpoint is unknown or Prometheus is slow, unreachable or answers nonsense. Its reason names
+        the endpoint, not its URL, and quotes nothing Prometheus sent; the operator's log has the detail."""
+        where = f"Prometheus endpoint {query.endpoint!r}"
+        url = self.endpoints.get(query.endpoint)
+        if url is None:
+            known = ", ".join(sorted(self.endpoints)) or "none"
+            return AnalysisError(f"{where} is not one the operator is configured with (it has: {known})")
         try:
             requests, p95 = await asyncio.gather(
-                self.instant(query.url, requests_query(query), at, query.timeout_s),
-                self.instant(query.url, p95_query(query), at, query.timeout_s))
+                self.instant(url, requests_query(query), at, query.timeout_s),
+                self.instant(url, p95_query(query), at, query.timeout_s))
         except TimeoutError:
-            return NoData(f"Prometheus at {query.url} did not answer within {query.timeout_s:g}s")
+            return AnalysisError(f"{where} did not answer within {query.timeout_s:g}s")
         except aiohttp.ClientError as exc:
-            return NoData(f"Prometheus at {query.url} could not be queried: {exc or type(exc).__name__}")
+            log.warning("Prometheus query failed", extra={"endpoint": query.endpoint, "url": url, "error": str(exc)})
+            return AnalysisError(f"{where} could not be queried ({type(exc).__name__})")
         except PrometheusError as exc:
-            return NoData(f"Prometheus at {query.url} answered with an error: {exc}")
+            log.warning("Prometheus answered with an error", extra={"endpoint": query.endpoint, "url": url,
+                                                                    "error": exc.detail or str(exc)})
+            return AnalysisError(f"{where} answered with an error: {exc}")
         return sample_from(query, requests, p95)
 
     async def instant(self, url: str, promql: str, at: datetime, timeout_s: float

@@ -23,7 +23,7 @@ from vss_api.vssmodel import VSSModelSpec, parse_duration
 class VersionQuery:
     """Where and what to ask: one model version's metrics over the `window_s` seconds before `at`."""
 
-    url: str
+    endpoint: str  # the name of one of the operator's configured Prometheus endpoints
     model_name: str
     version: str
     window_s: float
@@ -50,23 +50,37 @@ class VersionSample:
 
 @dataclass(frozen=True)
 class NoData:
-    """Nothing to judge: no requests in the window, or Prometheus did not answer usefully."""
+    """Nothing to judge: the version got no requests (or too few) in the window."""
 
     reason: str
 
 
-Sample = VersionSample | NoData
+@dataclass(frozen=True)
+class AnalysisError:
+    """The metrics could not be read (Prometheus unreachable, slow, erroring, or an unknown endpoint): says
+    nothing about the canary, so it pauses the rollout instead of counting against it. `reason` is ours,
+    never text from the response, since it goes into status and Events."""
+
+    reason: str
+
+
+Sample = VersionSample | NoData | AnalysisError
 
 
 class PrometheusError(Exception):
-    """Prometheus answered with an error or with something that is not a query result."""
+    """Prometheus answered with an error or with something that is not a query result. The message is ours
+    (safe for status and Events); `detail` is what Prometheus said, for the operator's log only."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def query_for(spec: VSSModelSpec, model_name: str, version: str) -> VersionQuery:
     """The query of `version` that the spec's analysis block describes."""
     analysis = spec.rollout.analysis
     return VersionQuery(
-        url=analysis.prometheus.url, model_name=model_name, version=version,
+        endpoint=analysis.prometheus.endpoint, model_name=model_name, version=version,
         window_s=parse_duration(analysis.interval), component=analysis.component,
         timeout_s=parse_duration(analysis.prometheus.timeout), labels=dict(analysis.prometheus.labels))
 
@@ -104,7 +118,11 @@ def parse_vector(payload: Any) -> list[tuple[dict[str, str], float]]:
     if not isinstance(payload, dict):
         raise PrometheusError("the answer is not a JSON object")
     if payload.get("status") != "success":
-        raise PrometheusError(f"{payload.get('errorType', 'error')}: {payload.get('error', 'no reason given')}")
+        # errorType is one of Prometheus' fixed names (bad_data, timeout, execution, ...); the free-text
+        # `error` stays out of what we report.
+        kind = payload.get("errorType")
+        kind = kind if isinstance(kind, str) and kind.isidentifier() else "error"
+        raise PrometheusError(f"the query failed ({kind})", detail=str(payload.get("error", ""))[:1024])
     data = payload.get("data")
     if not isinstance(data, dict) or data.get("resultType") != "vector" or not isinstance(
             data.get("result"), list):
@@ -115,7 +133,7 @@ def parse_vector(payload: Any) -> list[tuple[dict[str, str], float]]:
             labels = {str(k): str(v) for k, v in item["metric"].items()}
             out.append((labels, float(item["value"][1])))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise PrometheusError(f"a malformed sample in the answer: {item!r}") from exc
+            raise PrometheusError("a malformed sample in the answer") from exc
     return out
 
 

@@ -36,13 +36,15 @@ from vss_api.vssmodel import (
     parse_duration,
 )
 from vss_operator.objects import Event, EventType
-from vss_operator.promql import NoData, Sample
+from vss_operator.promql import AnalysisError, NoData, Sample
 
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
 RETRY_ANNOTATION = f"{GROUP}/retry"
 
 Stage = Literal["Initializing", "Shadow", "Canary", "AwaitingPromotion"]
-Verdict = Literal["Pass", "Fail", "NoData"]
+# Argo Rollouts' outcomes kept apart: Fail counts toward failureLimit, NoData (too little traffic) toward
+# noDataLimit; Error (the metrics could not be read) toward neither, and pauses the rollout until a check reads.
+Verdict = Literal["Pass", "Fail", "NoData", "Error"]
 Readiness = Literal["Ready", "Pending", "Failed"]
 
 # Reasons (CamelCase constants: Event reasons, condition reasons, status.rollout.reason).
@@ -64,6 +66,8 @@ ROLLBACK_ACKNOWLEDGED = "RollbackAcknowledged"
 STABLE_VERSION_REMOVED = "StableVersionRemoved"
 CHECK_FAILED = "CheckFailed"
 CHECK_NO_DATA = "CheckNoData"
+ANALYSIS_ERROR = "AnalysisError"
+ANALYSIS_RECOVERED = "AnalysisRecovered"
 ROLLED_BACK_REASONS = frozenset({ANALYSIS_FAILED, NO_ANALYSIS_DATA, PROGRESS_DEADLINE_EXCEEDED, CANARY_FAILED})
 
 
@@ -294,7 +298,10 @@ def analysis_due(spec: VSSModelSpec, status: RolloutStatus, now: datetime) -> st
 
 
 def judge(analysis: Analysis, sample: Sample, now: datetime) -> Check:
-    """One check of the canary against the spec's thresholds. Missing data is neither pass nor fail."""
+    """One check of the canary against the spec's thresholds. Missing data is neither pass nor fail, and
+    metrics that could not be read are an error, which says nothing about the canary."""
+    if isinstance(sample, AnalysisError):
+        return Check(verdict="Error", at=now, message=sample.reason[:1024])
     if isinstance(sample, NoData):
         return Check(verdict="NoData", at=now, message=sample.reason[:1024])
     measured = {"requests": round(sample.requests, 3), "error_rate": round(sample.error_ratio, 6),
@@ -438,6 +445,7 @@ def _analysing(spec: VSSModelSpec, status: RolloutStatus, observations: Observat
     events: list[Event] = []
     check: Check | None = None
     if observations.sample is not None and analysis_due(spec, status, now) is not None:
+        previous_error = progress.last_check is not None and progress.last_check.verdict == "Error"
         check = judge(analysis, observations.sample, now)
         progress = _record(progress, check)
         status = replace(status, progress=progress)
@@ -449,6 +457,18 @@ def _analysing(spec: VSSModelSpec, status: RolloutStatus, observations: Observat
             events.append(Event("Warning", CHECK_NO_DATA, (
                 f"no data to judge {canary} ({progress.no_data_checks} in a row of noDataLimit "
                 f"{analysis.no_data_limit}): {check.message}")))
+        elif check.verdict == "Error" and not (previous_error and progress.message == _paused(check)):
+            events.append(Event("Warning", ANALYSIS_ERROR, _paused(check)))
+        if check.verdict == "Error":
+            status = replace(status, progress=progress.model_copy(
+                update={"reason": ANALYSIS_ERROR, "message": _paused(check)}))
+            progress = status.progress
+        elif previous_error:
+            message = f"the analysis of {canary} reads its metrics again: {check.message}"
+            events.append(Event("Normal", ANALYSIS_RECOVERED, message))
+            status = replace(status, progress=progress.model_copy(
+                update={"reason": ANALYSIS_RECOVERED, "message": message}))
+            progress = status.progress
         if progress.failed_checks >= analysis.failure_limit:
             return _with_check(_roll_back(status, ANALYSIS_FAILED, (
                 f"{canary} failed {progress.failed_checks} checks (failureLimit {analysis.failure_limit}), "
@@ -510,13 +530,18 @@ def _record(progress: RolloutProgress, check: Check) -> RolloutProgress:
         update |= {"passed_checks": progress.passed_checks + 1, "no_data_checks": 0}
     elif check.verdict == "Fail":
         update |= {"failed_checks": progress.failed_checks + 1, "no_data_checks": 0}
-    else:
+    elif check.verdict == "NoData":
         update |= {"no_data_checks": progress.no_data_checks + 1}
     return progress.model_copy(update=update)
 
 
+def _paused(check: Check) -> str:
+    return (f"rollout paused, neither promoted nor rolled back, until the analysis can read the canary's "
+            f"metrics: {check.message}")
+
+
 def _versus(stable: Sample | None) -> str:
-    if stable is None or isinstance(stable, NoData):
+    if stable is None or isinstance(stable, NoData | AnalysisError):
         return ""
     latency = "" if stable.p95_ms is None else f", p95 {stable.p95_ms:.1f}ms"
     return f" (stable: error rate {stable.error_ratio:.2%}{latency})"

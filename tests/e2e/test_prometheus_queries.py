@@ -22,7 +22,7 @@ from tests.fixtures.faulty_graphs import picky_detector
 from tests.fixtures.onnx_graphs import colour_cell_detector, save
 from vss_api.vssmodel import VSSModelSpec
 from vss_operator.prometheus import PrometheusClient
-from vss_operator.promql import NoData, VersionQuery, VersionSample, query_for
+from vss_operator.promql import NoData, Sample, VersionQuery, VersionSample, query_for
 from vss_operator.rollout import judge
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,12 +106,13 @@ def delta(after: dict[float, float], before: dict[float, float]) -> dict[float, 
     return {le: count - before.get(le, 0.0) for le, count in after.items()}
 
 
-async def sample_versions(url: str, windows: dict[str, tuple[float, float]]) -> dict[str, VersionSample | NoData]:
+async def sample_versions(url: str, windows: dict[str, tuple[float, float]]) -> dict[str, Sample]:
     """Each version over its own window (start, end): from its last scrape before the load to its first
     after, so that increase() extrapolates by a millisecond at most."""
-    async with PrometheusClient() as client:
+    async with PrometheusClient(endpoints={"default": url}) as client:
         results = await asyncio.gather(*(
-            client.sample(VersionQuery(url, NAME, version, end - start + 0.001), datetime.fromtimestamp(end, UTC))
+            client.sample(VersionQuery("default", NAME, version, end - start + 0.001),
+                          datetime.fromtimestamp(end, UTC))
             for version, (start, end) in windows.items()))
     return dict(zip(windows, results, strict=True))
 
@@ -162,11 +163,11 @@ def test_the_spec_builds_a_query_that_prometheus_answers_by_version(setup: Setup
     scraped = setup.prometheus.scraped_after(setup.v2.instance, sent)
     query = query_for(setup.spec, NAME, "v2")
     assert (query.window_s, query.component, query.model_name) == (10.0, "predictor", NAME)
-    served = VersionQuery(setup.prometheus.url, NAME, "v2", 3600.0)
-    sample = asyncio.run(_sample(served, scraped))
+    served = VersionQuery("default", NAME, "v2", 3600.0)
+    sample = asyncio.run(_sample(served, scraped, setup.prometheus.url))
     assert isinstance(sample, VersionSample) and sample.server_errors >= 1 and sample.p95_ms is not None
 
 
-async def _sample(query: VersionQuery, at: float) -> VersionSample | NoData:
-    async with PrometheusClient() as client:
+async def _sample(query: VersionQuery, at: float, url: str) -> Sample:
+    async with PrometheusClient(endpoints={"default": url}) as client:
         return await client.sample(query, datetime.fromtimestamp(at, UTC))

@@ -93,6 +93,22 @@ def test_deployment_is_non_root_with_a_read_only_root_fs_resources_and_probes(
     assert "--leader-election" in container["args"]
 
 
+def test_the_prometheus_endpoints_come_from_the_values_and_reach_the_operator_flags(
+    k8s_cluster: LocalCluster,
+) -> None:
+    def args(*values: str) -> list[str]:
+        deployment = next(d for d in _template(k8s_cluster, "ops", *values) if d["kind"] == "Deployment")
+        return [a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                if a.startswith("--prometheus")]
+
+    assert args() == ["--prometheus=default=http://prometheus.monitoring:9090"]
+    assert args("--set", "prometheus.endpoints.central=https://thanos.obs:9090") == [
+        "--prometheus=central=https://thanos.obs:9090", "--prometheus=default=http://prometheus.monitoring:9090"]
+    refused = k8s_cluster.helm("template", "vss", str(CHART), "--set", "prometheus.endpoints.x=file:///etc/passwd",
+                               check=False)
+    assert refused.returncode != 0
+
+
 def test_crds_can_be_left_out_or_kept_on_uninstall(k8s_cluster: LocalCluster) -> None:
     def crd(*values: str) -> dict[str, Any] | None:
         return next((d for d in _template(k8s_cluster, "ops", *values)

@@ -34,7 +34,6 @@ from tests.integration.operator_fixtures import (  # noqa: F401 - the fixtures
     OperatorFactory,
     OperatorProcess,
     operator_factory_fixture,
-    operator_fixture,
 )
 from tests.integration.rollout_traffic import TrafficLoop
 from tests.support.apiserver import ClusterError, LocalCluster, wait_until
@@ -77,13 +76,27 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def model_doc(name: str, namespace: str, files: tuple[Path, Path], prometheus_url: str,
-              **rollout: Any) -> dict[str, Any]:
+ENDPOINT = "rollout-test"  # the name the VSSModels use; only the operator's flag says where it is
+
+
+def prometheus_flag(prometheus: PrometheusServer) -> tuple[str, str]:
+    return "--prometheus", f"{ENDPOINT}={prometheus.url}"
+
+
+@pytest.fixture(name="operator")
+def operator_fixture(operator_factory: OperatorFactory, prometheus: PrometheusServer) -> OperatorProcess:
+    """One operator, leading, for the test namespace, configured with the test Prometheus."""
+    op = operator_factory(*prometheus_flag(prometheus))
+    op.wait_leading()
+    return op
+
+
+def model_doc(name: str, namespace: str, files: tuple[Path, Path], **rollout: Any) -> dict[str, Any]:
     analysis: dict[str, Any] = {
         # Latency is judged only in the slow canary's test: elsewhere a loaded machine must not fail a check.
         "interval": f"{INTERVAL_S:g}s", "failureLimit": FAILURE_LIMIT, "noDataLimit": 3, "minRequests": 3,
         "maxErrorRate": 0.05, "maxP95LatencyMs": 5000,
-        "prometheus": {"url": prometheus_url, "timeout": "2s"},
+        "prometheus": {"endpoint": ENDPOINT, "timeout": "2s"},
         **rollout.pop("analysis", {}),
     }
     return {
@@ -198,7 +211,7 @@ def rollout_fixture(k8s_cluster: LocalCluster, k8s_namespace: str, prometheus: P
     processes: list[Any] = []
 
     def make(name: str, canary: str, **rollout: Any) -> Rollout:
-        doc = model_doc(name, k8s_namespace, (model_files["stable"], model_files[canary]), prometheus.url,
+        doc = model_doc(name, k8s_namespace, (model_files["stable"], model_files[canary]),
                         **rollout)
         spec = VSSModelSpec.model_validate(doc["spec"])
         with ThreadPoolExecutor(2) as pool:
@@ -306,8 +319,9 @@ def test_a_faulty_canary_is_rolled_back_within_failure_limit_intervals(
 
 def test_an_operator_killed_mid_rollout_resumes_from_the_status_and_finishes(
     rollout: RolloutFactory, k8s_cluster: LocalCluster, operator_factory: OperatorFactory,
+    prometheus: PrometheusServer,
 ) -> None:
-    first = operator_factory()
+    first = operator_factory(*prometheus_flag(prometheus))
     first.wait_leading()
     setup = rollout("resumed", "healthy", steps=[{"weight": 25, "pause": "4s"}, {"weight": 50, "pause": "2s"}])
 
@@ -321,7 +335,7 @@ def test_an_operator_killed_mid_rollout_resumes_from_the_status_and_finishes(
                    timeout=DEADLINE, what="the gateway at 25% and the StepAdvanced Event")
         killed_at = time.time()
         first.stop(signal.SIGKILL)  # no clean shutdown: the Lease is not released, nothing is flushed
-        second = operator_factory()
+        second = operator_factory(*prometheus_flag(prometheus))
         second.wait_leading()
         leading_at = time.time()
         final = setup.wait_status(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "v2",

@@ -86,3 +86,20 @@ def test_lease_namespace_comes_from_the_flag_then_pod_namespace(monkeypatch: pyt
 
     assert cli._lease_namespace("explicit") == "explicit"
     assert cli._lease_namespace(None) == "ops"
+
+
+def test_the_operator_takes_its_prometheus_endpoints_from_flags_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert cli._prometheus_endpoints([("central", "https://thanos:9090"), ("edge", "http://p:9090")]) == {
+        "central": "https://thanos:9090", "edge": "http://p:9090"}
+    monkeypatch.setenv("VSS_PROMETHEUS_ENDPOINTS", "a=http://a:9090, b=http://b:9090")
+    assert cli._prometheus_endpoints(None) == {"a": "http://a:9090", "b": "http://b:9090"}
+    monkeypatch.delenv("VSS_PROMETHEUS_ENDPOINTS")
+    assert cli._prometheus_endpoints(None) == {"default": "http://prometheus.monitoring:9090"}
+
+
+@pytest.mark.parametrize("text", ["nourl", "Bad_Name=http://x:9090", "x=file:///etc/passwd", "x="])
+def test_a_malformed_prometheus_endpoint_is_refused(text: str) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["operator", "--prometheus", text, "--help"])

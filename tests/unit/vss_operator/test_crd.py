@@ -118,7 +118,7 @@ def test_status_holds_the_rollout_block_a_restarted_operator_resumes_from() -> N
     assert {"stage", "step", "startedAt", "stageStartedAt", "lastAnalysisAt", "failedChecks", "noDataChecks",
             "passedChecks", "lastCheck", "reason", "message", "mirrorPercent", "lastRetry"} == set(rollout)
     assert rollout["stage"]["enum"] == ["Initializing", "Shadow", "Canary", "AwaitingPromotion"]
-    assert rollout["lastCheck"]["properties"]["verdict"]["enum"] == ["Pass", "Fail", "NoData"]
+    assert rollout["lastCheck"]["properties"]["verdict"]["enum"] == ["Pass", "Fail", "NoData", "Error"]
 
 
 def test_resource_is_namespaced_with_short_name_and_status_subresource() -> None:

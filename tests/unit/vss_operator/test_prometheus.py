@@ -15,7 +15,7 @@ from aiohttp import web
 
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import (
-    NoData,
+    AnalysisError,
     VersionQuery,
     VersionSample,
     p95_query,
@@ -30,11 +30,13 @@ def vector(*samples: tuple[dict[str, str], str]) -> dict[str, Any]:
         {"metric": labels, "value": [AT.timestamp(), value]} for labels, value in samples]}}
 
 
-def make_query(url: str = "http://prometheus.test", **kw: Any) -> VersionQuery:
-    return VersionQuery(url=url, model_name="yolo", version="v2", window_s=kw.pop("window_s", 60.0), **kw)
+def make_query(endpoint: str = "default", **kw: Any) -> VersionQuery:
+    return VersionQuery(endpoint=endpoint, model_name="yolo", version="v2", window_s=kw.pop("window_s", 60.0),
+                        **kw)
 
 
-# --- PromQL --------------------------------------------------------------------------------------------
+def client_of(url: str, session: Any = None) -> PrometheusClient:
+    return PrometheusClient(session, endpoints={"default": url})
 
 
 @dataclass
@@ -79,29 +81,30 @@ def _by_query(request: web.Request) -> dict[str, Any]:
 
 async def test_the_client_reads_a_versions_error_ratio_and_p95(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer = _by_query
-    async with PrometheusClient() as client:
-        sample = await client.sample(make_query(fake_prometheus.url + "/"), AT)
+    async with client_of(fake_prometheus.url + "/") as client:
+        sample = await client.sample(make_query(), AT)
     assert sample == VersionSample(requests=100.0, server_errors=5.0, client_errors=0.0, p95_ms=31.0)
     assert {s["time"] for s in fake_prometheus.seen} == {f"{AT.timestamp():.3f}"}
     assert {s["query"] for s in fake_prometheus.seen} == {requests_query(make_query()), p95_query(make_query())}
 
 
-async def test_a_prometheus_error_answer_is_no_data(fake_prometheus: FakePrometheus) -> None:
+async def test_a_prometheus_error_answer_is_an_analysis_error_that_quotes_nothing_it_sent(
+        fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer = lambda _r: web.json_response(
         {"status": "error", "errorType": "bad_data", "error": "invalid parameter"}, status=400)
-    async with PrometheusClient() as client:
-        sample = await client.sample(make_query(fake_prometheus.url), AT)
-    assert isinstance(sample, NoData) and "bad_data: invalid parameter" in sample.reason
+    async with client_of(fake_prometheus.url) as client:
+        sample = await client.sample(make_query(), AT)
+    assert sample == AnalysisError("Prometheus endpoint 'default' answered with an error: the query failed (bad_data)")
 
 
-async def test_a_server_error_without_json_is_no_data(fake_prometheus: FakePrometheus) -> None:
+async def test_a_server_error_without_json_is_an_analysis_error(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer = lambda _r: web.Response(status=503, text="overloaded")
-    async with PrometheusClient() as client:
-        sample = await client.sample(make_query(fake_prometheus.url), AT)
-    assert isinstance(sample, NoData) and "HTTP 503" in sample.reason
+    async with client_of(fake_prometheus.url) as client:
+        sample = await client.sample(make_query(), AT)
+    assert isinstance(sample, AnalysisError) and "HTTP 503" in sample.reason and "overloaded" not in sample.reason
 
 
-async def test_a_slow_prometheus_is_no_data_after_the_timeout(fake_prometheus: FakePrometheus) -> None:
+async def test_a_slow_prometheus_is_an_analysis_error_after_the_timeout(fake_prometheus: FakePrometheus) -> None:
     never = asyncio.Event()
 
     async def hang(_request: web.Request) -> dict[str, Any]:
@@ -112,21 +115,32 @@ async def test_a_slow_prometheus_is_no_data_after_the_timeout(fake_prometheus: F
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        async with PrometheusClient() as client:
-            sample = await client.sample(make_query(fake_prometheus.url, timeout_s=0.2), AT)
+        async with client_of(fake_prometheus.url) as client:
+            sample = await client.sample(make_query(timeout_s=0.2), AT)
     finally:
         never.set()  # lets the server's handler end, so the fixture's shutdown does not wait for it
-    assert isinstance(sample, NoData) and "did not answer within 0.2s" in sample.reason
+    assert isinstance(sample, AnalysisError) and "did not answer within 0.2s" in sample.reason
     assert loop.time() - started < 2.0
 
 
-async def test_an_unreachable_prometheus_is_no_data() -> None:
+async def test_an_unreachable_prometheus_is_an_analysis_error_naming_the_endpoint_not_its_url() -> None:
     with socket.socket() as s:  # a port nobody listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        async with PrometheusClient() as client:
-            sample = await client.sample(make_query(url), AT)
-    assert isinstance(sample, NoData) and "could not be queried" in sample.reason
+        async with client_of(url) as client:
+            sample = await client.sample(make_query(), AT)
+    assert isinstance(sample, AnalysisError) and "'default' could not be queried" in sample.reason
+    assert "127.0.0.1" not in sample.reason
+
+
+async def test_an_endpoint_the_operator_is_not_configured_with_is_never_fetched(
+        fake_prometheus: FakePrometheus) -> None:
+    """A VSSModel names an endpoint; only the operator's own configuration says where that is."""
+    async with client_of(fake_prometheus.url) as client:
+        sample = await client.sample(make_query("http://attacker.example"), AT)
+    assert sample == AnalysisError("Prometheus endpoint 'http://attacker.example' is not one the operator is "
+                                   "configured with (it has: default)")
+    assert fake_prometheus.seen == []
 
 
 async def test_a_shared_session_stays_open_after_the_client_is_done(fake_prometheus: FakePrometheus) -> None:
@@ -134,7 +148,7 @@ async def test_a_shared_session_stays_open_after_the_client_is_done(fake_prometh
 
     fake_prometheus.answer = _by_query
     async with aiohttp.ClientSession() as session:
-        client = PrometheusClient(session)
-        assert isinstance(await client.sample(make_query(fake_prometheus.url), AT), VersionSample)
+        client = client_of(fake_prometheus.url, session)
+        assert isinstance(await client.sample(make_query(), AT), VersionSample)
         await client.close()
         assert not session.closed

@@ -31,8 +31,9 @@ def vector(*samples: tuple[dict[str, str], str]) -> dict[str, Any]:
         {"metric": labels, "value": [AT.timestamp(), value]} for labels, value in samples]}}
 
 
-def make_query(url: str = "http://prometheus.test", **kw: Any) -> VersionQuery:
-    return VersionQuery(url=url, model_name="yolo", version="v2", window_s=kw.pop("window_s", 60.0), **kw)
+def make_query(endpoint: str = "default", **kw: Any) -> VersionQuery:
+    return VersionQuery(endpoint=endpoint, model_name="yolo", version="v2", window_s=kw.pop("window_s", 60.0),
+                        **kw)
 
 
 # --- PromQL --------------------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def test_the_selector_names_model_version_component_and_extra_labels() -> None:
 
 
 def test_label_values_are_escaped_for_promql() -> None:
-    query = VersionQuery(url="", model_name='a"b\\c', version="v1", window_s=1)
+    query = VersionQuery(endpoint="default", model_name='a"b\\c', version="v1", window_s=1)
     assert selector(query).startswith('{model_name="a\\"b\\\\c",')
 
 
@@ -70,9 +71,9 @@ def test_the_query_follows_the_spec() -> None:
         "task": "detection", "version": "v2",
         "versions": [{"name": "v1", "storageUri": "a.onnx"}, {"name": "v2", "storageUri": "b.onnx"}],
         "rollout": {"analysis": {"interval": "90s", "component": "transformer", "prometheus": {
-            "url": "http://prom:9090/", "timeout": "2s", "labels": {"namespace": "vision"}}}}})
+            "endpoint": "central", "timeout": "2s", "labels": {"namespace": "vision"}}}}})
     assert query_for(spec, "yolo", "v2") == VersionQuery(
-        url="http://prom:9090/", model_name="yolo", version="v2", window_s=90.0, component="transformer",
+        endpoint="central", model_name="yolo", version="v2", window_s=90.0, component="transformer",
         timeout_s=2.0, labels={"namespace": "vision"})
 
 
@@ -114,3 +115,11 @@ def test_a_nan_quantile_reads_as_no_latency() -> None:
 
 
 # --- the client against an HTTP server that answers like Prometheus ------------------------------------
+
+
+def test_a_prometheus_error_answer_keeps_its_free_text_out_of_the_message() -> None:
+    """The message goes into status and Events; what Prometheus said goes to the operator's log only."""
+    with pytest.raises(PrometheusError) as raised:
+        parse_vector({"status": "error", "errorType": "bad_data", "error": "secret internal detail"})
+    assert str(raised.value) == "the query failed (bad_data)"
+    assert raised.value.detail == "secret internal detail"

@@ -13,10 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vss_api.vssmodel import VSSModelSpec
-from vss_operator.promql import NoData, Sample, VersionSample
+from vss_operator.promql import AnalysisError, NoData, Sample, VersionSample
 from vss_operator.rollout import (
     ABORTED,
+    ANALYSIS_ERROR,
     ANALYSIS_FAILED,
+    ANALYSIS_RECOVERED,
     CANARY_FAILED,
     NO_ANALYSIS_DATA,
     PROGRESS_DEADLINE_EXCEEDED,
@@ -40,6 +42,7 @@ ERRORS = VersionSample(requests=120, server_errors=6, client_errors=0, p95_ms=22
 SLOW = VersionSample(requests=120, server_errors=0, client_errors=0, p95_ms=240.0)
 QUIET = VersionSample(requests=4, server_errors=0, client_errors=0, p95_ms=20.0)
 NOTHING = NoData("no requests to version v2 in the last 60000ms")
+BROKEN = AnalysisError("Prometheus endpoint 'default' could not be queried (ClientConnectorError)")
 READY = Observations(canary="Ready")
 
 
@@ -384,10 +387,56 @@ def test_a_status_written_and_read_back_decides_the_same() -> None:
         status = decide(spec, status, observations, at(seconds)).status
 
 
+def test_prometheus_down_for_an_hour_pauses_the_rollout_and_never_rolls_back() -> None:
+    """Keep outcomes apart (Argo Rollouts): a monitoring outage says nothing about the canary."""
+    spec = make_spec()
+    calls = [(0, Observations()), (20, READY)] + [(20 + 60 * i, Observations("Ready", BROKEN)) for i in range(1, 61)]
+    decisions = drive(spec, stable("v1"), calls)
+    after = decisions[2:]
+    assert {(d.status.phase, d.status.progress.stage, d.status.progress.step, d.canary_weight) for d in after} == {
+        ("Progressing", "Canary", 0, 10)}
+    assert {d.check.verdict for d in after if d.check is not None} == {"Error"}
+    last = after[-1].status.progress
+    assert (last.failed_checks, last.no_data_checks, last.passed_checks) == (0, 0, 0)
+    assert last.reason == ANALYSIS_ERROR and "rollout paused" in (last.message or "")
+    warnings = [e for d in after for e in d.events if e.reason == ANALYSIS_ERROR]
+    assert len(warnings) == 1  # one Event when the outage begins, not one per interval
+    assert "ClientConnectorError" in warnings[0].message
+
+
+def test_the_rollout_goes_on_where_it_paused_once_the_metrics_read_again() -> None:
+    spec = make_spec()
+    calls = [(0, Observations()), (20, READY), (80, Observations("Ready", BROKEN)),
+             (140, Observations("Ready", BROKEN)), (200, Observations("Ready", GOOD))]
+    decisions = drive(spec, stable("v1"), calls)
+    recovered = decisions[-1]
+    assert [e.reason for e in recovered.events][:1] == [ANALYSIS_RECOVERED]
+    assert (recovered.status.progress.stage, recovered.status.progress.step, recovered.canary_weight) == (
+        "Canary", 1, 50)  # the step's pause had passed: one passing check advances it
+
+
+def test_an_analysis_error_keeps_the_no_data_count_of_a_quiet_canary() -> None:
+    """Only too little traffic counts toward noDataLimit; an error in between neither resets nor adds."""
+    spec = make_spec()  # noDataLimit 3
+    calls = [(0, Observations()), (20, READY), (80, Observations("Ready", NOTHING)),
+             (140, Observations("Ready", BROKEN)), (200, Observations("Ready", NOTHING)),
+             (260, Observations("Ready", NOTHING))]
+    decisions = drive(spec, stable("v1"), calls)
+    assert [d.status.progress.no_data_checks for d in decisions[2:5]] == [1, 1, 2]
+    assert decisions[-1].status.phase == "RolledBack"
+    assert decisions[-1].status.progress.reason == NO_ANALYSIS_DATA
+
+
+def test_judge_calls_unreadable_metrics_an_error_not_a_failure() -> None:
+    check = judge(make_spec().rollout.analysis, BROKEN, T0)
+    assert check.verdict == "Error" and "could not be queried" in check.message
+
+
 # --- properties ----------------------------------------------------------------------------------------
 
 VERSIONS = ("v1", "v2", "v3")
-SAMPLES: dict[str, Sample] = {"good": GOOD, "errors": ERRORS, "slow": SLOW, "quiet": QUIET, "nothing": NOTHING}
+SAMPLES: dict[str, Sample] = {"good": GOOD, "errors": ERRORS, "slow": SLOW, "quiet": QUIET, "nothing": NOTHING,
+                              "broken": BROKEN}
 STAGE_ORDER = {None: 0, "Initializing": 0, "Shadow": 1, "Canary": 2, "AwaitingPromotion": 3}
 
 
@@ -425,7 +474,7 @@ class Step:
 steps_strategy = st.builds(
     Step, dt=st.one_of(st.floats(0, 200), st.sampled_from([30.0, 60.0, 120.0])),
     canary=st.sampled_from(["Ready"] * 20 + ["Pending", "Pending", "Failed"]),
-    sample=st.sampled_from([None, None] + ["good"] * 12 + ["errors", "slow", "quiet", "nothing"]),
+    sample=st.sampled_from([None, None] + ["good"] * 12 + ["errors", "slow", "quiet", "nothing", "broken"]),
     promote=st.sampled_from([None, None, "v1", "v2", "v2", "v3"]), retry=st.sampled_from([None, "a", "b"]),
     version=st.sampled_from([None] * 40 + list(VERSIONS)))
 
@@ -499,7 +548,10 @@ def test_each_call_makes_at_most_one_transition(spec: VSSModelSpec, script: list
         b, a = position(before), position(d.status)
         assert _allowed(b, a), (b, a)
         assert (d.transition is not None) == (b != a)
-        assert sum(e.type == "Normal" or e.reason not in ("CheckFailed", "CheckNoData") for e in d.events) <= 1
+        # Besides what the check itself says (failed, no data, metrics unreadable or readable again), one Event
+        # at most: the transition's.
+        check_events = ("CheckFailed", "CheckNoData", ANALYSIS_ERROR, ANALYSIS_RECOVERED)
+        assert sum(e.reason not in check_events for e in d.events) <= 1
 
     walk(spec, script, check)
 
@@ -585,5 +637,18 @@ def test_a_restarted_operator_decides_as_the_one_before(spec: VSSModelSpec, scri
         assert reread == before
         assert decide(spec, reread, obs, at(now)) == d
         stored[0] = merge_patch(stored[0], d.status.as_status_fields())
+
+    walk(spec, script, check)
+
+
+@PROPERTY_SETTINGS
+@given(rollout_specs(), st.lists(steps_strategy, max_size=60))
+def test_an_analysis_error_never_moves_a_rollout(spec: VSSModelSpec, script: list[Step]) -> None:
+    """A check that could not read the metrics neither rolls back nor advances, whatever came before."""
+
+    def check(spec: VSSModelSpec, before: RolloutStatus, obs: Observations, d: RolloutDecision,
+              now: float) -> None:
+        if d.check is not None and d.check.verdict == "Error" and d.transition is not None:
+            assert d.transition.reason not in (ANALYSIS_FAILED, NO_ANALYSIS_DATA, "StepAdvanced", "Promoted"), d
 
     walk(spec, script, check)
