@@ -15,13 +15,13 @@ from vss_api.vssmodel import Task as TaskKind
 from vss_api.vssmodel import VSSModel
 from vss_predictors.onnx_runtime import OnnxRuntime
 from vss_transformers.images import ImageRequests
-from vss_transformers.tasks import ClassificationTask, DetectionTask, Task
+from vss_transformers.tasks import ClassificationTask, DetectionTask, ImageTask
 
 
 @dataclass
 class InProcessPipeline:
     runtime: OnnxRuntime
-    task: Task
+    task: ImageTask[Any, Any]
     input_shape: list[int] | None = None
 
     @classmethod
@@ -29,7 +29,7 @@ class InProcessPipeline:
         spec = VSSModel.from_yaml_file(spec_path).spec
         runtime = OnnxRuntime(model_path, device=spec.predictor.device.value, threads=spec.predictor.threads,
                               normalization=normalization(spec))
-        task: Task
+        task: ImageTask[Any, Any]
         if spec.task is TaskKind.DETECTION:
             task = DetectionTask(spec.detection, ImageRequests())
         else:

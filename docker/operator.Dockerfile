@@ -5,22 +5,22 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+# setuptools builds the distribution from all six packages, so all of them are copied; what gets installed
+# with them is the operator extra of pyproject.toml only (kopf, kubernetes, aiohttp; no kserve, no numpy).
 COPY pyproject.toml README.md ./
+COPY api/ api/
+COPY cli/ cli/
 COPY operator/ operator/
 COPY predictors/ predictors/
 COPY transformers/ transformers/
-COPY models/ models/
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+COPY models/vss_models/ models/vss_models/
+RUN python -m venv /opt/vss && /opt/vss/bin/pip install --no-cache-dir ".[operator]"
 
 FROM ${PYTHON_IMAGE}
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-# The operator's own dependencies only (the distribution also carries the data plane's).
-RUN pip install "kopf==1.45.2" "kubernetes>=31" "pydantic>=2.10,<3" "pyyaml>=6" "prometheus-client>=0.21"
-COPY --from=build /wheels /wheels
-RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
+ENV PATH=/opt/vss/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/vss /opt/vss
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["vss"]

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The data-plane image for NVIDIA GPUs: CUDA 12 and cuDNN 9 runtime libraries under onnxruntime-gpu's CUDA
-# (and, when the libraries are present, TensorRT) execution providers. The transformer container runs the
+# (and, when the libraries are present, TensorRT) execution providers, and PyPI's CUDA build of torch for
+# `format: torchscript`: the serving and torch extras of pyproject.toml. The transformer container runs the
 # CPU image; this one serves the predictor when `predictor.device: gpu`.
 # Build from the repository root: docker build -f docker/predictor-gpu.Dockerfile .
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
@@ -13,11 +14,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY api/ api/
+COPY cli/ cli/
 COPY operator/ operator/
 COPY predictors/ predictors/
 COPY transformers/ transformers/
-COPY models/ models/
-RUN python3.12 -m venv /opt/vss && /opt/vss/bin/pip install --no-cache-dir .
+COPY models/vss_models/ models/vss_models/
+RUN python3.12 -m venv /opt/vss && /opt/vss/bin/pip install --no-cache-dir ".[serving,torch]"
 
 FROM ${CUDA_IMAGE}
 # hadolint ignore=DL3008

@@ -3,7 +3,8 @@
 It adds what KServe 0.21 lacks for a hot path and a hostile network: a v2 REST infer route that keeps
 binary tensors binary (KServe's own turns them into Python lists, and rejects non-UTF-8 BYTES such as
 JPEG), a request-size limit answered with 413, Triton's `/v2/models/{name}/config` extension,
-and JSON logs."""
+JSON logs, and the models' response headers (request id, trace context) returned on both protocols: KServe's
+gRPC `ModelInfer` drops them, ours sends them as initial metadata."""
 
 from __future__ import annotations
 
@@ -22,9 +23,13 @@ from fastapi import FastAPI, Request, Response
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+from kserve.utils.utils import to_headers
 
 from vss_api.errors import HTTP_STATUS_BY_GRPC
+from vss_api.request_context import RequestContextFilter
 from vss_api.v2 import datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -58,6 +63,7 @@ class JsonFormatter(logging.Formatter):
 def configure_json_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestContextFilter())
     for name in ("", "kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler] if name == "" else []
@@ -200,14 +206,18 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
             raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {declared!r}")
         infer_request = parse_v2_rest_request(body, int(declared) if declared else None, model_name)
         headers = dict(request.headers)
-        result, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=headers)
+        result, response_headers = await dataplane.infer(model_name=model_name, request=infer_request,
+                                                         headers=headers)
         if not isinstance(result, InferResponse):
             raise InvalidInput(f"model {model_name!r} does not answer v2 requests")
+        extra = _passed_on(response_headers)
         content, json_length = result.to_rest()
         if isinstance(content, bytes):
             return Response(content, media_type="application/octet-stream",
-                            headers={HEADER_LENGTH: str(json_length)})
-        return json_response(content)
+                            headers={**extra, HEADER_LENGTH: str(json_length)})
+        response = json_response(content)
+        response.headers.update(extra)
+        return response
 
     async def config(model_name: str) -> Response:
         await dataplane.get_model(model_name)  # 404/503 through KServe's handlers
@@ -218,6 +228,32 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
 
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
+
+
+def _passed_on(response_headers: dict[str, str] | None) -> dict[str, str]:
+    """The model's response headers, less those the response's own encoding sets."""
+    return {k.lower(): v for k, v in (response_headers or {}).items()
+            if k.lower() not in ("content-length", "content-type", HEADER_LENGTH)}
+
+
+class HeaderEchoingServicer(InferenceServicer):
+    """KServe's gRPC servicer, but `ModelInfer` sends the model's response headers as initial metadata
+    (KServe 0.21 discards them), so gRPC callers get the request id and trace context back as REST ones do."""
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        headers = to_headers(context)
+        self.validate_grpc_request(request)
+        infer_request = InferRequest.from_grpc(request)
+        result, response_headers = await self._data_plane.infer(
+            request=infer_request, headers=headers, model_name=request.model_name)
+        metadata = tuple(_passed_on(response_headers).items())
+        if metadata:
+            await context.send_initial_metadata(metadata)
+        if isinstance(result, pb.ModelInferResponse):
+            return result
+        if isinstance(result, InferResponse):
+            return result.to_grpc()
+        return pb.ModelInferResponse(id=result["id"], model_name=result["model_name"], outputs=result["outputs"])
 
 
 async def grpc_status_error_handler(_: Request, exc: Exception) -> Response:
@@ -231,7 +267,10 @@ def serve(models: list[kserve.Model], *, max_request_bytes: int,
           **server_args: Any) -> None:
     """Start KServe's ModelServer with our routes and limits; blocks until SIGTERM/SIGINT."""
     from kserve import model_server  # the FastAPI app lives at module level in KServe
+    from kserve.protocol.grpc import server as grpc_server
 
+    # KServe's GRPCServer builds its servicer from this module-level name, with no hook to pass another.
+    grpc_server.InferenceServicer = HeaderEchoingServicer
     server = kserve.ModelServer(**server_args)
     install_routes(model_server.app, server.dataplane, configs or {})
     model_server.app.add_exception_handler(GrpcException, grpc_status_error_handler)

@@ -26,7 +26,7 @@ from typing import Any, Final
 import cv2
 import torch
 
-from vss_models import classifier, detector, export, inference, letterbox, patterns, scenes, training
+from vss_models import classifier, detector, export, inference, patterns, scenes, training
 from vss_models.classifier import (
     ClassifierConfig,
     export_classifier_onnx,
@@ -36,6 +36,7 @@ from vss_models.classifier import (
 from vss_models.detector import DetectorConfig, export_detector, train_detector
 from vss_models.evaluation import EVALUATION_SEED
 from vss_models.training import TrainingLog
+from vss_transformers import letterbox
 
 MANIFEST: Final = "manifest.json"
 DETECTOR_FILES: Final = ("detector.onnx",)
@@ -44,7 +45,8 @@ INT8_FILES: Final = ("detector.int8.onnx", "classifier.int8.onnx")
 TIMESERIES_FILES: Final = ("anomaly.onnx", "forecast-lstm.onnx", "forecast-transformer.onnx")
 TIMESERIES_MANIFESTS: Final = ("anomaly.manifest.json", "forecasting.manifest.json")
 ARTIFACTS: Final = DETECTOR_FILES + CLASSIFIER_FILES + INT8_FILES + TIMESERIES_FILES
-# The modules whose source decides each model's weights; editing one invalidates that model's cache.
+# The modules whose source decides each model's weights; editing one invalidates that model's cache. The
+# detector trains on the serving letterbox's geometry and padding, so editing it retrains the detector.
 DETECTOR_SOURCES: Final = (scenes, letterbox, training, export, detector)
 CLASSIFIER_SOURCES: Final = (scenes, patterns, inference, training, export, classifier)
 

@@ -21,9 +21,9 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from vss_models.export import onnx_bytes, ultralytics_metadata, with_metadata
-from vss_models.letterbox import PAD_VALUE, letterbox_geometry
 from vss_models.scenes import DETECTION_CLASSES, FRAME_SIZES, generate_scene
 from vss_models.training import ConvBnAct, TrainingLog, update_average, warmup_cosine
+from vss_transformers.letterbox import PAD_VALUE, letterbox_geometry
 
 STRIDES: Final = (8, 16, 32)
 INPUT_SIZE: Final = 640
@@ -294,7 +294,7 @@ def training_scene(seed: int, index: int, full_size: bool) -> TrainingScene:
     """Scene `index`, either drawn at its camera size and shrunk to 640, or drawn at its 640-scale size."""
     rng = np.random.default_rng([seed, index, 7])
     frame_w, frame_h = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
-    resized_w, resized_h, placement = letterbox_geometry(frame_w, frame_h, INPUT_SIZE, INPUT_SIZE)
+    (resized_h, resized_w), placement = letterbox_geometry((frame_h, frame_w), (INPUT_SIZE, INPUT_SIZE))
     if full_size:
         scene = generate_scene(seed, index, (frame_w, frame_h))
         image = np.asarray(cv2.resize(scene.image, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR), np.uint8)

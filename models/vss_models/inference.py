@@ -1,7 +1,10 @@
-"""In-process predictors over the exported ONNX models: ONNX Runtime plus our own letterbox, decode and NMS.
+"""In-process predictors over the exported ONNX models: ONNX Runtime, the serving letterbox, our own decode
+and NMS.
 
 They are the reference the evaluators run in-process and the served path is compared against, so they use
-only numpy, OpenCV and onnxruntime (no torch).
+only numpy, OpenCV and onnxruntime (no torch). The letterbox is the one the transformer serves with
+(`vss_transformers.letterbox`): what is evaluated is preprocessed as what is served; decoding and NMS stay
+our own, an independent check of the transformer's.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from vss_models.letterbox import letterbox
+from vss_transformers.letterbox import letterbox, unletterbox
 
 IMAGENET_MEAN: Final = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD: Final = np.array([0.229, 0.224, 0.225], np.float32)
@@ -113,11 +116,11 @@ class OnnxDetector:
         return cls(session, class_names(session), (int(size[0]), int(size[1])), confidence, iou, max_detections)
 
     def __call__(self, image: NDArray[np.uint8]) -> Detections:
-        canvas, placement = letterbox(image, self.input_size[1], self.input_size[0])
+        canvas, placement = letterbox(image, self.input_size)
         tensor = canvas.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
         (output,) = self.session.run(["output0"], {"images": tensor})
         found = decode_yolo_v8(np.asarray(output, np.float32)[0], self.confidence, self.iou, self.max_detections)
-        boxes = placement.boxes_to_original(found.boxes, image.shape[1], image.shape[0])
+        boxes = unletterbox(found.boxes, placement)
         return Detections(boxes, found.scores, found.class_ids)
 
 

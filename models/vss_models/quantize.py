@@ -38,9 +38,9 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from vss_models.inference import imagenet_normalise
-from vss_models.letterbox import letterbox
 from vss_models.patterns import generate_pattern_image
 from vss_models.scenes import generate_scene
+from vss_transformers.letterbox import letterbox
 
 QUANTIZED_OPS: Final = ("Conv", "Gemm", "Mul", "Sigmoid", "Add", "Concat", "Resize")
 # Calibration draws from the training seeds at indices past any training set, so it is neither a training
@@ -81,7 +81,7 @@ class _Batches(CalibrationDataReader):
 
 
 def detector_feed(image: NDArray[np.uint8], width: int = 640, height: int = 640) -> Feed:
-    canvas, _ = letterbox(image, width, height)
+    canvas, _ = letterbox(image, (height, width))
     return {"images": canvas.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)}
 
 

@@ -7,7 +7,10 @@ batch wait up to `max_latency` for more.
 Up to `max_in_flight` batches run at once (default 2): while one computes, the next is gathered and
 started, so the runtime never idles between batches on the event loop's turn-around, and on a GPU one
 batch's host-device copies overlap the other's kernels. A batch is gathered only once a slot is free, so
-under load each batch holds everything that arrived while the slots were busy."""
+under load each batch holds everything that arrived while the slots were busy.
+
+`close()` stops it (KServe's shutdown calls the predictor model's `stop()`, which calls it): what has not
+started fails with `PredictorStopping`, what is running finishes and answers, and the threads exit."""
 
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vss_api.v2 import Array
+from vss_predictors.errors import PredictorStopping
 
 RunFn = Callable[[Mapping[str, Array]], dict[str, Array]]
+STOPPING = "the predictor is shutting down: the request was not run"
 
 
 @dataclass
@@ -57,8 +62,12 @@ class DynamicBatcher:
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="vss-batch")
+        self._gathering: list[_Pending] = []  # taken off the queue by `_collect`, not yet running
+        self._closed = False
 
     async def submit(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        if self._closed:
+            raise PredictorStopping(STOPPING)
         rows = int(next(iter(feeds.values())).shape[0])
         loop = asyncio.get_running_loop()
         if self._queue is None:
@@ -69,14 +78,42 @@ class DynamicBatcher:
         self._queue.put_nowait(pending)
         return await pending.done
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop now, without blocking: later submissions and every one not yet running fail with
+        `PredictorStopping`; batches already running finish and answer (a model run cannot be interrupted),
+        and the worker threads exit after them. Runs on the event loop's thread (KServe calls a model's
+        `stop()` there) or where no loop runs; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self._worker is not None:
             self._worker.cancel()
+        waiting, self._gathering = self._gathering, []
+        if self._carry is not None:
+            waiting.append(self._carry)
+            self._carry = None
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        _fail_stopping(waiting)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """`close()`, then wait up to `timeout_s` for the running batches to answer and for the worker
+        threads to exit. Batches still running then are given up: their requests fail with
+        `PredictorStopping` (their threads end with the run, unwaited)."""
+        self.close()
+        if self._worker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        for task in list(self._running):
+        late: set[asyncio.Task[None]] = set()
+        if self._running:
+            _, late = await asyncio.wait(set(self._running), timeout=timeout_s)
+        for task in late:
             task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if late:
+            await asyncio.wait(late)
+            return
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def _next(self, wait_s: float | None) -> _Pending | None:
         assert self._queue is not None
@@ -98,6 +135,7 @@ class DynamicBatcher:
         first = await self._next(None)
         assert first is not None
         batch, rows = [first], first.rows
+        self._gathering = batch  # `close()` fails these if it comes while the batch is gathered
         loop = asyncio.get_running_loop()
         wait = self._max_latency_s if self._last_rows > 1 else 0.0
         deadline = loop.time() + wait
@@ -111,6 +149,7 @@ class DynamicBatcher:
             batch.append(item)
             rows += item.rows
         self._last_rows = rows
+        self._gathering = []
         return batch
 
     async def _work(self) -> None:
@@ -134,9 +173,14 @@ class DynamicBatcher:
     async def _execute(self, live: list[_Pending]) -> None:
         assert self._slots is not None
         try:
+            if self._closed:  # closed between gathering and this task's first step
+                raise PredictorStopping(STOPPING)
             merged = _concat([p.feeds for p in live]) if len(live) > 1 else live[0].feeds
             self._on_batch(sum(p.rows for p in live))
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, merged)
+        except asyncio.CancelledError:  # given up (`aclose` past its timeout, or the loop is ending)
+            _fail_stopping(live)
+            raise
         except Exception as exc:  # the run failed: every waiting request learns why
             for p in live:
                 if not p.done.done():
@@ -149,6 +193,12 @@ class DynamicBatcher:
             if not p.done.done():
                 p.done.set_result({k: v[start:start + p.rows] for k, v in outputs.items()})
             start += p.rows
+
+
+def _fail_stopping(pending: list[_Pending]) -> None:
+    for p in pending:
+        if not p.done.done():
+            p.done.set_exception(PredictorStopping(STOPPING))
 
 
 def _concat(feeds: list[Mapping[str, Array]]) -> dict[str, Array]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from vss_api.errors import InvalidRequest
+from vss_api.errors import InvalidRequest, ServiceUnavailable
 
 
 class InvalidTensor(InvalidRequest):
@@ -16,3 +16,7 @@ class ModelLoadError(RuntimeError):
 
 class UnsupportedModel(ValueError):
     """A model file we refuse to serve (wrong format, pickle, unreadable graph)."""
+
+
+class PredictorStopping(ServiceUnavailable):
+    """The predictor is shutting down: a request it had not started is refused (503, gRPC UNAVAILABLE)."""

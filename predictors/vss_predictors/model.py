@@ -1,10 +1,11 @@
-"""The predictor as a KServe `Model`: loads a runtime with retries, warms it up, validates v2 inputs
-and answers through the dynamic batcher."""
+"""The predictor as a KServe `Model`: loads a runtime with retries, warms it up, validates v2 inputs,
+answers through the dynamic batcher (echoing the request id and trace context), and stops it on shutdown."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from vss_api.metrics import CLIENT_ERROR, PREDICTOR, PREDICTOR_STAGES, SERVER_ERROR, SUCCESS, Status
+from vss_api.request_context import RequestContext, serving
 from vss_api.server import binary_output
 from vss_api.serving_flags import Normalization
 from vss_api.serving_metrics import ServingMetrics, track_gpu_memory
@@ -58,9 +60,10 @@ def open_runtime(settings: PredictorSettings) -> Runtime:
     raise UnsupportedModel(f"unknown model format {settings.model_format!r} (onnx | torchscript)")
 
 
-def load_with_retries(settings: PredictorSettings) -> Runtime:
-    """Missing files (a storage initializer still copying) are retried with exponential backoff;
-    a file that is there but unusable fails at once."""
+def load_with_retries(settings: PredictorSettings, *, sleep: Callable[[float], None] = time.sleep) -> Runtime:
+    """A file that is not there or not readable yet (an `OSError`: a storage initializer or model sidecar
+    still writing it) is retried with exponential backoff; a file that is there but not a model we serve
+    (`UnsupportedModel`) fails at once."""
     delay = settings.load_backoff_s
     for attempt in range(1, settings.load_attempts + 1):
         try:
@@ -73,7 +76,7 @@ def load_with_retries(settings: PredictorSettings) -> Runtime:
                     f"cannot load {settings.model_path} after {attempt} attempts: {exc}") from exc
             log.warning("model load failed, retrying", extra={"attempt": attempt, "delay_s": delay,
                                                               "error": str(exc)})
-            time.sleep(delay)
+            sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
 
@@ -95,7 +98,7 @@ def warmup_feeds(inputs: list[TensorSpec], hw: tuple[int, int]) -> dict[str, Arr
 
 class PredictorModel(kserve.Model):
     def __init__(self, settings: PredictorSettings, metrics: ServingMetrics) -> None:
-        super().__init__(settings.model_name)
+        super().__init__(settings.model_name, return_response_headers=True)
         self.settings = settings
         self.metrics = metrics
         self.runtime: Runtime | None = None
@@ -124,6 +127,15 @@ class PredictorModel(kserve.Model):
             track_gpu_memory(self.metrics, self.name, self.settings.version)
         self.ready = True
         return True
+
+    def stop(self) -> None:
+        """Called by KServe's ModelServer on SIGTERM/SIGINT (`ModelRepository.unload`), on the event loop's
+        thread: requests not yet run fail with 503/UNAVAILABLE, running batches finish, the batch threads
+        exit after them."""
+        if self.batcher is not None:
+            self.batcher.close()
+        super().stop()
+        log.info("model stopped", extra={"model": self.name, "version": self.settings.version})
 
     def describe(self) -> dict[str, Any]:
         """Triton-style model configuration: tensors, what the runtime really got, the model's metadata."""
@@ -181,6 +193,18 @@ class PredictorModel(kserve.Model):
         if not isinstance(payload, InferRequest):
             raise InvalidInput("the predictor speaks the v2 protocol: send v2 tensors to /v2/models/"
                                f"{self.name}/infer")
+        context = RequestContext.from_headers(headers, body_id=payload.id)
+        with serving(context):
+            outputs = await self._infer(payload)
+        if response_headers is not None:
+            response_headers.update(context.headers())
+        result = [binary_output(name, array) for name, array in outputs.items()]
+        return InferResponse(response_id=payload.id or context.request_id, model_name=self.name,
+                             infer_outputs=result, model_version=self.settings.version,
+                             use_binary_outputs=payload.use_binary_outputs,
+                             requested_outputs=payload.request_outputs)
+
+    async def _infer(self, payload: InferRequest) -> dict[str, Array]:
         started = time.perf_counter()
         status: Status = SUCCESS
         try:
@@ -190,15 +214,16 @@ class PredictorModel(kserve.Model):
         except InvalidInput:
             status = CLIENT_ERROR
             raise
-        except Exception:
+        except Exception as exc:
             status = SERVER_ERROR
+            log.error("inference failed", extra={"model": self.name, "error": f"{type(exc).__name__}: {exc}"})
             raise
         finally:
+            seconds = time.perf_counter() - started
             self.metrics.requests.labels(**self._labels, component=PREDICTOR, status=status).inc()
             self.metrics.duration.labels(**self._labels, component=PREDICTOR, stage=PREDICTOR_STAGES[0]).observe(
-                time.perf_counter() - started)
-        result = [binary_output(name, array) for name, array in outputs.items()]
-        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=result,
-                             model_version=self.settings.version,
-                             use_binary_outputs=payload.use_binary_outputs,
-                             requested_outputs=payload.request_outputs)
+                seconds)
+        if log.isEnabledFor(logging.DEBUG):  # one line per request: off at the default INFO level
+            log.debug("inference done", extra={"model": self.name, "rows": int(next(iter(feeds.values())).shape[0]),
+                                               "duration_ms": round(seconds * 1000, 2)})
+        return outputs

@@ -102,6 +102,8 @@ class OnnxRuntime:
             raise UnsupportedModel(f"{path}: ONNX models must be .onnx files")
         try:
             model = onnx.load_model(str(path))
+        except OSError:  # not there or not readable (yet): the caller may retry
+            raise
         except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
             raise UnsupportedModel(f"{path}: not a readable ONNX model: {exc}") from exc
         self.prelude = normalization is not None and image_input(model) is not None

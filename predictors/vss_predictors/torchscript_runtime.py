@@ -31,6 +31,8 @@ class TorchScriptRuntime:
 
         if path.suffix not in (".pt", ".pth", ".torchscript"):
             raise UnsupportedModel(f"{path}: TorchScript models must be .pt/.torchscript archives")
+        with path.open("rb"):  # torch reports a missing file as ValueError: open it first to get an OSError
+            pass
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)

@@ -1,6 +1,7 @@
 """The models the project ships (models/artifacts), served by `vss run` from the examples, give the same
-answers as in-process inference with vss_models' own independent reference code (its own letterbox,
-decode and NMS): same classes, boxes within 1 px. Also checks the artifacts match their manifest."""
+answers as in-process inference with vss_models' reference code (the serving letterbox, which training and
+evaluation share, then its own independent decode and NMS): same classes, boxes within 1 px. Also checks
+the artifacts match their manifest and score the figures their cards quote."""
 
 from __future__ import annotations
 

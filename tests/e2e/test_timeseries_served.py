@@ -1,6 +1,7 @@
 """The shipped time-series models behind real `vss run` processes (examples/anomaly.yaml and
-examples/forecasting.yaml, weights from models/artifacts): answers equal the in-process pipeline, v1 JSON
-has the seed's fields, and every malformed window is a 400 (gRPC INVALID_ARGUMENT) that says what is wrong."""
+examples/forecasting.yaml, weights from models/artifacts): answers equal the in-process pipeline, the v1
+result has its documented fields, and every malformed window is a 400 (gRPC INVALID_ARGUMENT) that says what
+is wrong."""
 
 from __future__ import annotations
 
@@ -172,7 +173,7 @@ def test_served_forecasts_equal_the_in_process_pipeline(forecaster: Served) -> N
     assert (served["lower"] < served["predictions"]).all() and (served["predictions"] < served["upper"]).all()
 
 
-def test_v1_forecasts_have_the_seed_fields_per_feature(forecaster: Served) -> None:
+def test_v1_forecasts_have_the_v1_result_fields_per_feature(forecaster: Served) -> None:
     status, reply = v1(forecaster, [forecast_windows(1)[0].tolist()])
 
     assert status == 200, reply

@@ -95,7 +95,7 @@ async def test_kserve_grpc_client_gets_the_detections(detector: Served) -> None:
     _check_scene(labels, outputs["boxes"][0][:n].tolist())
 
 
-def test_v1_predict_answers_with_the_seed_json(detector: Served) -> None:
+def test_v1_predict_answers_with_the_v1_result(detector: Served) -> None:
     import base64
 
     body = json.dumps({"instances": [{"image": {"b64": base64.b64encode(jpeg(scene())).decode()}}]}).encode()

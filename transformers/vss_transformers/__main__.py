@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
 from vss_api.serving_flags import InvalidFlags, TransformerFlags, transformer_flags, transformer_parser
 from vss_api.vssmodel import AnomalyParams, ClassificationParams, DetectionParams, ForecastingParams, Task
 from vss_transformers.images import ImageRequests
-from vss_transformers.tasks import ClassificationTask, DetectionTask
-from vss_transformers.tasks import Task as ServingTask
+from vss_transformers.tasks import ClassificationTask, DetectionTask, ServingTask
 
 
 def read_flags(argv: Sequence[str] | None = None) -> tuple[TransformerFlags, argparse.Namespace]:
@@ -24,7 +24,8 @@ def read_flags(argv: Sequence[str] | None = None) -> tuple[TransformerFlags, arg
         raise SystemExit(f"vss_transformers: {exc}") from exc
 
 
-def build_task(flags: TransformerFlags, max_batch_images: int) -> ServingTask:
+def build_task(flags: TransformerFlags, max_batch_images: int) -> ServingTask[Any, Any, Any]:
+    """The task the flags name; each one's own types are checked where it subclasses `ServingTask`."""
     params = flags.params
     if flags.task is Task.ANOMALY:
         from vss_transformers.anomaly import AnomalyTask

@@ -102,7 +102,7 @@ def as_v2_tensors(verdicts: Sequence[AnomalyVerdict]) -> dict[str, npt.NDArray[n
     }
 
 
-def as_seed_json(verdict: AnomalyVerdict, features: Sequence[str], threshold: float,
+def as_v1_result(verdict: AnomalyVerdict, features: Sequence[str], threshold: float,
                  seconds: float) -> dict[str, object]:
     return {
         "is_anomaly": verdict.is_anomaly,
@@ -117,7 +117,7 @@ def as_seed_json(verdict: AnomalyVerdict, features: Sequence[str], threshold: fl
     }
 
 
-class AnomalyTask(SeriesTask):
+class AnomalyTask(SeriesTask[AnomalyVerdict]):
     name = "anomaly"
 
     def __init__(self, params: AnomalyParams) -> None:
@@ -140,19 +140,19 @@ class AnomalyTask(SeriesTask):
                                                     order))
         self.calibration = Calibration.from_metadata(meta, self.params.threshold)
 
-    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+    def postprocess(self, outputs: Mapping[str, Array], context: None) -> list[AnomalyVerdict]:
         assert self.calibration is not None, "configure() runs before serving"
         per_feature = outputs["feature_evidence"].astype(np.float32)[:, self.requests.layout.to_client]
         return judge(outputs["anomaly_score"].astype(np.float32).reshape(-1),
                      outputs["evidence"].astype(np.float32).reshape(-1), per_feature, self.features,
                      self.calibration)
 
-    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+    def v2_outputs(self, results: Sequence[AnomalyVerdict]) -> dict[str, npt.NDArray[np.generic]]:
         return as_v2_tensors(results)
 
-    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
+    def v1_result(self, result: AnomalyVerdict, seconds: float) -> dict[str, object]:
         assert self.calibration is not None
-        return as_seed_json(result, self.features, self.calibration.threshold, seconds)
+        return as_v1_result(result, self.features, self.calibration.threshold, seconds)
 
     def output_specs(self) -> list[dict[str, Any]]:
         return [{"name": "is_anomaly", "datatype": "BOOL", "shape": [-1]},

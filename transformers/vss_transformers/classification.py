@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from vss_transformers.class_names import label_of
 from vss_transformers.codecs import Image
 
 F32 = npt.NDArray[np.float32]
@@ -66,10 +67,6 @@ def top_k(probs: F32, k: int) -> list[TopK]:
     return results
 
 
-def label_of(class_id: int, names: Sequence[str]) -> str:
-    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
-
-
 def as_v2_tensors(results: Sequence[TopK], names: Sequence[str]) -> dict[str, npt.NDArray[np.generic]]:
     labels = np.array([[label_of(int(c), names).encode() for c in r.class_ids] for r in results],
                       dtype=object)
@@ -77,8 +74,8 @@ def as_v2_tensors(results: Sequence[TopK], names: Sequence[str]) -> dict[str, np
             "class_ids": np.stack([r.class_ids for r in results])}
 
 
-def as_seed_json(result: TopK, names: Sequence[str], seconds: float) -> dict[str, object]:
-    """The seed's v1 result: `predictions[{class, confidence}]`, `top_prediction`, `confidence`."""
+def as_v1_result(result: TopK, names: Sequence[str], seconds: float) -> dict[str, object]:
+    """The v1 result: `predictions[{class, confidence}]`, `top_prediction`, `confidence`."""
     preds = [{"class": label_of(int(c), names), "class_id": int(c), "confidence": round(float(s), 4)}
              for c, s in zip(result.class_ids, result.scores, strict=True)]
     return {"predictions": preds, "top_prediction": preds[0]["class"], "confidence": preds[0]["confidence"],

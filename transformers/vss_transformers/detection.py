@@ -3,13 +3,13 @@ decoded, class-wise NMS, boxes back in original pixels."""
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from vss_transformers.class_names import label_of
 from vss_transformers.codecs import Image
 from vss_transformers.letterbox import Letterbox, letterbox, target_shape, unletterbox
 
@@ -38,19 +38,6 @@ class ModelLayout:
     names: tuple[str, ...]
     stride: int
     fixed_hw: tuple[int, int] | None  # static input size, None when height/width are dynamic
-
-
-def parse_names(text: str) -> tuple[str, ...]:
-    """Class names from Ultralytics metadata, `{0: 'person', ...}` (a Python literal) or a list."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return ()
-    if isinstance(value, dict):
-        return tuple(str(value[k]) for k in sorted(value))
-    if isinstance(value, (list, tuple)):
-        return tuple(str(v) for v in value)
-    return ()
 
 
 def detect_layout(output_shape: Sequence[int], metadata: Mapping[str, str], n_names: int) -> str:
@@ -165,10 +152,6 @@ def postprocess(output: F32, infos: Sequence[Letterbox], layout: ModelLayout, co
     return results
 
 
-def label_of(class_id: int, names: Sequence[str]) -> str:
-    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
-
-
 def as_v2_tensors(dets: Sequence[Detections], names: Sequence[str]) -> dict[str, npt.NDArray[np.generic]]:
     """`boxes` [N,K,4], `scores` [N,K], `class_ids` [N,K], `labels` [N,K], `num_detections` [N];
     K is the largest count in the batch, shorter rows padded with zeros and empty labels."""
@@ -187,9 +170,8 @@ def as_v2_tensors(dets: Sequence[Detections], names: Sequence[str]) -> dict[str,
             "num_detections": counts}
 
 
-def as_seed_json(det: Detections, names: Sequence[str], seconds: float) -> dict[str, object]:
-    """The seed's v1 result: `objects[{class, confidence, bbox, center}]`, `total_objects`,
-    `processing_time`."""
+def as_v1_result(det: Detections, names: Sequence[str], seconds: float) -> dict[str, object]:
+    """The v1 result: `objects[{class, confidence, bbox, center}]`, `total_objects`, `processing_time`."""
     objects = []
     for box, score, cid in zip(det.boxes.tolist(), det.scores.tolist(), det.class_ids.tolist(), strict=True):
         x1, y1, x2, y2 = (round(v, 2) for v in box)

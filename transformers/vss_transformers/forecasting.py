@@ -80,7 +80,7 @@ def _by_feature(values: F32, features: Sequence[str]) -> dict[str, list[float]]:
     return {f: [round(float(v), 5) for v in values[:, i]] for i, f in enumerate(features)}
 
 
-def as_seed_json(result: Forecast, features: Sequence[str], level: float, seconds: float) -> dict[str, object]:
+def as_v1_result(result: Forecast, features: Sequence[str], level: float, seconds: float) -> dict[str, object]:
     return {
         "predictions": _by_feature(result.predictions, features),
         "confidence_intervals": {"lower": _by_feature(result.lower, features),
@@ -90,7 +90,7 @@ def as_seed_json(result: Forecast, features: Sequence[str], level: float, second
     }
 
 
-class ForecastingTask(SeriesTask):
+class ForecastingTask(SeriesTask[Forecast]):
     name = "forecasting"
     field = "spec.transformer.forecasting.lookback"
 
@@ -115,7 +115,7 @@ class ForecastingTask(SeriesTask):
         radius = interval_radius(meta, self.params.interval_level, self.params.horizon, len(self.features))
         self.radius = radius[:, layout.to_client]
 
-    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+    def postprocess(self, outputs: Mapping[str, Array], context: None) -> list[Forecast]:
         assert self.radius is not None, "configure() runs before serving"
         predicted = outputs[self.output_name].astype(np.float32)
         if predicted.ndim != 3 or predicted.shape[1] < self.params.horizon:
@@ -123,11 +123,11 @@ class ForecastingTask(SeriesTask):
         client = predicted[:, :self.params.horizon][..., self.requests.layout.to_client]
         return forecasts(client, self.radius)
 
-    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+    def v2_outputs(self, results: Sequence[Forecast]) -> dict[str, npt.NDArray[np.generic]]:
         return as_v2_tensors(results)
 
-    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
-        return as_seed_json(result, self.features, self.params.interval_level, seconds)
+    def v1_result(self, result: Forecast, seconds: float) -> dict[str, object]:
+        return as_v1_result(result, self.features, self.params.interval_level, seconds)
 
     def output_specs(self) -> list[dict[str, Any]]:
         shape = [-1, self.params.horizon, len(self.features)]

@@ -1,4 +1,5 @@
-"""Letterboxing as Ultralytics does it, and its inverse for boxes.
+"""Letterboxing as Ultralytics does it, and its inverse for boxes: the one letterbox of the project, which
+serving and `vss_models` (training, evaluation, INT8 calibration) share so their preprocessing cannot drift.
 
 For models with dynamic height/width, a frame is scaled to fit `size` and padded only up to the next
 multiple of the stride (a 1280x720 camera frame becomes 384x640, not 640x640: 40 % less compute)."""
@@ -21,19 +22,31 @@ class Letterbox:
     """How one image was placed into the model input: `scale` then offset by (`pad_x`, `pad_y`)."""
 
     scale: float
-    pad_x: float
-    pad_y: float
+    pad_x: int
+    pad_y: int
     height: int  # of the source image, which the decoded one may be a reduced copy of
     width: int
     source_scale_x: float = 1.0  # source pixels per decoded pixel
     source_scale_y: float = 1.0
 
 
+def letterbox_geometry(hw: tuple[int, int], shape: tuple[int, int], source_hw: tuple[int, int] | None = None
+                       ) -> tuple[tuple[int, int], Letterbox]:
+    """The (h, w) an `hw` image is resized to inside `shape` (h, w), and where it sits there: scaled by the
+    smaller ratio, rounded, centred, the odd row or column of padding below or right (as Ultralytics)."""
+    h, w = hw
+    src_h, src_w = source_hw or (h, w)
+    th, tw = shape
+    r = min(th / h, tw / w)
+    nh, nw = round(h * r), round(w * r)
+    top, left = round((th - nh) / 2 - 0.1), round((tw - nw) / 2 - 0.1)
+    return (nh, nw), Letterbox(scale=r, pad_x=left, pad_y=top, height=src_h, width=src_w,
+                               source_scale_x=src_w / w, source_scale_y=src_h / h)
+
+
 def fitted_size(hw: tuple[int, int], size: int) -> tuple[int, int]:
     """(h, w) of the image scaled so that its longer side is `size`."""
-    h, w = hw
-    r = min(size / h, size / w)
-    return round(h * r), round(w * r)
+    return letterbox_geometry(hw, (size, size))[0]
 
 
 def target_shape(shapes: list[tuple[int, int]], size: int, stride: int, rectangular: bool,
@@ -55,17 +68,11 @@ def letterbox(image: Image, shape: tuple[int, int], source_hw: tuple[int, int] |
     """`image` scaled to fit `shape` (h, w) keeping its aspect ratio, centred, padded with grey;
     `source_hw` is the size of the source when `image` was decoded at a reduced scale."""
     h, w = image.shape[:2]
-    src_h, src_w = source_hw or (h, w)
-    th, tw = shape
-    r = min(th / h, tw / w)
-    nh, nw = round(h * r), round(w * r)
+    (nh, nw), info = letterbox_geometry((h, w), shape, source_hw)
     resized = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    dh, dw = (th - nh) / 2, (tw - nw) / 2
-    top, left = round(dh - 0.1), round(dw - 0.1)
-    out = np.full((th, tw, 3), PAD_VALUE, dtype=np.uint8)
-    out[top:top + nh, left:left + nw] = resized
-    return out, Letterbox(scale=r, pad_x=left, pad_y=top, height=src_h, width=src_w,
-                          source_scale_x=src_w / w, source_scale_y=src_h / h)
+    out = np.full((shape[0], shape[1], 3), PAD_VALUE, dtype=np.uint8)
+    out[info.pad_y:info.pad_y + nh, info.pad_x:info.pad_x + nw] = resized
+    return out, info
 
 
 def unletterbox(boxes: npt.NDArray[np.float32], info: Letterbox) -> npt.NDArray[np.float32]:

@@ -1,12 +1,12 @@
-"""The transformer as a KServe `Model`: v2 tensors (`image` BYTES or `pixels` UINT8) and the seed's v1
-JSON in, task results out; the model itself runs in the predictor, one gRPC hop away."""
+"""The transformer as a KServe `Model`: v2 tensors (`image` BYTES or `pixels` UINT8) and v1 JSON
+in, task results out; the model itself runs in the predictor, one gRPC hop away."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Generic
 
 import kserve
 from kserve.errors import InvalidInput
@@ -14,18 +14,19 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from vss_api.errors import InvalidRequest
 from vss_api.metrics import CLIENT_ERROR, SERVER_ERROR, SUCCESS, TRANSFORMER, Status
+from vss_api.request_context import RequestContext, serving
 from vss_api.server import binary_output
 from vss_api.serving_metrics import ServingMetrics
 from vss_transformers.predictor_client import PredictorClient
-from vss_transformers.tasks import Task
+from vss_transformers.tasks import Context, Parsed, Result, ServingTask
 
 log = logging.getLogger(__name__)
 
 
-class TransformerModel(kserve.Model):
-    def __init__(self, name: str, version: str, task: Task, client: PredictorClient,
+class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
+    def __init__(self, name: str, version: str, task: ServingTask[Parsed, Context, Result], client: PredictorClient,
                  metrics: ServingMetrics, *, predictor_wait_s: float = 300.0) -> None:
-        super().__init__(name)
+        super().__init__(name, return_response_headers=True)
         self.version = version
         self.task = task
         self.client = client
@@ -44,6 +45,13 @@ class TransformerModel(kserve.Model):
         self.ready = True
         return True
 
+    def stop(self) -> None:
+        """Called by KServe's ModelServer on SIGTERM/SIGINT (`ModelRepository.unload`): closes the channel to
+        the predictor. The pre/post-processing runs in the loop's default executor, which asyncio shuts down."""
+        self.client.close()
+        super().stop()
+        log.info("model stopped", extra={"model": self.name, "version": self.version})
+
     def get_input_types(self) -> list[dict[str, Any]]:
         return self.task.input_specs()
 
@@ -56,34 +64,40 @@ class TransformerModel(kserve.Model):
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         status: Status = SUCCESS
-        try:
-            if isinstance(payload, InferRequest):
-                parsed = self.task.parse_v2(payload)
-            elif isinstance(payload, dict):
-                parsed = self.task.parse_v1(payload)
-            else:
-                raise InvalidRequest(f"unsupported request type {type(payload).__name__}")
-            feeds, context = await loop.run_in_executor(None, self.task.prepare, parsed)
-            t_pre = time.perf_counter()
-            outputs = await self.client.infer(feeds)
-            t_pred = time.perf_counter()
-            results = await loop.run_in_executor(None, self.task.postprocess, outputs, context)
-            t_post = time.perf_counter()
-        except InvalidInput:
-            status = CLIENT_ERROR
-            raise
-        except Exception:
-            status = SERVER_ERROR
-            raise
-        finally:
-            self.metrics.requests.labels(**self._labels, status=status).inc()
+        context = RequestContext.from_headers(
+            headers, body_id=payload.id if isinstance(payload, InferRequest) else None)
+        echoed: dict[str, str] = {}
+        with serving(context):  # log lines of this request carry its id
+            try:
+                if isinstance(payload, InferRequest):
+                    parsed = self.task.parse_v2(payload)
+                elif isinstance(payload, dict):
+                    parsed = self.task.parse_v1(payload)
+                else:
+                    raise InvalidRequest(f"unsupported request type {type(payload).__name__}")
+                feeds, task_context = await loop.run_in_executor(None, self.task.prepare, parsed)
+                t_pre = time.perf_counter()
+                outputs, echoed = await self.client.infer(feeds, context)
+                t_pred = time.perf_counter()
+                results = await loop.run_in_executor(None, self.task.postprocess, outputs, task_context)
+                t_post = time.perf_counter()
+            except InvalidInput:
+                status = CLIENT_ERROR
+                raise
+            except Exception:
+                status = SERVER_ERROR
+                raise
+            finally:
+                self.metrics.requests.labels(**self._labels, status=status).inc()
         for stage, seconds in (("preprocess", t_pre - started), ("predict", t_pred - t_pre),
                                ("postprocess", t_post - t_pred), ("total", t_post - started)):
             self.metrics.duration.labels(**self._labels, stage=stage).observe(seconds)
+        if response_headers is not None:  # the trace context as the predictor saw it, else as it came
+            response_headers.update({**context.headers(), **echoed})
         if isinstance(payload, dict):
-            return {"predictions": [self.task.seed_json(r, t_post - started) for r in results]}
+            return {"predictions": [self.task.v1_result(r, t_post - started) for r in results]}
         tensors = self.task.v2_outputs(results)
         infer_outputs = [binary_output(n, a) for n, a in tensors.items()]
-        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=infer_outputs,
-                             model_version=self.version, use_binary_outputs=payload.use_binary_outputs,
-                             requested_outputs=payload.request_outputs)
+        return InferResponse(response_id=payload.id or context.request_id, model_name=self.name,
+                             infer_outputs=infer_outputs, model_version=self.version,
+                             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs)

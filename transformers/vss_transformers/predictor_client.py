@@ -1,8 +1,10 @@
 """The transformer's side of the hop to the predictor: gRPC v2 with raw binary tensor contents (no JSON,
-one copy per tensor), and the predictor's `/config` read once at start-up."""
+one copy per tensor) carrying the request id and trace context as metadata, and the predictor's `/config`
+read once at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,14 +18,15 @@ import numpy as np
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from vss_api.request_context import TRACE_HEADERS, RequestContext
 from vss_api.v2 import NUMPY_DTYPES, V2_DATATYPES, Array
 from vss_transformers.errors import PredictorTimeout, PredictorUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def encode_request(model_name: str, feeds: Mapping[str, Array]) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model_name)
+def encode_request(model_name: str, feeds: Mapping[str, Array], request_id: str = "") -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model_name, id=request_id)
     for name, array in feeds.items():
         request.inputs.add(name=name, datatype=V2_DATATYPES[array.dtype], shape=list(array.shape))
         request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
@@ -48,6 +51,8 @@ class PredictorClient:
                          ("grpc.max_receive_message_length", max_message_bytes)]
         self._channel: grpc.aio.Channel | None = None
         self._stub: GRPCInferenceServiceStub | None = None
+        self._closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     def fetch_config(self, deadline_s: float) -> dict[str, Any]:
         """The predictor's model configuration; retried with backoff while it is still loading."""
@@ -74,17 +79,44 @@ class PredictorClient:
             return decode_response(stub.ModelInfer(encode_request(self.model_name, feeds),
                                                    timeout=self.timeout_s))
 
-    async def infer(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+    async def infer(self, feeds: Mapping[str, Array], context: RequestContext | None = None
+                    ) -> tuple[dict[str, Array], dict[str, str]]:
+        """The predictor's outputs, and the trace headers it echoed (its initial metadata)."""
+        if self._closed:
+            raise PredictorUnavailable("the transformer is shutting down")
         if self._stub is None:  # the aio channel must be made inside the serving event loop
             self._channel = grpc.aio.insecure_channel(self.grpc_target, options=self._options)
             self._stub = GRPCInferenceServiceStub(self._channel)
+        request = encode_request(self.model_name, feeds, context.request_id if context else "")
+        metadata = tuple(context.headers().items()) if context else None
         try:
-            response = await self._stub.ModelInfer(encode_request(self.model_name, feeds),
-                                                   timeout=self.timeout_s)
+            call = self._stub.ModelInfer(request, metadata=metadata, timeout=self.timeout_s)
+            response = await call
+            echoed = {key: value for key, value in (await call.initial_metadata() or ())
+                      if key in TRACE_HEADERS and isinstance(value, str)}
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise PredictorTimeout(f"predictor did not answer within {self.timeout_s}s") from exc
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise PredictorUnavailable(f"predictor unavailable: {exc.details()}") from exc
             raise
-        return decode_response(response)
+        return decode_response(response), echoed
+
+    def close(self) -> None:
+        """Refuse new calls and close the channel, letting calls in flight finish within their own deadline.
+        Called from `TransformerModel.stop()` on the serving loop's thread, which owns the channel: the close
+        runs there as a task (`aclose` awaits it). A second call does nothing."""
+        self._closed = True
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the loop that made the channel has ended: grpc frees it when it is collected
+            return
+        self._closing = loop.create_task(channel.close(grace=self.timeout_s), name="vss-predictor-channel-close")
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._closing is not None:
+            await self._closing

@@ -23,6 +23,8 @@ import numpy.typing as npt
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from vss_api.errors import InvalidRequest
+from vss_api.v2 import Array
+from vss_transformers.tasks import Result, ServingTask
 
 F32 = npt.NDArray[np.float32]
 
@@ -209,7 +211,7 @@ class SeriesRequests:
         return np.array([list(names).index(f) for f in order], dtype=np.intp)
 
 
-class SeriesTask:
+class SeriesTask(ServingTask[F32, None, Result]):
     """What the sensor tasks share: windows of readings in (v2 `series` or v1 instances), one FP32
     [N, T, F] tensor to the predictor in the model's feature order."""
 
@@ -229,7 +231,7 @@ class SeriesTask:
         layout = self.requests.layout
         return np.zeros((1, layout.steps, len(layout.features)), dtype=np.float32)
 
-    def prepare(self, parsed: F32) -> tuple[dict[str, Any], Any]:
+    def prepare(self, parsed: F32) -> tuple[dict[str, Array], None]:
         order = self.requests.layout.model_order or self.requests.layout.features
         return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
 

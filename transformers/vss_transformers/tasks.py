@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -16,14 +16,22 @@ from vss_api.errors import InvalidRequest
 from vss_api.v2 import Array
 from vss_api.vssmodel import ClassificationParams, DetectionParams, YoloLayout
 from vss_transformers import classification, detection
+from vss_transformers.class_names import parse_names
+from vss_transformers.classification import TopK
 from vss_transformers.codecs import Image
+from vss_transformers.detection import Detections
 from vss_transformers.images import Encoded, ImageRequests
-from vss_transformers.letterbox import fitted_size
+from vss_transformers.letterbox import Letterbox, fitted_size
+
+Parsed = TypeVar("Parsed")  # a request as parsed on the event loop
+Context = TypeVar("Context")  # what `prepare` hands `postprocess` about the batch
+Result = TypeVar("Result")  # one input's answer, before it is written as v2 tensors or the v1 result
 
 
-class Task(Protocol):
+class ServingTask(Protocol[Parsed, Context, Result]):
     """A task's request parsing (`parse_*`, cheap, on the event loop), its CPU work (`prepare`,
-    `postprocess`, in an executor) and its answers (`v2_outputs`, `seed_json`)."""
+    `postprocess`, in an executor) and its answers (`v2_outputs`, `v1_result`). Each task subclasses it
+    with its own types, so the transformer's data path from request to answer is type-checked."""
 
     name: str
 
@@ -31,19 +39,19 @@ class Task(Protocol):
 
     def input_specs(self) -> list[dict[str, Any]]: ...
 
-    def parse_v2(self, request: InferRequest) -> Any: ...
+    def parse_v2(self, request: InferRequest) -> Parsed: ...
 
-    def parse_v1(self, payload: dict[str, Any]) -> Any: ...
+    def parse_v1(self, payload: dict[str, Any]) -> Parsed: ...
 
-    def warmup_request(self) -> Any: ...
+    def warmup_request(self) -> Parsed: ...
 
-    def prepare(self, parsed: Any) -> tuple[dict[str, Array], Any]: ...
+    def prepare(self, parsed: Parsed) -> tuple[dict[str, Array], Context]: ...
 
-    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]: ...
+    def postprocess(self, outputs: Mapping[str, Array], context: Context) -> list[Result]: ...
 
-    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]: ...
+    def v2_outputs(self, results: Sequence[Result]) -> dict[str, npt.NDArray[np.generic]]: ...
 
-    def seed_json(self, result: Any, seconds: float) -> dict[str, object]: ...
+    def v1_result(self, result: Result, seconds: float) -> dict[str, object]: ...
 
     def output_specs(self) -> list[dict[str, Any]]: ...
 
@@ -62,7 +70,7 @@ def _metadata(config: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-class ImageTask:
+class ImageTask(ServingTask[Encoded, Context, Result]):
     """What the vision tasks share: image requests in, one UINT8 NHWC tensor to the predictor."""
 
     input_name = "images"
@@ -82,7 +90,7 @@ class ImageTask:
     def warmup_request(self) -> Encoded:
         return self.warmup_images()[None]
 
-    def prepare(self, parsed: Encoded) -> tuple[dict[str, Array], Any]:
+    def prepare(self, parsed: Encoded) -> tuple[dict[str, Array], Context]:
         images, sources = self.requests.decode(parsed, self.size_hint)
         batch, context = self.preprocess(images, sources)
         return {self.input_name: batch}, context
@@ -94,11 +102,12 @@ class ImageTask:
     def warmup_images(self) -> Image:
         raise NotImplementedError
 
-    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, Any]:
+    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]
+                   ) -> tuple[Image, Context]:
         raise NotImplementedError
 
 
-class DetectionTask(ImageTask):
+class DetectionTask(ImageTask[list[Letterbox], Detections]):
     name = "detection"
 
     def __init__(self, params: DetectionParams, requests: ImageRequests | None = None) -> None:
@@ -116,7 +125,7 @@ class DetectionTask(ImageTask):
             raise RuntimeError(f"a YOLO detector has exactly one output, the predictor reports {outputs}")
         self.output_name = str(outputs[0]["name"])
         meta = _metadata(config)
-        names = tuple(self.params.classes or ()) or detection.parse_names(meta.get("names", ""))
+        names = tuple(self.params.classes or ()) or parse_names(meta.get("names", ""))
         stride = int(meta["stride"]) if meta.get("stride", "").isdigit() else 32
         shape = outputs[0]["shape"]
         self._metadata = meta
@@ -135,10 +144,11 @@ class DetectionTask(ImageTask):
     def size_hint(self, height: int, width: int) -> tuple[int, int]:
         return fitted_size((height, width), self.params.input_size)
 
-    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, Any]:
+    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]
+                   ) -> tuple[Image, list[Letterbox]]:
         return detection.preprocess(images, self.params.input_size, self.layout, self.params.rectangular, sources)
 
-    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+    def postprocess(self, outputs: Mapping[str, Array], context: list[Letterbox]) -> list[Detections]:
         raw = outputs[self.output_name].astype(np.float32, copy=False)
         if self._layout_from_first_output:
             layout = detection.detect_layout(raw.shape, self._metadata, len(self.layout.names))
@@ -147,11 +157,11 @@ class DetectionTask(ImageTask):
         return detection.postprocess(raw, context, self.layout, self.params.confidence_threshold,
                                      self.params.iou_threshold, self.params.max_detections)
 
-    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+    def v2_outputs(self, results: Sequence[Detections]) -> dict[str, npt.NDArray[np.generic]]:
         return detection.as_v2_tensors(results, self.layout.names)
 
-    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
-        return detection.as_seed_json(result, self.layout.names, seconds)
+    def v1_result(self, result: Detections, seconds: float) -> dict[str, object]:
+        return detection.as_v1_result(result, self.layout.names, seconds)
 
     def output_specs(self) -> list[dict[str, Any]]:
         return [{"name": "boxes", "datatype": "FP32", "shape": [-1, -1, 4]},
@@ -161,7 +171,7 @@ class DetectionTask(ImageTask):
                 {"name": "num_detections", "datatype": "INT32", "shape": [-1]}]
 
 
-class ClassificationTask(ImageTask):
+class ClassificationTask(ImageTask[None, TopK]):
     name = "classification"
 
     def __init__(self, params: ClassificationParams, requests: ImageRequests | None = None) -> None:
@@ -181,7 +191,7 @@ class ClassificationTask(ImageTask):
             raise RuntimeError("the predictor reports no outputs")
         self.output_name = str(outputs[0]["name"])
         if not self.names:
-            self.names = detection.parse_names(_metadata(config).get("names", ""))
+            self.names = parse_names(_metadata(config).get("names", ""))
 
     def warmup_images(self) -> Image:
         return np.full((self.resize, self.resize, 3), 128, dtype=np.uint8)
@@ -190,21 +200,21 @@ class ClassificationTask(ImageTask):
         scale = self.resize / min(height, width)
         return math.ceil(height * scale), math.ceil(width * scale)
 
-    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, Any]:
+    def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]) -> tuple[Image, None]:
         return classification.preprocess(images, self.resize, self.crop), None
 
-    def postprocess(self, outputs: Mapping[str, Array], context: Any) -> list[Any]:
+    def postprocess(self, outputs: Mapping[str, Array], context: None) -> list[TopK]:
         raw = outputs[self.output_name]
         if raw.ndim != 2:
             raise InvalidRequest(f"classifier output must be [N, classes], got {list(raw.shape)}")
         probs = classification.to_probabilities(raw.astype(np.float32, copy=False), self.params.softmax)
         return classification.top_k(probs, self.params.top_k)
 
-    def v2_outputs(self, results: Sequence[Any]) -> dict[str, npt.NDArray[np.generic]]:
+    def v2_outputs(self, results: Sequence[TopK]) -> dict[str, npt.NDArray[np.generic]]:
         return classification.as_v2_tensors(results, self.names)
 
-    def seed_json(self, result: Any, seconds: float) -> dict[str, object]:
-        return classification.as_seed_json(result, self.names, seconds)
+    def v1_result(self, result: TopK, seconds: float) -> dict[str, object]:
+        return classification.as_v1_result(result, self.names, seconds)
 
     def output_specs(self) -> list[dict[str, Any]]:
         k = min(self.params.top_k, len(self.names)) if self.names else self.params.top_k

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from vss_models.timeseries.served import infer_all, parity, scratch_folder, thro
 from vss_predictors.onnx_runtime import OnnxRuntime
 from vss_transformers.anomaly import AnomalyTask
 from vss_transformers.forecasting import ForecastingTask
+from vss_transformers.series import SeriesTask
+from vss_transformers.tasks import Result
 
 ANOMALY_OUTPUTS = ("is_anomaly", "anomaly_score", "confidence", "severity", "affected_features",
                    "feature_scores")
@@ -37,15 +39,15 @@ PARITY_WINDOWS = 256
 
 
 @dataclass
-class InProcess:
+class InProcess(Generic[Result]):
     """The served pipeline without processes or network: the predictor's ONNX Runtime wrapper and the
     transformer's task, called the way `TransformerModel.predict` calls them."""
 
-    task: AnomalyTask | ForecastingTask
+    task: SeriesTask[Result]
     runtime: OnnxRuntime
 
     @classmethod
-    def open(cls, task: AnomalyTask | ForecastingTask, model: Path, threads: int | None = None) -> InProcess:
+    def open(cls, task: SeriesTask[Result], model: Path, threads: int | None = None) -> InProcess[Result]:
         runtime = OnnxRuntime(model, threads=threads)
         task.configure({"inputs": [t.as_v2_metadata() for t in runtime.inputs],
                         "outputs": [t.as_v2_metadata() for t in runtime.outputs],

@@ -1,12 +1,14 @@
 import asyncio
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
 
 from vss_api.v2 import Array
 from vss_predictors.batcher import DynamicBatcher
+from vss_predictors.errors import PredictorStopping
 
 
 class Recorder:
@@ -34,7 +36,7 @@ async def test_concurrent_requests_are_merged_and_each_gets_its_own_rows_back() 
     await asyncio.sleep(0.05)
     gate.set()
     results = await asyncio.gather(first, *rest)
-    await batcher.close()
+    await batcher.aclose()
     assert run.sizes == [1, 5]
     for i, out in enumerate(results[1:]):
         np.testing.assert_array_equal(out["y"], np.full((1, 2), 2.0 * i))
@@ -44,7 +46,7 @@ async def test_a_lone_request_runs_at_once_without_waiting_for_company() -> None
     run = Recorder()
     batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=5.0, merge=True)
     out = await asyncio.wait_for(batcher.submit({"x": np.ones((1, 3))}), timeout=1.0)
-    await batcher.close()
+    await batcher.aclose()
     np.testing.assert_array_equal(out["y"], np.full((1, 3), 2.0))
 
 
@@ -59,7 +61,7 @@ async def test_requests_of_different_shapes_are_never_merged() -> None:
     await asyncio.sleep(0.02)
     gate.set()
     await asyncio.gather(blocker, a, b)
-    await batcher.close()
+    await batcher.aclose()
     assert run.sizes == [1, 1, 1]
 
 
@@ -73,7 +75,7 @@ async def test_a_batch_never_exceeds_the_maximum() -> None:
     await asyncio.sleep(0.02)
     gate.set()
     await asyncio.gather(blocker, *tasks)
-    await batcher.close()
+    await batcher.aclose()
     assert max(run.sizes) == 4 and sum(run.sizes) == 11
 
 
@@ -91,7 +93,7 @@ async def test_a_runtime_failure_reaches_every_request_of_the_batch_and_the_batc
     with pytest.raises(RuntimeError, match="device lost"):
         await batcher.submit({"x": np.zeros((1, 1))})
     out = await batcher.submit({"x": np.ones((1, 1))})
-    await batcher.close()
+    await batcher.aclose()
     np.testing.assert_array_equal(out["y"], np.ones((1, 1)))
 
 
@@ -104,7 +106,7 @@ async def test_fixed_batch_models_run_one_request_per_call() -> None:
     tasks = [asyncio.create_task(batcher.submit({"x": np.zeros((1, 1))})) for _ in range(3)]
     gate.set()
     await asyncio.gather(blocker, *tasks)
-    await batcher.close()
+    await batcher.aclose()
     assert run.sizes == [1, 1, 1, 1]
 
 
@@ -143,7 +145,7 @@ async def test_two_batches_run_at_once_and_a_third_gathers_everything_that_waite
     assert run.running == 2  # no third run while both slots are taken
     gate.set()
     results = await asyncio.gather(first, second, *waiting)
-    await batcher.close()
+    await batcher.aclose()
     assert run.most_at_once == 2
     assert sorted(run.sizes) == [1, 1, 3]
     for i, out in enumerate(results[2:]):
@@ -159,10 +161,91 @@ async def test_one_batch_in_flight_runs_strictly_one_after_another() -> None:
     assert run.running == 1
     gate.set()
     await asyncio.gather(*tasks)
-    await batcher.close()
+    await batcher.aclose()
     assert run.most_at_once == 1 and run.sizes == [1, 1, 1]
 
 
 def test_a_batcher_needs_at_least_one_batch_in_flight() -> None:
     with pytest.raises(ValueError, match="max_in_flight must be at least 1"):
         DynamicBatcher(Recorder(), max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=0)
+
+
+# --- closing ----------------------------------------------------------------------------------------------------
+class Entered(Recorder):
+    """A Recorder that says when a run has started, so a test knows one is in the runtime."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__(gate)
+        self.entered = threading.Event()
+
+    def __call__(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        self.entered.set()
+        return super().__call__(feeds)
+
+
+def _batch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("vss-batch")]
+
+
+async def _until(what: str, condition: Callable[[], bool], deadline_s: float = 5.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what}: not after {deadline_s}s")
+        await asyncio.sleep(0.01)
+
+
+async def test_aclose_lets_the_running_batch_answer_fails_the_queued_ones_and_leaves_no_thread() -> None:
+    gate = threading.Event()
+    run = Entered(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=1)
+    running = asyncio.create_task(batcher.submit({"x": np.ones((1, 2))}))
+    assert await asyncio.to_thread(run.entered.wait, 5)
+    queued = [asyncio.create_task(batcher.submit({"x": np.ones((1, 2))})) for _ in range(3)]
+    await asyncio.sleep(0)  # one turn of the loop: each has run to its first await, into the queue
+    closing = asyncio.create_task(batcher.aclose())
+    for task in queued:
+        with pytest.raises(PredictorStopping, match="shutting down"):
+            await asyncio.wait_for(task, 5)
+    gate.set()
+    np.testing.assert_array_equal((await asyncio.wait_for(running, 5))["y"], np.full((1, 2), 2.0))
+    await asyncio.wait_for(closing, 5)
+    assert _batch_threads() == []
+
+
+async def test_a_request_taken_off_the_queue_while_its_batch_gathers_fails_on_close_instead_of_hanging() -> None:
+    """After a batch of two rows the batcher waits up to max_latency (an hour here) for company: the lone
+    request it has taken off the queue is in no queue then, and close() must still answer it."""
+    run = Recorder()
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=3600.0, merge=True, max_in_flight=1)
+    await batcher.submit({"x": np.ones((2, 2))})
+    lone = asyncio.create_task(batcher.submit({"x": np.ones((1, 2))}))
+    await _until("the worker to take the request", lambda: batcher._queue is not None and batcher._queue.empty()
+                 and bool(batcher._gathering))
+    batcher.close()
+    with pytest.raises(PredictorStopping):
+        await asyncio.wait_for(lone, 5)
+    await batcher.aclose()
+    assert run.sizes == [2]
+
+
+async def test_a_run_still_going_when_aclose_gives_up_fails_its_requests_instead_of_hanging() -> None:
+    gate = threading.Event()
+    run = Entered(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=1)
+    stuck = asyncio.create_task(batcher.submit({"x": np.ones((1, 2))}))
+    assert await asyncio.to_thread(run.entered.wait, 5)
+    await asyncio.wait_for(batcher.aclose(timeout_s=0), 5)
+    with pytest.raises(PredictorStopping):
+        await asyncio.wait_for(stuck, 5)
+    gate.set()  # the runtime call itself cannot be interrupted: its thread ends when it returns
+    await _until("the batch thread to exit", lambda: not _batch_threads())
+
+
+async def test_a_closed_batcher_refuses_new_requests_at_once() -> None:
+    batcher = DynamicBatcher(Recorder(), max_batch_size=8, max_latency_s=0.0, merge=True)
+    await batcher.submit({"x": np.ones((1, 2))})
+    await batcher.aclose()
+    with pytest.raises(PredictorStopping):
+        await batcher.submit({"x": np.ones((1, 2))})
+    batcher.close()  # a second close is harmless

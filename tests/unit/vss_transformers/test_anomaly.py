@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vss_api.vssmodel import AnomalyParams
-from vss_transformers.anomaly import AnomalyTask, Calibration, as_seed_json, as_v2_tensors, judge, severity_of
+from vss_transformers.anomaly import AnomalyTask, Calibration, as_v1_result, as_v2_tensors, judge, severity_of
 
 FEATURES = ["temperature", "humidity", "pressure", "vibration", "power"]
 CALIBRATION = Calibration(threshold=0.6, severity_edges=(1.0, 2.0, 3.0), affected_margin=1.5)
@@ -131,18 +131,18 @@ def test_warm_up_is_one_window_of_zeros_the_model_accepts() -> None:
     assert feeds["series"].shape == (1, 100, 5) and feeds["series"].dtype == np.float32
 
 
-def test_v2_tensors_and_v1_json_carry_the_seed_fields() -> None:
+def test_v2_tensors_and_the_v1_result_carry_the_verdict_fields() -> None:
     verdicts = judge(np.array([0.9, 0.1], np.float32), np.array([3.5, 0.0], np.float32),
                      np.array([[3.5, 3.0, 0, 0, 0], [0, 0, 0, 0, 0]], np.float32), FEATURES, CALIBRATION)
 
     tensors = as_v2_tensors(verdicts)
-    seed = as_seed_json(verdicts[0], FEATURES, 0.6, 0.0123)
+    v1 = as_v1_result(verdicts[0], FEATURES, 0.6, 0.0123)
 
     assert tensors["is_anomaly"].tolist() == [True, False]
     assert tensors["severity"].tolist() == [b"critical", b"none"]
     assert tensors["affected_features"].tolist() == [b"temperature,humidity", b""]
     assert tensors["feature_scores"].shape == (2, 5) and tensors["confidence"].dtype == np.float32
-    assert seed["is_anomaly"] is True and seed["severity"] == "critical"
-    assert seed["affected_features"] == ["temperature", "humidity"]
-    assert set(seed) >= {"anomaly_score", "confidence", "feature_scores", "threshold", "processing_time"}
-    json.dumps(seed)  # plain JSON types only
+    assert v1["is_anomaly"] is True and v1["severity"] == "critical"
+    assert v1["affected_features"] == ["temperature", "humidity"]
+    assert set(v1) >= {"anomaly_score", "confidence", "feature_scores", "threshold", "processing_time"}
+    json.dumps(v1)  # plain JSON types only

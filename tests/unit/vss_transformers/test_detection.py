@@ -4,12 +4,11 @@ import pytest
 from vss_transformers.detection import (
     Detections,
     ModelLayout,
-    as_seed_json,
+    as_v1_result,
     as_v2_tensors,
     decode_one,
     detect_layout,
     nms,
-    parse_names,
     postprocess,
 )
 from vss_transformers.letterbox import Letterbox
@@ -89,12 +88,6 @@ def test_the_layout_is_read_from_the_output_shape_and_metadata(shape: tuple[int,
     assert detect_layout(shape, meta, n_names) == expected
 
 
-def test_ultralytics_names_metadata_parses_as_a_python_dict_literal() -> None:
-    assert parse_names("{0: 'person', 1: 'vehicle', 2: 'object'}") == NAMES
-    assert parse_names("['a', 'b']") == ("a", "b")
-    assert parse_names("__import__('os')") == ()
-
-
 def test_v2_tensors_pad_shorter_rows_and_count_detections() -> None:
     one = Detections(np.array([[1, 2, 3, 4]], np.float32), np.array([0.9], np.float32), np.array([1], np.int32))
     none = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
@@ -103,10 +96,10 @@ def test_v2_tensors_pad_shorter_rows_and_count_detections() -> None:
     assert t["labels"].tolist() == [[b"vehicle"], [b""]]
 
 
-def test_seed_json_has_objects_with_class_confidence_bbox_and_center() -> None:
+def test_the_v1_result_has_objects_with_class_confidence_bbox_and_center() -> None:
     det = Detections(np.array([[10, 20, 30, 60]], np.float32), np.array([0.876543], np.float32),
                      np.array([0], np.int32))
-    out = as_seed_json(det, NAMES, 0.0123)
+    out = as_v1_result(det, NAMES, 0.0123)
     assert out["total_objects"] == 1
     assert out["objects"] == [{"class": "person", "class_id": 0, "confidence": 0.8765,
                                "bbox": [10.0, 20.0, 30.0, 60.0], "center": [20.0, 40.0]}]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vss_api.vssmodel import ForecastingParams
-from vss_transformers.forecasting import ForecastingTask, as_seed_json, as_v2_tensors, forecasts, interval_radius
+from vss_transformers.forecasting import ForecastingTask, as_v1_result, as_v2_tensors, forecasts, interval_radius
 
 FEATURES = ["temperature", "humidity", "pressure", "vibration", "power"]
 LEVELS = [0.5, 0.8, 0.9]
@@ -74,17 +74,17 @@ def test_a_model_with_another_lookback_is_refused_at_start() -> None:
         ForecastingTask(ForecastingParams()).configure(config(lookback=48))
 
 
-def test_v2_tensors_and_the_seed_json_of_a_forecast() -> None:
+def test_v2_tensors_and_the_v1_result_of_a_forecast() -> None:
     [result] = forecasts(np.zeros((1, 6, 5), np.float32), RADIUS[2])
 
     tensors = as_v2_tensors([result])
-    seed = as_seed_json(result, FEATURES, 0.9, 0.002)
+    v1 = as_v1_result(result, FEATURES, 0.9, 0.002)
 
     assert tensors["predictions"].shape == (1, 6, 5) and tensors["lower"].dtype == np.float32
     assert tensors["forecast_horizon"].tolist() == [6]
-    assert seed["forecast_horizon"] == 6
-    assert seed["predictions"]["power"] == [0.0] * 6  # type: ignore[index]
-    intervals = seed["confidence_intervals"]
+    assert v1["forecast_horizon"] == 6
+    assert v1["predictions"]["power"] == [0.0] * 6  # type: ignore[index]
+    intervals = v1["confidence_intervals"]
     assert intervals["level"] == 0.9  # type: ignore[index]
     assert intervals["upper"]["temperature"][5] == pytest.approx(18.0)  # type: ignore[index]
-    json.dumps(seed)
+    json.dumps(v1)

@@ -1,7 +1,17 @@
+"""Letterboxing frames onto the model input (the one letterbox serving, training and evaluation share),
+and mapping boxes back."""
+
 import numpy as np
 import pytest
 
-from vss_transformers.letterbox import PAD_VALUE, fitted_size, letterbox, target_shape, unletterbox
+from vss_transformers.letterbox import (
+    PAD_VALUE,
+    fitted_size,
+    letterbox,
+    letterbox_geometry,
+    target_shape,
+    unletterbox,
+)
 
 
 def test_a_16_by_9_frame_letterboxes_to_the_smallest_stride_multiple_rectangle() -> None:
@@ -53,3 +63,41 @@ def test_boxes_of_a_reduced_decode_map_back_to_the_source_pixels() -> None:
     assert (info.height, info.width) == (720, 1280)
     back = unletterbox(np.array([[100, 62, 200, 112]], np.float32), info)
     np.testing.assert_allclose(back, [[200, 100, 400, 200]])
+
+
+def test_a_720p_frame_is_halved_and_centred_between_gray_bands_on_the_square_canvas() -> None:
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    canvas, info = letterbox(frame, (640, 640))
+    assert canvas.shape == (640, 640, 3)
+    assert info.scale == 0.5 and (info.pad_x, info.pad_y) == (0, 140)
+    assert (canvas[:140] == PAD_VALUE).all() and (canvas[500:] == PAD_VALUE).all()
+    assert (canvas[140:500] == 0).all()
+
+
+def test_odd_padding_puts_the_extra_row_below_as_ultralytics_does() -> None:
+    (resized_h, resized_w), info = letterbox_geometry((481, 640), (640, 640))
+    assert (resized_h, resized_w) == (481, 640)
+    assert info.pad_y == 79  # 159 rows of padding: 79 above, 80 below
+    canvas, _ = letterbox(np.zeros((481, 640, 3), np.uint8), (640, 640))
+    assert (canvas[:79] == PAD_VALUE).all() and (canvas[79:560] == 0).all() and (canvas[560:] == PAD_VALUE).all()
+
+
+def test_the_geometry_is_the_placement_letterbox_uses() -> None:
+    image = np.zeros((1080, 1920, 3), np.uint8)
+    (resized_h, resized_w), info = letterbox_geometry((1080, 1920), (640, 640))
+    assert (resized_h, resized_w) == (360, 640)
+    assert letterbox(image, (640, 640))[1] == info
+
+
+def test_boxes_map_to_the_square_canvas_and_back() -> None:
+    _, info = letterbox_geometry((1080, 1920), (640, 640))
+    boxes = np.array([[100, 200, 500, 900], [0, 0, 1920, 1080]], np.float32)
+    canvas_boxes = boxes * np.float32(info.scale) + np.array([info.pad_x, info.pad_y] * 2, np.float32)
+    assert canvas_boxes[1] == pytest.approx([0, 140, 640, 500])
+    assert unletterbox(canvas_boxes, info) == pytest.approx(boxes, abs=1e-3)
+
+
+def test_boxes_reaching_into_the_square_canvas_padding_are_clipped_to_the_frame() -> None:
+    _, info = letterbox_geometry((720, 1280), (640, 640))
+    back = unletterbox(np.array([[-10, 100, 650, 600]], np.float32), info)
+    assert back[0] == pytest.approx([0, 0, 1280, 720])
