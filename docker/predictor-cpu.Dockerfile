@@ -7,9 +7,10 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# PyTorch's CPU-only wheels (torch==X+cpu, about 0.2 GB) satisfy the `torch==X` pin and sort above PyPI's
-# CUDA build (X, which pulls some 3 GB of nvidia-* wheels this image never loads), so pip picks them.
-# Point it at a mirror of that index if the build cannot reach it; an empty value gets PyPI's CUDA build.
+# PyTorch's CPU-only wheel (torch==X+cpu) satisfies the `torch==X` pin and sorts above PyPI's CUDA build
+# of X, so pip picks it. PyPI's build installs 1.2 GB of torch plus 3.0 GB of nvidia-* and 1.0 GB of triton
+# wheels that a CPU pod never loads. Point TORCH_INDEX at a mirror of that index where the build cannot
+# reach it (https://pypi.org/simple takes PyPI's CUDA build, and those 4 GB more).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -20,7 +21,7 @@ COPY predictors/ predictors/
 COPY transformers/ transformers/
 COPY models/vss_models/ models/vss_models/
 RUN python -m venv /opt/vss \
-    && /opt/vss/bin/pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "${TORCH_INDEX}"} ".[serving,torch]"
+    && /opt/vss/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[serving,torch]"
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/vss/bin:${PATH} \

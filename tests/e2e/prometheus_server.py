@@ -104,7 +104,9 @@ class PrometheusServer:
 def prometheus_server(workdir: Path, deadline_s: float = 60.0) -> Iterator[PrometheusServer]:
     path = binary()
     if path is None:
-        raise FileNotFoundError("no prometheus binary: apt-get install prometheus, or set VSS_PROMETHEUS")
+        # A missing Prometheus fails the tests that need it, never skips them (`make test` installs it).
+        raise FileNotFoundError("no prometheus binary on PATH: `make system` (part of `make test`) installs "
+                                "Debian's prometheus package; or set VSS_PROMETHEUS to a prometheus binary")
     workdir.mkdir(parents=True, exist_ok=True)
     targets = workdir / "targets.json"
     targets.write_text("[]")

@@ -28,8 +28,6 @@ from vss_operator.rollout import judge
 REPO = Path(__file__).resolve().parents[2]
 NAME = "cells"
 SIDE = 64  # the size v2 accepts; any other size is a server error there
-pytestmark = pytest.mark.skipif(prometheus_server.binary() is None,
-                                reason="needs a prometheus binary (apt-get install prometheus)")
 
 
 def make_spec(v1: Path, v2: Path) -> VSSModelSpec:

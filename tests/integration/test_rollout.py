@@ -39,9 +39,6 @@ from tests.integration.rollout_traffic import TrafficLoop
 from tests.support.apiserver import ClusterError, LocalCluster, wait_until
 from vss_api.vssmodel import VSSModelSpec
 
-pytestmark = pytest.mark.skipif(prometheus_server.binary() is None,
-                                reason="needs a prometheus binary (apt-get install prometheus)")
-
 SIDE = 64  # the frame size every version accepts; the erroring canary refuses every other size
 INTERVAL_S = 3.0
 FAILURE_LIMIT = 2

@@ -6,12 +6,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from benchmarks.standin_models import resnet18_graph, yolov8n_graph
 from vss_api.serving_flags import Normalization
 from vss_predictors.prelude import add_uint8_nhwc_prelude
-
-torch = pytest.importorskip("torch")
 
 
 @pytest.mark.parametrize(("model", "shape"), [(yolov8n_graph(num_classes=4), (1, 64, 96, 3)),

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from vss_models.build import ARTIFACTS, MANIFEST, QUICK, build, build_hash  # noqa: E402
-from vss_models.inference import OnnxClassifier, OnnxDetector, class_names, onnx_session  # noqa: E402
-from vss_models.patterns import PATTERN_CLASSES, generate_pattern_image  # noqa: E402
-from vss_models.scenes import DETECTION_CLASSES, generate_scene  # noqa: E402
+from vss_models.build import ARTIFACTS, MANIFEST, QUICK, build, build_hash
+from vss_models.inference import OnnxClassifier, OnnxDetector, class_names, onnx_session
+from vss_models.patterns import PATTERN_CLASSES, generate_pattern_image
+from vss_models.scenes import DETECTION_CLASSES, generate_scene
 
 
 @pytest.mark.slow

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from vss_models.classifier import ClassifierNet, export_classifier_onnx  # noqa: E402
-from vss_models.cli import main  # noqa: E402
-from vss_models.detector import DetectorNet, export_detector  # noqa: E402
-from vss_models.patterns import PATTERN_CLASSES  # noqa: E402
-from vss_models.scenes import DETECTION_CLASSES  # noqa: E402
+from vss_models.classifier import ClassifierNet, export_classifier_onnx
+from vss_models.cli import main
+from vss_models.detector import DetectorNet, export_detector
+from vss_models.patterns import PATTERN_CLASSES
+from vss_models.scenes import DETECTION_CLASSES
 
 
 def test_evaluate_prints_detector_and_classifier_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

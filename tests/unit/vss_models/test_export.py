@@ -11,21 +11,20 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-
-from vss_models.classifier import (  # noqa: E402
+from vss_models.classifier import (
     ClassifierNet,
     Probabilities,
     export_classifier_onnx,
     export_classifier_torchscript,
 )
-from vss_models.detector import STRIDES, DetectorNet, UltralyticsLayout, export_detector  # noqa: E402
-from vss_models.inference import OnnxClassifier, OnnxDetector, onnx_session  # noqa: E402
-from vss_models.patterns import PATTERN_CLASSES  # noqa: E402
-from vss_models.scenes import DETECTION_CLASSES  # noqa: E402
+from vss_models.detector import STRIDES, DetectorNet, UltralyticsLayout, export_detector
+from vss_models.inference import OnnxClassifier, OnnxDetector, onnx_session
+from vss_models.patterns import PATTERN_CLASSES
+from vss_models.scenes import DETECTION_CLASSES
 
 TINY = (8, 8, 16, 16)
 

@@ -7,18 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-
-from vss_models.build import FULL  # noqa: E402
-from vss_models.classifier import ClassifierNet, export_classifier_onnx  # noqa: E402
-from vss_models.detector import DetectorNet, export_detector  # noqa: E402
-from vss_models.evaluation import EVALUATION_SEED  # noqa: E402
-from vss_models.inference import onnx_session  # noqa: E402
-from vss_models.patterns import PATTERN_CLASSES, generate_pattern_image  # noqa: E402
-from vss_models.quantize import (  # noqa: E402
+from vss_models.build import FULL
+from vss_models.classifier import ClassifierNet, export_classifier_onnx
+from vss_models.detector import DetectorNet, export_detector
+from vss_models.evaluation import EVALUATION_SEED
+from vss_models.inference import onnx_session
+from vss_models.patterns import PATTERN_CLASSES, generate_pattern_image
+from vss_models.quantize import (
     CALIBRATION_OFFSET,
     SETTINGS,
     classifier_calibration,
@@ -29,7 +28,7 @@ from vss_models.quantize import (  # noqa: E402
     float_nodes,
     quantize,
 )
-from vss_models.scenes import DETECTION_CLASSES, generate_scene  # noqa: E402
+from vss_models.scenes import DETECTION_CLASSES, generate_scene
 
 TINY = (8, 8, 16, 16)
 
