@@ -1,5 +1,6 @@
-"""Prometheus client: it sends the analysis queries over HTTP, and every failure reads as no data. Tested
-against a small HTTP server on loopback that answers like Prometheus' API."""
+"""Prometheus client: it sends the analysis queries over HTTP; a failure to read an answer is an AnalysisError
+(the rollout pauses on it), never no data. Tested against a small HTTP server on loopback that answers like
+Prometheus' API."""
 
 from __future__ import annotations
 
@@ -7,32 +8,19 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.unit.vss_operator.prometheus_answers import AT, make_query, vector
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import (
     AnalysisError,
-    VersionQuery,
     VersionSample,
     p95_query,
     requests_query,
 )
-
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def vector(*samples: tuple[dict[str, str], str]) -> dict[str, Any]:
-    return {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": labels, "value": [AT.timestamp(), value]} for labels, value in samples]}}
-
-
-def make_query(endpoint: str = "default", **kw: Any) -> VersionQuery:
-    return VersionQuery(endpoint=endpoint, model_name="yolo", version="v2", window_s=kw.pop("window_s", 60.0),
-                        **kw)
 
 
 def client_of(url: str, session: Any = None) -> PrometheusClient:

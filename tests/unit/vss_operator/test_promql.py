@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from tests.unit.vss_operator.prometheus_answers import make_query, vector
 from vss_api.vssmodel import VSSModelSpec
 from vss_operator.promql import (
     NoData,
@@ -22,19 +22,6 @@ from vss_operator.promql import (
     selector,
     window,
 )
-
-AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def vector(*samples: tuple[dict[str, str], str]) -> dict[str, Any]:
-    return {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": labels, "value": [AT.timestamp(), value]} for labels, value in samples]}}
-
-
-def make_query(endpoint: str = "default", **kw: Any) -> VersionQuery:
-    return VersionQuery(endpoint=endpoint, model_name="yolo", version="v2", window_s=kw.pop("window_s", 60.0),
-                        **kw)
-
 
 # --- PromQL --------------------------------------------------------------------------------------------
 
