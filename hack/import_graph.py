@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("api", "cli", "operator", "predictors", "transformers", "models")
+FOLDERS = ("api", "cli", "operator", "predictors", "transformers", "models", "streams")
 
 
 def packages() -> dict[str, Path]:

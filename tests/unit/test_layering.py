@@ -1,7 +1,7 @@
 """The package boundaries, read from the source (every import, function-level ones included) and checked by
 importing each plane in a fresh interpreter with the other planes' libraries made unimportable.
 
-    vss_cli ──▶ vss_operator, vss_predictors, vss_transformers, vss_models ──▶ vss_api
+    vss_cli ──▶ vss_operator, vss_predictors, vss_transformers, vss_streams, vss_models ──▶ vss_api
                 vss_models ──▶ vss_predictors, vss_transformers (it trains and evaluates through them)
 
 `python hack/import_graph.py --modules` prints the same picture."""
@@ -21,16 +21,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"vss_api": "api", "vss_cli": "cli", "vss_operator": "operator", "vss_predictors": "predictors",
-           "vss_transformers": "transformers", "vss_models": "models"}
-PLANES = ("vss_operator", "vss_predictors", "vss_transformers")
+           "vss_transformers": "transformers", "vss_models": "models", "vss_streams": "streams"}
+PLANES = ("vss_operator", "vss_predictors", "vss_transformers", "vss_streams")
 # Which of our packages each may import; everything else of ours is off limits.
 ALLOWED = {
     "vss_api": set(),
     "vss_operator": {"vss_api"},
     "vss_predictors": {"vss_api"},
     "vss_transformers": {"vss_api"},
+    "vss_streams": {"vss_api"},
     "vss_models": {"vss_api", "vss_predictors", "vss_transformers"},
-    "vss_cli": {"vss_api", "vss_operator", "vss_predictors", "vss_transformers", "vss_models"},
+    "vss_cli": {"vss_api", "vss_operator", "vss_predictors", "vss_transformers", "vss_models", "vss_streams"},
 }
 # Libraries that do I/O: none may be reachable from the operator's pure decision code.
 IO_LIBRARIES = ("aiohttp", "asyncio", "kopf", "kubernetes", "urllib3", "requests", "httpx", "socket", "grpc",
@@ -43,6 +44,7 @@ NOT_IN_IMAGE = {
     "vss_predictors": {"kopf", "kubernetes", "aiohttp"},
     "vss_transformers": {"kopf", "kubernetes", "aiohttp", "torch", "onnxruntime"},
     "vss_api": {"kopf", "kubernetes", "aiohttp", "torch", "onnxruntime", "cv2"},
+    "vss_streams": {"kopf", "kubernetes", "torch", "onnxruntime", "kserve"},
 }
 # KServe itself imports these (its KServeClient), so the serving images carry them even though our serving
 # code never imports them: the import check can only leave them out of the operator's.

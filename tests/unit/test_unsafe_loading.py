@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"vss_api": "api", "vss_cli": "cli", "vss_operator": "operator", "vss_predictors": "predictors",
-            "vss_transformers": "transformers", "vss_models": "models"}
+            "vss_transformers": "transformers", "vss_models": "models", "vss_streams": "streams"}
 UNSAFE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "joblib", "cloudpickle", "shelve", "marshal"}
 # Dotted names whose call deserialises objects: module alias resolved, so `import torch as t; t.load` counts.
 UNSAFE_CALLS = {"torch.load", "yaml.load", "yaml.load_all", "yaml.unsafe_load", "yaml.unsafe_load_all",

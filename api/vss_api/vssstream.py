@@ -1,0 +1,187 @@
+"""The VSSStream resource (`serving.vss.ai/v1alpha1`): one camera or recording, the VSSModel that reads its
+frames, how objects are tracked and which lines and zones turn tracks into events, and where events go.
+
+Coordinates of lines and zones are fractions of the frame (0..1, x to the right, y down), so they hold when a
+camera comes back from a reconnect at another resolution. Credentials never appear here: `source.credentials`
+names a Secret, and the URL may not carry a user or password."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vss_api.vssmodel import API_VERSION, DNS_LABEL, ObjectMeta, Resources, SpecModel, _validations, cel
+
+STREAM_KIND: Literal["VSSStream"] = "VSSStream"
+STREAM_PLURAL = "vssstreams"
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+ZONE_NAME = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
+
+
+class Transport(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Credentials(SpecModel):
+    secret_name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253, description=(
+        "A Secret in the stream's namespace; the worker reads it, the spec and the logs never hold it."))]
+    username_key: Annotated[str, Field(min_length=1, max_length=253)] = "username"
+    password_key: Annotated[str, Field(min_length=1, max_length=253)] = "password"  # noqa: S105 (a key name)
+
+
+class Source(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        cel("!self.url.matches('^[a-z]+://[^/]*@')",
+            "source.url must not carry credentials: name a Secret in source.credentials", ".url")))
+
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^(rtsps?|https?|file)://", description=(
+        "rtsp:// or rtsps:// camera, http(s):// MJPEG or HLS, or file:// recording."))]
+    transport: Transport = Field(default=Transport.TCP, description="RTSP transport (rtsp/rtsps only).")
+    credentials: Credentials | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_userinfo(cls, url: str) -> str:
+        if urlsplit(url).scheme not in SOURCE_SCHEMES:
+            raise ValueError(f"source.url scheme must be one of {', '.join(SOURCE_SCHEMES)}")
+        if "@" in urlsplit(url).netloc:
+            raise ValueError("source.url must not carry credentials: name a Secret in source.credentials")
+        return url
+
+
+class ModelRef(SpecModel):
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40, description=(
+        "A detection VSSModel in the stream's namespace, reached through its v2 gRPC endpoint."))]
+
+
+class SamplingMode(StrEnum):
+    LIVE = "live"  # the latest frame wins: frames are dropped so that lag stays bounded
+    EXHAUSTIVE = "exhaustive"  # every sampled frame is inferred, however late (recordings)
+
+
+class Sampling(SpecModel):
+    fps: Annotated[float, Field(gt=0, le=60, description="Frames per second sent to the model.")] = 5.0
+    mode: SamplingMode = SamplingMode.LIVE
+    max_lag_seconds: Annotated[float, Field(gt=0, le=60, description=(
+        "live: a frame older than this when the model is free is dropped, not inferred."))] = 1.0
+
+
+class Tracker(StrEnum):
+    BYTETRACK = "bytetrack"
+    OCSORT = "ocsort"
+    SORT = "sort"
+
+
+class Tracking(SpecModel):
+    tracker: Tracker = Tracker.BYTETRACK
+    min_confidence: Annotated[float, Field(ge=0, le=1, description=(
+        "Detections below this never reach the tracker."))] = 0.25
+    lost_track_buffer: Annotated[int, Field(ge=1, le=3000, description=(
+        "Frames a lost track is kept for re-identification."))] = 30
+    min_track_age: Annotated[int, Field(ge=1, le=1000, description=(
+        "Frames a track must have been seen in before it counts for lines and zones: unconfirmed tracks "
+        "(flicker, false detections) never produce events."))] = 3
+
+
+class Point(SpecModel):
+    x: Annotated[float, Field(ge=0, le=1)]
+    y: Annotated[float, Field(ge=0, le=1)]
+
+
+class Direction(StrEnum):
+    IN = "in"  # from the left of from->to to its right (on screen, y down)
+    OUT = "out"
+
+
+class Line(SpecModel):
+    name: Annotated[str, Field(pattern=ZONE_NAME, max_length=63)]
+    start: Point = Field(alias="from")
+    end: Point = Field(alias="to")
+    directions: Annotated[list[Direction], Field(min_length=1, max_length=2)] = Field(
+        default_factory=lambda: [Direction.IN, Direction.OUT])
+    classes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="Classes counted; empty counts every class.")
+
+    @model_validator(mode="after")
+    def _has_length(self) -> Self:
+        if (self.start.x, self.start.y) == (self.end.x, self.end.y):
+            raise ValueError(f"line {self.name!r}: from and to are the same point")
+        return self
+
+
+class Zone(SpecModel):
+    name: Annotated[str, Field(pattern=ZONE_NAME, max_length=63)]
+    polygon: Annotated[list[Point], Field(min_length=3, max_length=64)]
+    dwell_seconds: Annotated[float | None, Field(gt=0, le=86400, description=(
+        "A dwell event once per visit when a track has been inside this long."))] = None
+    classes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
+
+
+class Anchor(StrEnum):
+    BOTTOM_CENTER = "bottomCenter"  # where an object stands: what a line on the ground should test
+    CENTER = "center"
+
+
+class Analytics(SpecModel):
+    anchor: Anchor = Anchor.BOTTOM_CENTER
+    margin: Annotated[float, Field(ge=0, le=0.2, description=(
+        "A track changes side of a line, or in/out of a zone, only once its anchor is this far (a fraction "
+        "of the frame) past it: jitter on the boundary is not a crossing."))] = 0.01
+    lines: Annotated[list[Line], Field(max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] = Field(default_factory=list)
+    zones: Annotated[list[Zone], Field(max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [line.name for line in self.lines] + [zone.name for zone in self.zones]
+        if len(set(names)) != len(names):
+            raise ValueError("analytics: line and zone names must be unique")
+        return self
+
+
+class Mqtt(SpecModel):
+    url: Annotated[str, Field(pattern=r"^mqtts?://[^@/]+$", max_length=512)]
+    topic: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+]+$")]
+    qos: Literal[0, 1] = 1
+
+
+class Webhook(SpecModel):
+    url: Annotated[str, Field(pattern=r"^https?://[^@/]+(/.*)?$", max_length=2048)]
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class Sinks(SpecModel):
+    websocket: bool = Field(default=True, description="Events on the worker's /events WebSocket.")
+    mqtt: Mqtt | None = None
+    webhooks: Annotated[list[Webhook], Field(max_length=8)] = Field(default_factory=list)
+
+
+class Preview(SpecModel):
+    enabled: bool = True
+    fps: Annotated[float, Field(gt=0, le=30)] = 5.0
+    width: Annotated[int, Field(ge=160, le=3840)] = 960
+
+
+class VSSStreamSpec(SpecModel):
+    source: Source
+    model: ModelRef
+    sampling: Sampling = Field(default_factory=Sampling)
+    tracking: Tracking = Field(default_factory=Tracking)
+    analytics: Analytics = Field(default_factory=Analytics)
+    sinks: Sinks = Field(default_factory=Sinks)
+    preview: Preview = Field(default_factory=Preview)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class VSSStream(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    api_version: Annotated[Literal["serving.vss.ai/v1alpha1"], Field(alias="apiVersion")] = API_VERSION
+    kind: Literal["VSSStream"] = STREAM_KIND
+    metadata: ObjectMeta
+    spec: VSSStreamSpec
