@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DB = ROOT / "security" / "advisories"
 EXCEPTIONS = ROOT / "security" / "audit-exceptions.toml"
 PROJECT = "vss-serving"
-# The extras the operator, predictor and transformer images install (docker/*.Dockerfile).
-RUNTIME_EXTRAS = ("operator", "serving", "torch")
+# The extras the operator, predictor, transformer and stream worker images install.
+RUNTIME_EXTRAS = ("operator", "serving", "torch", "streams")
 
 
 def canonical(name: str) -> str:
@@ -115,6 +115,9 @@ def runtime_distributions(project: str = PROJECT, extras: Iterable[str] = RUNTIM
     """The installed distributions `project[extras]` pulls in, transitively: {canonical name: version}."""
     found: dict[str, str] = {}
     pending: list[tuple[str, frozenset[str]]] = [(project, frozenset(extras))]
+    # what pyproject installs with --no-deps beside these extras (hack/install_extras.py) ships too
+    no_deps = tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {}).get("vss", {}).get("no-deps", {})
+    pending += [(Requirement(p).name, frozenset()) for e in extras for p in no_deps.get(e, [])]
     seen: set[tuple[str, frozenset[str]]] = set()
     while pending:
         name, wanted = pending.pop()

@@ -5,7 +5,10 @@ need them: `python hack/install_extras.py VENV serving,torch`.
 Each installed extra leaves a stamp `VENV/.deps-<pyproject hash>-<extra>`, and so does every extra it names
 (`dev` names `serving`), so serve, then test, then serve again install only what is missing, and a changed
 pyproject.toml installs again. pip is given the extras already stamped with the new ones, so it resolves one
-consistent set instead of upgrading a package under an extra installed before."""
+consistent set instead of upgrading a package under an extra installed before.
+
+`[tool.vss.no-deps]` in pyproject.toml names, per extra, packages installed after it with `--no-deps` (one whose
+declared dependencies would break the set, said at the extra)."""
 
 from __future__ import annotations
 
@@ -47,6 +50,13 @@ def closure(extras: set[str], project: dict[str, object]) -> set[str]:
     return found
 
 
+def without_dependencies(extras: set[str], pyproject: dict[str, object]) -> list[str]:
+    """The `[tool.vss.no-deps]` packages of these extras, in a stable order."""
+    tool = pyproject.get("tool", {})
+    table = tool.get("vss", {}).get("no-deps", {}) if isinstance(tool, dict) else {}
+    return sorted({package for extra in extras for package in table.get(extra, [])})
+
+
 def stamped(venv: Path, key: str) -> set[str]:
     prefix = f"{STAMP_PREFIX}{key}-"
     return {p.name[len(prefix):] for p in venv.glob(f"{prefix}*")} if venv.is_dir() else set()
@@ -58,7 +68,8 @@ def main(argv: list[str]) -> int:
         return 2
     venv, wanted = Path(argv[0]), {e.strip() for e in argv[1].split(",") if e.strip()}
     text = PYPROJECT.read_bytes()
-    key, project = deps_key(text), tomllib.loads(text.decode())["project"]
+    pyproject = tomllib.loads(text.decode())
+    key, project = deps_key(text), pyproject["project"]
     needed = closure(wanted, project)
     have = stamped(venv, key)
     if needed <= have:
@@ -70,6 +81,9 @@ def main(argv: list[str]) -> int:
     extras = sorted(wanted | have)
     print(f"installing the dependencies of [{','.join(extras)}] into {venv}", flush=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[{','.join(extras)}]"], check=True)
+    alone = without_dependencies(closure(set(extras), project), pyproject)
+    if alone:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", *alone], check=True)
     for old in venv.glob(f"{STAMP_PREFIX}*"):
         if not old.name.startswith(f"{STAMP_PREFIX}{key}-"):
             old.unlink()

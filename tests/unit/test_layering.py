@@ -44,7 +44,8 @@ NOT_IN_IMAGE = {
     "vss_predictors": {"kopf", "kubernetes", "aiohttp"},
     "vss_transformers": {"kopf", "kubernetes", "aiohttp", "torch", "onnxruntime"},
     "vss_api": {"kopf", "kubernetes", "aiohttp", "torch", "onnxruntime", "cv2"},
-    "vss_streams": {"kopf", "kubernetes", "torch", "onnxruntime", "kserve"},
+    # The stream worker reads the v2 gRPC stubs KServe generates (kserve.protocol.grpc), so it carries KServe.
+    "vss_streams": {"kopf", "kubernetes", "torch", "onnxruntime"},
 }
 # KServe itself imports these (its KServeClient), so the serving images carry them even though our serving
 # code never imports them: the import check can only leave them out of the operator's.

@@ -79,9 +79,10 @@ def test_package_names_are_compared_in_their_canonical_form() -> None:
 def test_the_runtime_closure_holds_what_the_images_install_and_none_of_the_test_tools() -> None:
     installed = audit_deps.runtime_distributions()
 
-    for shipped in ("kserve", "kopf", "kubernetes", "aiohttp", "torch", "numpy", "pydantic", "grpcio"):
+    for shipped in ("kserve", "kopf", "kubernetes", "aiohttp", "torch", "numpy", "pydantic", "grpcio", "av",
+                    "trackers"):
         assert installed[shipped] == metadata.version(shipped)
-    for tool in ("pytest", "ruff", "mypy", "hypothesis", "tritonclient", "matplotlib"):
+    for tool in ("pytest", "ruff", "mypy", "hypothesis", "tritonclient", "pyinstrument"):
         assert tool not in installed
 
 

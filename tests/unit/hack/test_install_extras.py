@@ -50,7 +50,7 @@ def _stamps(venv: Path) -> set[str]:
 
 def test_the_test_extras_name_every_plane_and_serving_names_nothing_else() -> None:
     assert install_extras.closure({"dev", "bench"}, PROJECT) == {
-        "dev", "bench", "operator", "serving", "torch", "models"}
+        "dev", "bench", "operator", "serving", "torch", "models", "streams"}
     assert install_extras.closure({"serving"}, PROJECT) == {"serving"}
 
 
@@ -66,7 +66,8 @@ def test_serve_then_test_then_serve_installs_once_each_and_test_keeps_serving(ve
     assert install_extras.main([str(venv), "serving,torch"]) == 0
 
     assert _installs(venv) == ["serving", "bench,dev,serving"]
-    assert _stamps(venv) == {f".deps-{KEY}-{e}" for e in ("dev", "bench", "operator", "serving", "torch", "models")}
+    assert _stamps(venv) == {f".deps-{KEY}-{e}"
+                             for e in ("dev", "bench", "operator", "serving", "torch", "models", "streams")}
 
 
 def test_stamps_of_another_pyproject_are_dropped_and_do_not_count(venv: Path) -> None:
@@ -86,3 +87,13 @@ def test_a_failed_install_leaves_no_stamp(venv: Path) -> None:
         install_extras.main([str(venv), "serving"])
 
     assert _stamps(venv) == set()
+
+
+def test_packages_named_no_deps_are_installed_alone_after_the_extra_that_names_them(venv: Path) -> None:
+    assert install_extras.main([str(venv), "serving"]) == 0
+    assert install_extras.main([str(venv), "streams"]) == 0
+
+    calls = (venv.parent / "calls").read_text().splitlines()
+    alone = [line for line in calls if "--no-deps" in line]
+    assert alone == ["-m pip install -q --no-deps trackers==2.6.1"]
+    assert calls.index(alone[0]) > max(i for i, line in enumerate(calls) if " -e " in line and "streams" in line)

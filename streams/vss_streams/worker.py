@@ -1,0 +1,120 @@
+"""One stream, end to end: decoded frames -> the detection model -> the tracker -> lines and zones -> events to
+every sink. The decoder never waits for inference in `live` mode (the newest frame wins), and a model that
+does not answer drops frames (counted), it never builds a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from vss_api.vssstream import VSSStreamSpec
+from vss_streams.analytics import Analyzer, Event
+from vss_streams.inference import DetectionClient, ModelUnavailable
+from vss_streams.source import Decoder, Frame, FrameSlot, SourceState
+from vss_streams.tracking import ObjectTracker
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Event], Awaitable[None]]
+
+
+class StreamMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["stream"]
+        self.frames = Counter("vss_stream_frames_total", "Frames by stage: decoded, sampled, inferred, "
+                              "dropped (live: a newer one came first), unanswered (the model did not answer)",
+                              [*labels, "stage"], registry=registry)
+        self.lag = Gauge("vss_stream_lag_seconds", "Age of the newest inferred frame when its events were out",
+                         labels, registry=registry)
+        self.reconnects = Counter("vss_stream_reconnects_total", "Times the source was reopened", labels,
+                                  registry=registry)
+        self.events = Counter("vss_stream_events_total", "Events emitted by kind", [*labels, "kind"],
+                              registry=registry)
+
+
+@dataclass
+class StreamReport:
+    """What a finished (or stopped) run saw."""
+
+    frames_inferred: int = 0
+    frames_dropped_model: int = 0
+    events: list[Event] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)  # seconds from decode to events out, per inferred frame
+
+
+class StreamWorker:
+    def __init__(self, name: str, spec: VSSStreamSpec, client: DetectionClient, *,
+                 sinks: list[Sink] | None = None, registry: CollectorRegistry | None = None,
+                 class_names: tuple[str, ...] = ("person", "vehicle", "object"),
+                 credentials: tuple[str, str] = ("", "")) -> None:
+        self.name, self.spec, self.client = name, spec, client
+        self.sinks = sinks or []
+        self.state = SourceState()
+        self.metrics = StreamMetrics(registry or CollectorRegistry())
+        self.tracker = ObjectTracker(spec.tracking, class_names, spec.sampling.fps)
+        self.analyzer = Analyzer(name, spec.analytics, min_track_age=spec.tracking.min_track_age,
+                                 forget_after_frames=spec.tracking.lost_track_buffer)
+        self.report = StreamReport()
+        self._credentials = credentials
+        self._reported = {"decoded": 0, "sampled": 0, "dropped": 0, "reconnects": 0}
+
+    def reconfigure(self, spec: VSSStreamSpec) -> None:
+        """New lines and zones apply from the next frame; decoding and tracking go on."""
+        self.analyzer.reconfigure(spec.analytics)
+        self.spec = spec
+
+    async def run(self) -> StreamReport:
+        slot = FrameSlot(self.spec.sampling.mode, asyncio.get_running_loop(), self.state)
+        decoder = Decoder(self.spec.source, self.spec.sampling, slot, self.state, credentials=self._credentials)
+        decoder.start()
+        try:
+            while (frame := await slot.get()) is not None:
+                await self._process(frame)
+                self._export_source_metrics()
+        finally:
+            decoder.stop()
+            self._export_source_metrics()
+        return self.report
+
+    async def _process(self, frame: Frame) -> None:
+        try:
+            [detections], _ = await self.client.detect([frame.pixels])
+        except ModelUnavailable as exc:
+            self.report.frames_dropped_model += 1
+            self.metrics.frames.labels(self.name, "unanswered").inc()
+            log.warning("frame %d dropped: the model did not answer (%s)", frame.index, exc)
+            return
+        tracked = self.tracker.update(detections, frame.time)
+        height, width = frame.pixels.shape[:2]
+        events = self.analyzer.update(tracked, width, height, frame.time, frame.index)
+        for event in events:
+            self.metrics.events.labels(self.name, event.kind.value).inc()
+            for sink in self.sinks:
+                await sink(event)
+        self.report.events += events
+        self.report.frames_inferred += 1
+        self.metrics.frames.labels(self.name, "inferred").inc()
+        lag = time.monotonic() - frame.received
+        self.report.lags.append(lag)
+        self.metrics.lag.labels(self.name).set(lag)
+
+    def _export_source_metrics(self) -> None:
+        for stage, value in (("decoded", self.state.frames_decoded), ("sampled", self.state.frames_sampled),
+                             ("dropped", self.state.frames_dropped)):
+            self.metrics.frames.labels(self.name, stage).inc(value - self._reported[stage])
+            self._reported[stage] = value
+        self.metrics.reconnects.labels(self.name).inc(self.state.reconnects - self._reported["reconnects"])
+        self._reported["reconnects"] = self.state.reconnects
+
+
+def json_lines_sink(write: Callable[[str], object]) -> Sink:
+    """Events as JSON lines (stdout for `vss stream`, a file, a pipe)."""
+    async def sink(event: Event) -> None:
+        write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+    return sink

@@ -1,0 +1,64 @@
+"""A VSSStream worker on a generated clip with known trajectories, its every frame inferred by the shipped
+detector served by a real `vss run examples/detection.yaml` over v2 gRPC: the line counts equal the ground
+truth exactly, per line, direction and class."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.serving import REPO, Served, vss_run
+from vss_api.vssstream import VSSStreamSpec
+from vss_models.clips import crossing_clip, true_crossings, write_clip
+from vss_streams.analytics import EventKind
+from vss_streams.inference import DetectionClient
+from vss_streams.worker import StreamWorker
+
+LINES = {
+    "road": ((0.0, 0.55), (1.0, 0.55)),  # every walk crosses it
+    "left-kerb": ((0.0, 0.55), (0.4, 0.55)),  # only the walks on the left third
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with vss_run(REPO / "examples" / "detection.yaml", "stream-detector", tmp_path_factory.mktemp("stream")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(crossing_clip(), tmp_path_factory.mktemp("clips") / "crossing.mp4")
+
+
+def stream_spec(clip: Path, fps: float) -> VSSStreamSpec:
+    return VSSStreamSpec.model_validate({
+        "source": {"url": f"file://{clip}"}, "model": {"name": "detector"},
+        "sampling": {"fps": fps, "mode": "exhaustive"},
+        "analytics": {"lines": [{"name": name, "from": {"x": a[0], "y": a[1]}, "to": {"x": b[0], "y": b[1]}}
+                                for name, (a, b) in LINES.items()]}})
+
+
+@pytest.mark.parametrize("fps", [15.0, 5.0], ids=["every-frame", "every-third-frame"])
+def test_line_counts_from_the_served_detector_equal_the_ground_truth(
+        shipped_detector: Served, clip: Path, fps: float) -> None:
+    async def run() -> Counter[tuple[str, str, str]]:
+        client = DetectionClient(shipped_detector.grpc_url, "detector", timeout_s=30.0)
+        try:
+            report = await StreamWorker("crossing", stream_spec(clip, fps), client).run()
+        finally:
+            await client.close()
+        assert report.frames_dropped_model == 0
+        assert report.frames_inferred == crossing_clip().frames * fps // 15
+        return Counter((e.name, e.direction.value, e.class_name) for e in report.events
+                       if e.kind is EventKind.LINE_CROSSED and e.direction is not None)
+
+    counts = asyncio.run(asyncio.wait_for(run(), timeout=240))
+
+    expected = Counter({(name, direction, cls): n for name, (a, b) in LINES.items()
+                        for (direction, cls), n in true_crossings(crossing_clip(), a, b).items()})
+    assert counts == expected
