@@ -224,8 +224,8 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
     """Move the VSSModel `namespace/name` one decision on, under its lock, from a fresh read:
 
     read the status and the children; query Prometheus only when an analysis is due; `decide`; write the
-    status first (so a crash after it resumes from the decision), then apply and prune the manifests
-    rendered from the decision, then post the decision's Events; schedule the next look.
+    status first (so a crash after it resumes from the decision), then post the decision's Events, then
+    apply and prune the manifests rendered from the decision; schedule the next look.
 
     `observed_generation` None (not the spec's own event) keeps the generation the status reports, and a
     failure the reconcile reported stays until the spec changes. None is returned when there is nothing
@@ -259,6 +259,11 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
         current = status_for(model, desired, observed, previous, now, observed_generation, decision)
         if current.as_patch() != previous.as_patch():
             await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, current.as_patch())
+        # The transition is stored: its Events go out before the children are applied, so an operator
+        # killed while applying them (a slow admission webhook, a lost apiserver) loses none of them; the
+        # next operator finds the transition in the status and does not post them again.
+        await _post(ctx, fresh, [*((e.type, e.reason, e.message) for e in decision.events),
+                                 *((e.type, e.reason, e.message) for e in transitions(previous, current))])
         try:
             await ctx.kube.apply_all(desired)
             await _prune(ctx.kube, model, desired)
@@ -268,10 +273,6 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
             await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, failed.as_patch())
             await _post(ctx, fresh, [(e.type, e.reason, e.message) for e in transitions(current, failed)])
             raise
-        finally:
-            # The transition is stored whatever the apply did: its Events are posted either way.
-            await _post(ctx, fresh, [*((e.type, e.reason, e.message) for e in decision.events),
-                                     *((e.type, e.reason, e.message) for e in transitions(previous, current))])
     _requeue(ctx, namespace, name, decision.requeue_after)
     return Advanced(decision, desired)
 
