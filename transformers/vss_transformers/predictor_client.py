@@ -40,6 +40,13 @@ def decode_response(response: pb.ModelInferResponse) -> dict[str, Array]:
     return out
 
 
+# While the predictor is down, calls fail at once with UNAVAILABLE (a 503), and the channel tries to reconnect
+# on its own. gRPC's default backoff (1 s, growing 1.6-fold to 120 s) would leave it answering 503 for up to
+# half a minute after a predictor that took a minute to restart is back; capped at 1 s, it serves within a second.
+# (Not grpc.min_reconnect_backoff_ms: that is also the connect timeout, 20 s, which a busy predictor may need.)
+RECONNECT_BACKOFF = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
 class PredictorClient:
     def __init__(self, *, model_name: str, grpc_target: str, rest_base: str, timeout_s: float,
                  max_message_bytes: int) -> None:
@@ -48,7 +55,8 @@ class PredictorClient:
         self.rest_base = rest_base.rstrip("/")
         self.timeout_s = timeout_s
         self._options = [("grpc.max_send_message_length", max_message_bytes),
-                         ("grpc.max_receive_message_length", max_message_bytes)]
+                         ("grpc.max_receive_message_length", max_message_bytes),
+                         *RECONNECT_BACKOFF]
         self._channel: grpc.aio.Channel | None = None
         self._stub: GRPCInferenceServiceStub | None = None
         self._closed = False
