@@ -8,12 +8,24 @@ names a Secret, and the URL may not carry a user or password."""
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vss_api.vssmodel import API_VERSION, DNS_LABEL, ObjectMeta, Resources, SpecModel, _validations, cel
+from vss_api.vssmodel import (
+    API_VERSION,
+    DNS_LABEL,
+    InvalidSpec,
+    ObjectMeta,
+    Resources,
+    SpecModel,
+    _validations,
+    cel,
+    describe_validation_error,
+)
 
 STREAM_KIND: Literal["VSSStream"] = "VSSStream"
 STREAM_PLURAL = "vssstreams"
@@ -185,3 +197,18 @@ class VSSStream(BaseModel):
     kind: Literal["VSSStream"] = STREAM_KIND
     metadata: ObjectMeta
     spec: VSSStreamSpec
+
+    @classmethod
+    def from_yaml_file(cls, path: Path) -> VSSStream:
+        """Read one VSSStream from a YAML file, with an error that names the file and the field."""
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except yaml.YAMLError as exc:
+            raise InvalidSpec(f"{path}: not valid YAML: {exc}") from exc
+        found = [d for d in docs if isinstance(d, dict) and d.get("kind") == STREAM_KIND]
+        if len(found) != 1:
+            raise InvalidSpec(f"{path}: expected exactly one {STREAM_KIND} document, found {len(found)}")
+        try:
+            return cls.model_validate(found[0])
+        except ValidationError as exc:
+            raise InvalidSpec(f"{path}: {describe_validation_error(exc)}") from exc

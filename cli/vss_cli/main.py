@@ -1,4 +1,5 @@
-"""The `vss` command: `run`, `render`, `crd`, `operator` and `models`, each delegating to the package that owns it."""
+"""The `vss` command: `run`, `stream`, `render`, `crd`, `operator` and `models`, each delegating to the package that
+owns it."""
 
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", type=Path, metavar="FILE")
     run.add_argument("--http-port", type=int, default=8080)
     run.add_argument("--grpc-port", type=int, default=8081)
+
+    stream = commands.add_parser("stream", help="run the VSSStream in FILE here, against a local `vss run` of "
+                                                "its model; events as JSON lines on stdout")
+    stream.add_argument("file", type=Path, metavar="FILE")
+    stream.add_argument("--model-grpc", default="127.0.0.1:8081", metavar="HOST:PORT",
+                        help="the v2 gRPC endpoint serving the stream's model (vss run's --grpc-port)")
 
     commands.add_parser("models", help="build or train the shipped models (vss models --help)",
                         add_help=False)
@@ -168,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vss_cli.run import run_local
 
             return run_local(args.file, args.http_port, args.grpc_port)
+        if args.command == "stream":
+            from vss_cli.stream import stream_local
+
+            return stream_local(args.file, args.model_grpc)
     except InvalidSpec as exc:
         print(f"vss: {exc}", file=sys.stderr)
         return 2

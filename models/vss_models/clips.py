@@ -177,3 +177,17 @@ def true_crossings(spec: ClipSpec, start: tuple[float, float], end: tuple[float,
             key = ("in" if b > 0 else "out", DETECTION_CLASSES[actor.class_id])
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vss_models.clips OUT.mp4`: the crossing clip the stream example and tests read."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "build/clips/crossing.mp4")
+    print(write_clip(crossing_clip(), out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

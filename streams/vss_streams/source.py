@@ -62,7 +62,9 @@ class FrameSlot:
     def put(self, frame: Frame | None, stop: threading.Event) -> None:
         """From the decoder thread; `None` ends the stream."""
         with self._lock:
-            if self.mode is SamplingMode.LIVE and frame is not None:
+            if frame is None:
+                pass  # the end always goes in: nothing waits for room to say it
+            elif self.mode is SamplingMode.LIVE:
                 while self._frames and self._frames[0] is not None:
                     self._frames.popleft()
                     self._state.frames_dropped += 1

@@ -5,11 +5,15 @@ truth exactly, per line, direction and class."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.serving import REPO, Served, vss_run
 from vss_api.vssstream import VSSStreamSpec
@@ -62,3 +66,25 @@ def test_line_counts_from_the_served_detector_equal_the_ground_truth(
     expected = Counter({(name, direction, cls): n for name, (a, b) in LINES.items()
                         for (direction, cls), n in true_crossings(crossing_clip(), a, b).items()})
     assert counts == expected
+
+
+def test_vss_stream_prints_each_event_as_a_json_line_and_the_counts_at_the_end(
+        shipped_detector: Served, clip: Path, tmp_path: Path) -> None:
+    example = yaml.safe_load((REPO / "examples" / "stream-crossing.yaml").read_text())
+    example["spec"]["source"]["url"] = f"file://{clip}"
+    stream_file = tmp_path / "stream.yaml"
+    stream_file.write_text(yaml.safe_dump(example))
+
+    done = subprocess.run([sys.executable, "-m", "vss_cli.main", "stream", str(stream_file),
+                           "--model-grpc", shipped_detector.grpc_url],
+                          capture_output=True, text=True, timeout=240, cwd=REPO, check=False)
+
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    crossings = Counter((e["direction"], e["class"]) for e in events if e["kind"] == "lineCrossed")
+    road = example["spec"]["analytics"]["lines"][0]
+    expected = true_crossings(crossing_clip(), (road["from"]["x"], road["from"]["y"]),
+                              (road["to"]["x"], road["to"]["y"]))
+    assert crossings == Counter(expected)
+    assert {e["kind"] for e in events} >= {"lineCrossed", "zoneEntered", "zoneExited"}
+    assert "road in person: 3" in done.stderr and "100 frames inferred" in done.stderr

@@ -1,0 +1,122 @@
+"""Frames from a source: sampled to the stream's rate from the frames' own times, `live` keeping only the newest
+frame (the older one dropped and counted), `exhaustive` keeping every one, and a source that cannot be opened
+retried with capped backoff, its reason in the state without the credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vss_api.vssstream import Sampling, SamplingMode, Source
+from vss_models.clips import ClipSpec, write_clip
+from vss_streams.source import Decoder, Frame, FrameSlot, SourceState, open_options
+
+
+def frame(index: int) -> Frame:
+    return Frame(index, index / 10, np.zeros((2, 2, 3), np.uint8), 0.0)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s of 320x240 at 15 fps, nothing moving."""
+    return write_clip(ClipSpec(width=320, height=240, fps=15, frames=45),
+                      tmp_path_factory.mktemp("clip") / "still.mp4")
+
+
+async def _drain(slot: FrameSlot) -> list[Frame]:
+    out = []
+    while (f := await slot.get()) is not None:
+        out.append(f)
+    return out
+
+
+def test_live_keeps_the_newest_frame_and_counts_the_ones_it_drops() -> None:
+    async def run() -> list[Frame]:
+        state = SourceState()
+        slot = FrameSlot(SamplingMode.LIVE, asyncio.get_running_loop(), state)
+        stop = threading.Event()
+        for i in range(5):
+            slot.put(frame(i), stop)
+        slot.put(None, stop)
+        frames = await _drain(slot)
+        assert state.frames_dropped == 4
+        return frames
+
+    assert [f.index for f in asyncio.run(run())] == [4]
+
+
+def test_exhaustive_hands_over_every_frame_in_order_and_makes_the_decoder_wait() -> None:
+    async def run() -> list[Frame]:
+        state = SourceState()
+        slot = FrameSlot(SamplingMode.EXHAUSTIVE, asyncio.get_running_loop(), state, capacity=2)
+        stop = threading.Event()
+        producer = threading.Thread(target=lambda: [slot.put(frame(i), stop) for i in range(20)] + [
+            slot.put(None, stop)])
+        producer.start()
+        frames = await _drain(slot)
+        producer.join(5)
+        assert state.frames_dropped == 0
+        return frames
+
+    assert [f.index for f in asyncio.run(run())] == list(range(20))
+
+
+@pytest.mark.parametrize(("fps", "expected"), [(15.0, 45), (5.0, 15), (1.0, 3)])
+def test_a_file_is_sampled_to_the_streams_rate_from_its_frame_times(clip: Path, fps: float, expected: int) -> None:
+    async def run() -> tuple[list[Frame], SourceState]:
+        state = SourceState()
+        slot = FrameSlot(SamplingMode.EXHAUSTIVE, asyncio.get_running_loop(), state)
+        decoder = Decoder(Source(url=f"file://{clip}"), Sampling(fps=fps, mode=SamplingMode.EXHAUSTIVE), slot, state)
+        decoder.start()
+        frames = await asyncio.wait_for(_drain(slot), 60)
+        decoder.stop()
+        return frames, state
+
+    frames, state = asyncio.run(run())
+
+    assert len(frames) == expected and state.frames_decoded == 45 and state.ended
+    assert frames[0].pixels.shape == (240, 320, 3)
+    steps = np.diff([f.time for f in frames])
+    assert np.allclose(steps, 1 / fps, atol=1e-3)
+
+
+def test_a_source_that_never_opens_is_retried_with_capped_backoff_and_says_why_without_credentials() -> None:
+    delays: list[float] = []
+    attempts = threading.Event()
+
+    def sleep(delay: float) -> bool:
+        delays.append(delay)
+        if len(delays) >= 6:
+            attempts.set()
+            return True  # stop, as stop() would
+        return False
+
+    async def run() -> SourceState:
+        state = SourceState()
+        slot = FrameSlot(SamplingMode.LIVE, asyncio.get_running_loop(), state)
+        source = Source(url="rtsp://127.0.0.1:9/nothing-listens-here")
+        decoder = Decoder(source, Sampling(), slot, state, credentials=("admin", "hunter2"),
+                          backoff=(0.5, 2.0), sleep=sleep)
+        decoder.start()
+        assert await asyncio.wait_for(_drain(slot), 60) == []
+        decoder.stop()
+        return state
+
+    state = asyncio.run(run())
+
+    assert attempts.is_set()
+    assert delays == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert not state.connected and state.reconnects == 5 and state.last_error
+    assert "hunter2" not in state.last_error and "admin" not in state.last_error
+
+
+def test_credentials_go_into_the_url_ffmpeg_opens_and_rtsp_gets_its_transport_and_timeout() -> None:
+    url, options = open_options(Source(url="rtsp://camera:8554/live", transport="udp"), "admin", "s3cret")
+
+    assert url == "rtsp://admin:s3cret@camera:8554/live"
+    assert options["rtsp_transport"] == "udp" and options["timeout"] == "5000000"
+    assert open_options(Source(url="file:///clips/a.mp4"))[0] == "/clips/a.mp4"
