@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from vss_api.vssmodel import (
     API_VERSION,
@@ -99,9 +100,9 @@ class Tracking(SpecModel):
         "(flicker, false detections) never produce events."))] = 3
 
 
-class Point(SpecModel):
-    x: Annotated[float, Field(ge=0, le=1)]
-    y: Annotated[float, Field(ge=0, le=1)]
+# A point as [x, y], fractions of the frame. Not {x:, y:}: YAML 1.1 parsers (kubectl's among them) read a bare
+# `y` key as the boolean true.
+Point = Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=2)]
 
 
 class Direction(StrEnum):
@@ -120,7 +121,7 @@ class Line(SpecModel):
 
     @model_validator(mode="after")
     def _has_length(self) -> Self:
-        if (self.start.x, self.start.y) == (self.end.x, self.end.y):
+        if self.start == self.end:
             raise ValueError(f"line {self.name!r}: from and to are the same point")
         return self
 
@@ -139,6 +140,10 @@ class Anchor(StrEnum):
 
 
 class Analytics(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        cel("self.lines.all(l, !self.zones.exists(z, z.name == l.name))",
+            "analytics: line and zone names must be unique")))
+
     anchor: Anchor = Anchor.BOTTOM_CENTER
     margin: Annotated[float, Field(ge=0, le=0.2, description=(
         "A track changes side of a line, or in/out of a zone, only once its anchor is this far (a fraction "
@@ -212,3 +217,35 @@ class VSSStream(BaseModel):
             return cls.model_validate(found[0])
         except ValidationError as exc:
             raise InvalidSpec(f"{path}: {describe_validation_error(exc)}") from exc
+
+
+class StreamCondition(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class SourceStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    connected: bool = False
+    since: str | None = Field(default=None, description="When the source last connected or was lost (RFC 3339).")
+    last_error: str = Field(default="", description="Why the source is not connected, without credentials.")
+    reconnects: int = 0
+    resolution: str | None = Field(default=None, description="WIDTHxHEIGHT of the frames decoded now.")
+
+
+class VSSStreamStatus(BaseModel):
+    """What the stream worker reports (kstatus conditions Ready, Reconciling, Stalled), read by the operator."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    observed_generation: int | None = None
+    conditions: list[StreamCondition] = Field(default_factory=list, max_length=16, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    source: SourceStatus | None = None
+    fps: float | None = Field(default=None, description="Frames inferred per second, last minute.")
+    lag_seconds: float | None = Field(default=None, description="Age of the newest inferred frame.")
+    model_endpoint: str | None = Field(default=None, description="The v2 gRPC endpoint the worker calls.")

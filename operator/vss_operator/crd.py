@@ -1,7 +1,8 @@
-"""The VSSModel CustomResourceDefinition, generated from the pydantic models in `vss_api.vssmodel` and `status.py`.
+"""The VSSModel and VSSStream CustomResourceDefinitions, generated from the pydantic models in
+`vss_api.vssmodel` with `status.py`, and `vss_api.vssstream`.
 
-`python -m vss_operator.crd` rewrites `crds/serving.vss.ai_vssmodels.yaml`; a unit test fails when that
-file drifts from the models.
+`python -m vss_operator.crd` rewrites `crds/serving.vss.ai_vss{models,streams}.yaml` and the chart's copies; a
+unit test fails when a file drifts from the models.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
 from vss_api.vssmodel import DNS_LABEL, GROUP, KIND, PLURAL, VERSION, VSSModelSpec, cel
+from vss_api.vssstream import STREAM_KIND, STREAM_PLURAL, VSSStreamSpec, VSSStreamStatus
 from vss_operator.status import VSSModelStatus
 
 SINGULAR = "vssmodel"
@@ -24,6 +26,7 @@ SHORT_NAMES = ("vssm",)
 CATEGORIES = ("vss",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_FILE = f"{GROUP}_{PLURAL}.yaml"
+STREAM_CRD_FILE = f"{GROUP}_{STREAM_PLURAL}.yaml"
 MAX_NAME = 40
 
 Schema = dict[str, Any]
@@ -49,6 +52,18 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Task", "type": "string", "jsonPath": ".spec.task", "priority": 1},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+]
+
+
+STREAM_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Source", "type": "string", "jsonPath": ".spec.source.url", "description": "Camera or recording"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {"name": "FPS", "type": "number", "jsonPath": ".status.fps", "description": "Frames inferred per second"},
+    {"name": "Lag", "type": "number", "jsonPath": ".status.lagSeconds", "description": "Seconds behind live"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Connected", "type": "boolean", "jsonPath": ".status.source.connected", "priority": 1},
+    {"name": "Reconnects", "type": "integer", "jsonPath": ".status.source.reconnects", "priority": 1},
 ]
 
 
@@ -116,43 +131,64 @@ def _without_defaults(node: Any) -> Any:
 
 
 def crd() -> dict[str, Any]:
-    """The whole CustomResourceDefinition as a dict."""
-    spec = {"description": "What to serve and how to roll it out.", **openapi_schema(VSSModelSpec)}
-    # The operator writes status; defaults there would only hide what it did not write.
-    status = {"description": "What the operator observed (kstatus conditions Ready, Reconciling, Stalled).",
-              **openapi_schema(VSSModelStatus, defaults=False)}
+    """The VSSModel CustomResourceDefinition as a dict."""
+    return _definition(
+        kind=KIND, plural=PLURAL, singular=SINGULAR, short_names=SHORT_NAMES, columns=PRINTER_COLUMNS,
+        spec=openapi_schema(VSSModelSpec), spec_description="What to serve and how to roll it out.",
+        status=openapi_schema(VSSModelStatus, defaults=False),
+        description="A model served by KServe InferenceServices, one per version, rolled out by canary.",
+        name_rule=cel(
+            f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{DNS_LABEL}')",
+            f"metadata.name must be a DNS label of at most {MAX_NAME} characters "
+            "(it prefixes the names of the InferenceServices)"))
+
+
+def stream_crd() -> dict[str, Any]:
+    """The VSSStream CustomResourceDefinition as a dict."""
+    return _definition(
+        kind=STREAM_KIND, plural=STREAM_PLURAL, singular="vssstream", short_names=("vsss",),
+        columns=STREAM_PRINTER_COLUMNS, spec=openapi_schema(VSSStreamSpec),
+        spec_description="The camera or recording, the model that reads it, and what to count.",
+        status=openapi_schema(VSSStreamStatus, defaults=False),
+        description="A video stream decoded, inferred by a VSSModel, tracked and turned into line and zone events.",
+        name_rule=cel(
+            f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{DNS_LABEL}')",
+            f"metadata.name must be a DNS label of at most {MAX_NAME} characters (it names the worker)"))
+
+
+def _definition(*, kind: str, plural: str, singular: str, short_names: tuple[str, ...],
+                columns: list[dict[str, Any]], spec: Schema, spec_description: str, status: Schema,
+                description: str, name_rule: dict[str, str]) -> dict[str, Any]:
     root: Schema = {
         "type": "object",
-        "description": (
-            "A model served by KServe InferenceServices, one per version, rolled out by canary."),
+        "description": description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
+            "spec": {"description": spec_description, **spec},
+            # The operator writes status; defaults there would only hide what it did not write.
+            "status": {"description": "What the operator observed (kstatus conditions Ready, Reconciling, "
+                                      "Stalled).", **status},
         },
-        "x-kubernetes-validations": [cel(
-            f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{DNS_LABEL}')",
-            f"metadata.name must be a DNS label of at most {MAX_NAME} characters "
-            "(it prefixes the names of the InferenceServices)")],
+        "x-kubernetes-validations": [name_rule],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": CRD_NAME,
+            "name": f"{plural}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "vss-serving", "app.kubernetes.io/component": "crd"},
         },
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": list(CATEGORIES),
             },
             "scope": "Namespaced",
@@ -161,37 +197,65 @@ def crd() -> dict[str, Any]:
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
+                "additionalPrinterColumns": copy.deepcopy(columns),
                 "schema": {"openAPIV3Schema": root},
             }],
         },
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes the strings YAML 1.1 reads as booleans (`y`, `n`, ...), which PyYAML writes bare: kubectl's
+    parser would turn a field named `y` into `true`."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if value.lower() in {"y", "n", "yes", "no", "on", "off", "true", "false"} else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
+
+
 def crd_yaml() -> str:
     header = ("# Generated by `python -m vss_operator.crd` from api/vss_api/vssmodel.py and\n"
               "# operator/vss_operator/status.py. Do not edit: change the models and regenerate.\n")
-    return header + yaml.safe_dump(crd(), sort_keys=False, width=110, allow_unicode=True)
+    return header + _dump(crd())
 
 
-def default_path() -> Path:
+def stream_crd_yaml() -> str:
+    header = ("# Generated by `python -m vss_operator.crd` from api/vss_api/vssstream.py.\n"
+              "# Do not edit: change the models and regenerate.\n")
+    return header + _dump(stream_crd())
+
+
+def default_path(file: str = CRD_FILE) -> Path:
     """`crds/<file>` at the repository root (this file lives in operator/vss_operator/)."""
-    return Path(__file__).resolve().parents[2] / "crds" / CRD_FILE
+    return Path(__file__).resolve().parents[2] / "crds" / file
 
 
-def chart_path() -> Path:
+def chart_path(file: str = CRD_FILE) -> Path:
     """The chart's copy (Helm cannot read files outside the chart), templated by crd-vssmodels.yaml."""
-    return Path(__file__).resolve().parents[2] / "charts" / "vss-serving" / "files" / CRD_FILE
+    return Path(__file__).resolve().parents[2] / "charts" / "vss-serving" / "files" / file
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the CRD to the given path, or to crds/ and the chart's copy."""
     args = sys.argv[1:] if argv is None else argv
-    text = crd_yaml()
-    for path in [Path(args[0])] if args else [default_path(), chart_path()]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(f"wrote {path}")
+    if args:
+        Path(args[0]).parent.mkdir(parents=True, exist_ok=True)
+        Path(args[0]).write_text(crd_yaml())
+        print(f"wrote {args[0]}")
+        return 0
+    for file, text in ((CRD_FILE, crd_yaml()), (STREAM_CRD_FILE, stream_crd_yaml())):
+        for path in (default_path(file), chart_path(file)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
     return 0
 
 

@@ -82,14 +82,14 @@ def _sub(a: Vec, b: Vec) -> Vec:
 
 def signed_distance(line: Line, point: Vec) -> float:
     """Distance of `point` from the line through from->to: positive on its right (on screen, y down)."""
-    a, b = (line.start.x, line.start.y), (line.end.x, line.end.y)
+    a, b = (line.start[0], line.start[1]), (line.end[0], line.end[1])
     direction = _sub(b, a)
     return _cross(direction, _sub(point, a)) / math.hypot(*direction)
 
 
 def crosses_segment(line: Line, before: Vec, after: Vec) -> bool:
     """Whether the path before->after meets the segment from->to (its ends included)."""
-    a, b = (line.start.x, line.start.y), (line.end.x, line.end.y)
+    a, b = (line.start[0], line.start[1]), (line.end[0], line.end[1])
     r, s = _sub(b, a), _sub(after, before)
     denominator = _cross(r, s)
     if denominator == 0:
@@ -159,7 +159,7 @@ class Analyzer:
         self.analytics = analytics
         self._lines = {line.name: line for line in analytics.lines}
         self._zones = {zone.name: zone for zone in analytics.zones}
-        self._polygons = {zone.name: [(p.x, p.y) for p in zone.polygon] for zone in analytics.zones}
+        self._polygons = {zone.name: [(p[0], p[1]) for p in zone.polygon] for zone in analytics.zones}
 
     def reconfigure(self, analytics: Analytics) -> None:
         """New lines and zones; a line or zone whose geometry and filters are unchanged keeps its track state."""

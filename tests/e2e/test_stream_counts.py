@@ -43,7 +43,7 @@ def stream_spec(clip: Path, fps: float) -> VSSStreamSpec:
     return VSSStreamSpec.model_validate({
         "source": {"url": f"file://{clip}"}, "model": {"name": "detector"},
         "sampling": {"fps": fps, "mode": "exhaustive"},
-        "analytics": {"lines": [{"name": name, "from": {"x": a[0], "y": a[1]}, "to": {"x": b[0], "y": b[1]}}
+        "analytics": {"lines": [{"name": name, "from": list(a), "to": list(b)}
                                 for name, (a, b) in LINES.items()]}})
 
 
@@ -83,8 +83,7 @@ def test_vss_stream_prints_each_event_as_a_json_line_and_the_counts_at_the_end(
     events = [json.loads(line) for line in done.stdout.splitlines()]
     crossings = Counter((e["direction"], e["class"]) for e in events if e["kind"] == "lineCrossed")
     road = example["spec"]["analytics"]["lines"][0]
-    expected = true_crossings(crossing_clip(), (road["from"]["x"], road["from"]["y"]),
-                              (road["to"]["x"], road["to"]["y"]))
+    expected = true_crossings(crossing_clip(), tuple(road["from"]), tuple(road["to"]))
     assert crossings == Counter(expected)
     assert {e["kind"] for e in events} >= {"lineCrossed", "zoneEntered", "zoneExited"}
     assert "road in person: 3" in done.stderr and "100 frames inferred" in done.stderr

@@ -42,19 +42,19 @@ def test_a_source_scheme_other_than_rtsp_http_or_file_is_refused() -> None:
 
 def test_lines_read_from_and_to_and_count_both_directions_unless_told() -> None:
     stream = VSSStreamSpec.model_validate(spec(analytics={"lines": [
-        {"name": "entrance", "from": {"x": 0.1, "y": 0.5}, "to": {"x": 0.9, "y": 0.5}}]}))
+        {"name": "entrance", "from": [0.1, 0.5], "to": [0.9, 0.5]}]}))
 
     [line] = stream.analytics.lines
-    assert (line.start.x, line.end.x) == (0.1, 0.9)
+    assert (line.start[0], line.end[0]) == (0.1, 0.9)
     assert line.directions == [Direction.IN, Direction.OUT]
 
 
 @pytest.mark.parametrize(("analytics", "reason"), [
-    ({"lines": [{"name": "a", "from": {"x": 0.5, "y": 0.5}, "to": {"x": 0.5, "y": 0.5}}]}, "same point"),
-    ({"lines": [{"name": "a", "from": {"x": 1.5, "y": 0.5}, "to": {"x": 0.5, "y": 0.5}}]}, "less than or equal to 1"),
-    ({"zones": [{"name": "z", "polygon": [{"x": 0, "y": 0}, {"x": 1, "y": 1}]}]}, "at least 3"),
-    ({"lines": [{"name": "a", "from": {"x": 0, "y": 0}, "to": {"x": 1, "y": 1}}],
-      "zones": [{"name": "a", "polygon": [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}]}]}, "unique"),
+    ({"lines": [{"name": "a", "from": [0.5, 0.5], "to": [0.5, 0.5]}]}, "same point"),
+    ({"lines": [{"name": "a", "from": [1.5, 0.5], "to": [0.5, 0.5]}]}, "less than or equal to 1"),
+    ({"zones": [{"name": "z", "polygon": [[0, 0], [1, 1]]}]}, "at least 3"),
+    ({"lines": [{"name": "a", "from": [0, 0], "to": [1, 1]}],
+      "zones": [{"name": "a", "polygon": [[0, 0], [1, 0], [1, 1]]}]}, "unique"),
 ])
 def test_geometry_that_cannot_count_is_refused(analytics: dict[str, Any], reason: str) -> None:
     assert reason in refused(spec(analytics=analytics))

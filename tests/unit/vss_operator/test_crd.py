@@ -143,3 +143,23 @@ def test_main_writes_the_crd_to_the_given_path(tmp_path: Any) -> None:
     target = tmp_path / "out" / "crd.yaml"
     assert crd.main([str(target)]) == 0
     assert target.read_text() == crd.crd_yaml()
+
+
+def test_committed_stream_crd_and_its_chart_copy_match_the_models() -> None:
+    for path in (crd.default_path(crd.STREAM_CRD_FILE), crd.chart_path(crd.STREAM_CRD_FILE)):
+        assert path.read_text() == crd.stream_crd_yaml(), "run `python -m vss_operator.crd`"
+
+
+def test_the_stream_crd_is_structural_and_prints_source_model_fps_lag_and_ready() -> None:
+    version = crd.stream_crd()["spec"]["versions"][0]
+    for path, node in _nodes(version["schema"]["openAPIV3Schema"]):
+        assert "type" in node, f"{path or '<root>'} has no type"
+        assert not {"$ref", "anyOf", "oneOf", "allOf", "title"} & set(node), path
+    assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == [
+        "Source", "Model", "FPS", "Lag", "Ready", "Age"]
+
+
+def test_strings_yaml_1_1_reads_as_booleans_are_quoted_so_kubectl_keeps_them_strings() -> None:
+    text = crd._dump({"required": ["x", "y"], "n": "on"})
+
+    assert text == "required:\n- x\n- 'y'\n'n': 'on'\n"

@@ -14,9 +14,9 @@ from vss_streams.analytics import Analyzer, Event, EventKind, TrackedObject, cro
 
 W, H = 1280, 720
 # A horizontal line across the middle, drawn left to right: moving down the frame crosses it "in".
-MIDDLE = {"name": "middle", "from": {"x": 0.0, "y": 0.5}, "to": {"x": 1.0, "y": 0.5}}
-DOOR = {"name": "door", "polygon": [{"x": 0.6, "y": 0.6}, {"x": 0.9, "y": 0.6}, {"x": 0.9, "y": 0.9},
-                                    {"x": 0.6, "y": 0.9}], "dwellSeconds": 2.0}
+MIDDLE = {"name": "middle", "from": [0.0, 0.5], "to": [1.0, 0.5]}
+DOOR = {"name": "door", "polygon": [[0.6, 0.6], [0.9, 0.6], [0.9, 0.9],
+                                    [0.6, 0.9]], "dwellSeconds": 2.0}
 
 
 def analyzer(lines: Iterable[dict[str, object]] = (MIDDLE,), zones: Iterable[dict[str, object]] = (),
@@ -74,7 +74,7 @@ def test_standing_on_the_line_and_jittering_within_the_margin_counts_once() -> N
 
 
 def test_a_path_past_the_end_of_the_segment_is_not_a_crossing() -> None:
-    half = {"name": "left-half", "from": {"x": 0.0, "y": 0.5}, "to": {"x": 0.4, "y": 0.5}}
+    half = {"name": "left-half", "from": [0.0, 0.5], "to": [0.4, 0.5]}
     a = analyzer(lines=[half])
 
     assert walk(a, downward(x=0.7)) == []
@@ -156,7 +156,7 @@ def test_editing_zones_keeps_the_state_of_an_unchanged_line() -> None:
 def test_a_moved_line_starts_afresh_and_does_not_count_the_old_side() -> None:
     a = analyzer()
     walk(a, downward()[:8])
-    moved = {**MIDDLE, "from": {"x": 0.0, "y": 0.45}, "to": {"x": 1.0, "y": 0.45}}
+    moved = {**MIDDLE, "from": [0.0, 0.45], "to": [1.0, 0.45]}
 
     a.reconfigure(Analytics.model_validate({"lines": [moved]}))
     events = walk(a, [(0.5, 0.6)] * 3, start_frame=8)  # first seen below the moved line: no crossing seen
