@@ -23,8 +23,21 @@ class PayloadTooLarge(ResourceExhausted):
     """A request that asks for more than the configured limits allow (413)."""
 
 
+RETRY_AFTER_S = 1  # what a 503's Retry-After says: the queue drains in well under a second at capacity
+
+
 class ServiceUnavailable(Unavailable):
-    """A dependency of the request (the predictor, for the transformer) cannot be reached or is not ready (503)."""
+    """A dependency of the request (the predictor, for the transformer) cannot be reached or is not ready (503,
+    with `Retry-After`: every 503 here is a condition that passes)."""
+
+    retry_after_s: int = RETRY_AFTER_S
+
+
+class Overloaded(ServiceUnavailable):
+    """A bounded queue or concurrency limit is full: the request was refused before any work on it (503 with
+    `Retry-After` on REST, UNAVAILABLE on gRPC). UNAVAILABLE rather than RESOURCE_EXHAUSTED: gRPC documents it as
+    the transient code to retry with backoff (the code gRPC retry policies and Triton's full queue use), while
+    RESOURCE_EXHAUSTED is our 413, a request too large to ever succeed."""
 
 
 class RequestTimeout(DeadlineExceeded):

@@ -2,7 +2,9 @@
 
 It adds what KServe 0.21 lacks for a hot path and a hostile network: a v2 REST infer route that keeps
 binary tensors binary (KServe's own turns them into Python lists, and rejects non-UTF-8 BYTES such as
-JPEG), a request-size limit answered with 413, Triton's `/v2/models/{name}/config` extension,
+JPEG), a request-size limit answered with 413, a limit on requests served at once answered with 503 +
+`Retry-After` (health probes exempt), each request's deadline (`vss_api.deadlines`) from its gRPC deadline or
+`timeout` parameter, Triton's `/v2/models/{name}/config` extension,
 JSON logs, and the models' response headers (request id, trace context) returned on both protocols: KServe's
 gRPC `ModelInfer` drops them, ours sends them as initial metadata."""
 
@@ -28,7 +30,8 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 from kserve.utils.utils import to_headers
 
-from vss_api.errors import HTTP_STATUS_BY_GRPC
+from vss_api.deadlines import deadline_at, earliest, grpc_parameters, timeout_parameter_s
+from vss_api.errors import HTTP_STATUS_BY_GRPC, ServiceUnavailable
 from vss_api.request_context import RequestContextFilter
 from vss_api.v2 import datatype_of
 
@@ -119,6 +122,46 @@ class BodySizeLimit:
 
 DRAIN_FACTOR = 16
 
+UNCOUNTED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ConcurrencyLimit:
+    """Pure ASGI middleware: at most `limit` requests are served at once; one more gets 503 with `Retry-After`
+    at once, its body drained unread (inside `BodySizeLimit`, so at most its limit) so the client reads the 503
+    and keeps its connection. GETs are neither counted nor refused: they are the liveness and readiness probes,
+    metrics and metadata, cheap and bodiless, and a kubelet that saw a busy but healthy pod fail its liveness
+    probe would restart it and lose everything it had queued."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the concurrency limit must be at least 1, got {limit}")
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in UNCOUNTED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await _discard_body(receive)
+            await _overloaded(send, f"the server is at its limit of {self.limit} requests at once: retry later")
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+async def _overloaded(send: Send, reason: str) -> None:
+    body = orjson.dumps({"error": reason})
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(ServiceUnavailable.retry_after_s).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
 
 async def _discard_body(receive: Receive) -> None:
     while True:
@@ -200,14 +243,17 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
     """Routes registered before KServe's own, so they take precedence for the same paths."""
 
     async def infer(model_name: str, request: Request) -> Response:
+        arrived = time.monotonic()
         body = await request.body()
         declared = request.headers.get(HEADER_LENGTH)
         if declared is not None and not declared.isdigit():
             raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {declared!r}")
         infer_request = parse_v2_rest_request(body, int(declared) if declared else None, model_name)
         headers = dict(request.headers)
-        result, response_headers = await dataplane.infer(model_name=model_name, request=infer_request,
-                                                         headers=headers)
+        deadline = earliest(timeout_parameter_s(infer_request.parameters), now=arrived)
+        with deadline_at(deadline):
+            result, response_headers = await dataplane.infer(model_name=model_name, request=infer_request,
+                                                             headers=headers)
         if not isinstance(result, InferResponse):
             raise InvalidInput(f"model {model_name!r} does not answer v2 requests")
         extra = _passed_on(response_headers)
@@ -238,14 +284,19 @@ def _passed_on(response_headers: dict[str, str] | None) -> dict[str, str]:
 
 class HeaderEchoingServicer(InferenceServicer):
     """KServe's gRPC servicer, but `ModelInfer` sends the model's response headers as initial metadata
-    (KServe 0.21 discards them), so gRPC callers get the request id and trace context back as REST ones do."""
+    (KServe 0.21 discards them), so gRPC callers get the request id and trace context back as REST ones do; and
+    the call's deadline (gRPC's own, or the `timeout` parameter if sooner) is the request's deadline."""
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        arrived = time.monotonic()
         headers = to_headers(context)
         self.validate_grpc_request(request)
+        deadline = earliest(context.time_remaining(), timeout_parameter_s(grpc_parameters(request.parameters)),
+                            now=arrived)
         infer_request = InferRequest.from_grpc(request)
-        result, response_headers = await self._data_plane.infer(
-            request=infer_request, headers=headers, model_name=request.model_name)
+        with deadline_at(deadline):
+            result, response_headers = await self._data_plane.infer(
+                request=infer_request, headers=headers, model_name=request.model_name)
         metadata = tuple(_passed_on(response_headers).items())
         if metadata:
             await context.send_initial_metadata(metadata)
@@ -259,13 +310,18 @@ class HeaderEchoingServicer(InferenceServicer):
 async def grpc_status_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, GrpcException)
     status = HTTP_STATUS_BY_GRPC.get(exc.status_code, 500)
-    return json_response({"error": exc.details}, status_code=status)
+    response = json_response({"error": exc.details}, status_code=status)
+    if isinstance(exc, ServiceUnavailable):
+        response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
 
 
-def serve(models: list[kserve.Model], *, max_request_bytes: int,
+def serve(models: list[kserve.Model], *, max_request_bytes: int, max_concurrency: int,
           configs: dict[str, Callable[[], dict[str, Any]]] | None = None,
           **server_args: Any) -> None:
-    """Start KServe's ModelServer with our routes and limits; blocks until SIGTERM/SIGINT."""
+    """Start KServe's ModelServer with our routes and limits; blocks until SIGTERM/SIGINT. KServe builds
+    uvicorn's configuration itself with no `limit_concurrency` to pass, so the REST limit is our middleware
+    (which also answers 503 with `Retry-After` where uvicorn's has neither, and spares the probes)."""
     from kserve import model_server  # the FastAPI app lives at module level in KServe
     from kserve.protocol.grpc import server as grpc_server
 
@@ -274,5 +330,6 @@ def serve(models: list[kserve.Model], *, max_request_bytes: int,
     server = kserve.ModelServer(**server_args)
     install_routes(model_server.app, server.dataplane, configs or {})
     model_server.app.add_exception_handler(GrpcException, grpc_status_error_handler)
-    model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    model_server.app.add_middleware(ConcurrencyLimit, limit=max_concurrency)
+    model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)  # outermost: sizes first
     server.start(models)

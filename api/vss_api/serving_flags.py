@@ -5,8 +5,8 @@ owns every flag name, so a renamed flag fails a unit test (tests/unit/vss_api/te
 a pod.
 
 The parsers take KServe's `model_server.parser` as a parent in the containers: it owns `--model_name`,
-`--http_port`, `--grpc_port`, `--predictor_host`, `--predictor_protocol`, `--enable_predictor_health_check`
-and the gRPC message limits, which KServe's `ModelServer` reads itself."""
+`--http_port`, `--grpc_port`, `--predictor_host`, `--predictor_protocol`, `--enable_predictor_health_check`,
+`--predictor_request_timeout_seconds` and the gRPC message limits, which KServe's `ModelServer` reads itself."""
 
 from __future__ import annotations
 
@@ -120,6 +120,8 @@ class PredictorFlags:
     max_batch_size: int
     max_latency_ms: float
     max_inflight_batches: int
+    max_queue_size: int
+    max_concurrency: int  # REST requests served at once (`vss_api.server.ConcurrencyLimit`)
     threads: int | None
     http_port: int
     grpc_port: int
@@ -135,11 +137,19 @@ class PredictorFlags:
             "--max_batch_size", str(self.max_batch_size),
             "--max_latency_ms", str(self.max_latency_ms),
             "--max_inflight_batches", str(self.max_inflight_batches),
+            "--max_queue_size", str(self.max_queue_size), "--max_concurrency", str(self.max_concurrency),
             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
             "--grpc_max_receive_message_length", str(self.max_message_bytes),
             "--grpc_max_send_message_length", str(self.max_message_bytes),
             *([] if self.threads is None else ["--threads", str(self.threads)]),
         ]
+
+
+def predictor_concurrency(spec: VSSModelSpec) -> int:
+    """The predictor's REST limit: as many requests as it can hold (queued, plus running batches of single
+    requests), so a full queue answers its own 503 with the reason, and bodies beyond it are never read."""
+    batching = spec.predictor.batching
+    return batching.max_queue_size + batching.max_in_flight * batching.max_batch_size
 
 
 def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
@@ -150,8 +160,9 @@ def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: s
         model_format=version.format.value, device=spec.predictor.device.value,
         normalization=normalization(spec), warmup_shape=warmup_shape(spec),
         max_batch_size=batching.max_batch_size, max_latency_ms=batching.max_latency_ms,
-        max_inflight_batches=batching.max_in_flight, threads=spec.predictor.threads,
-        http_port=http_port, grpc_port=grpc_port, max_message_bytes=spec.transformer.max_request_bytes * 8)
+        max_inflight_batches=batching.max_in_flight, max_queue_size=batching.max_queue_size,
+        max_concurrency=predictor_concurrency(spec), threads=spec.predictor.threads, http_port=http_port,
+        grpc_port=grpc_port, max_message_bytes=spec.transformer.max_request_bytes * 8)
 
 
 def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
@@ -178,6 +189,10 @@ def predictor_parser(*parents: argparse.ArgumentParser, description: str | None 
     parser.add_argument("--max_latency_ms", type=float, default=5.0)
     parser.add_argument("--max_inflight_batches", type=int, default=2, choices=range(1, 9),
                         metavar="{1..8}", help="batches run at once")
+    parser.add_argument("--max_queue_size", type=int, default=256,
+                        help="requests that may wait for a batch; one more gets 503 / UNAVAILABLE")
+    parser.add_argument("--max_concurrency", type=int, default=1024,
+                        help="REST requests served at once; one more gets 503 (GETs are not counted)")
     parser.add_argument("--warmup_shape", type=_shape, default=(640, 640), help="H,W of the warm-up input")
     parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--log_level", default="INFO")
@@ -190,7 +205,8 @@ def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
         model_format=args.model_format, device=args.device, normalization=args.normalize,
         warmup_shape=args.warmup_shape, max_batch_size=args.max_batch_size,
         max_latency_ms=args.max_latency_ms, max_inflight_batches=args.max_inflight_batches,
-        threads=args.threads, http_port=args.http_port, grpc_port=args.grpc_port,
+        max_queue_size=args.max_queue_size, max_concurrency=args.max_concurrency, threads=args.threads,
+        http_port=args.http_port, grpc_port=args.grpc_port,
         max_message_bytes=args.grpc_max_receive_message_length)
 
 
@@ -207,6 +223,9 @@ class TransformerFlags:
     predictor_grpc: str
     predictor_rest: str
     max_request_bytes: int
+    max_concurrency: int
+    request_timeout_ms: int
+    predictor_timeout_s: int
     http_port: int
     grpc_port: int
 
@@ -217,7 +236,10 @@ class TransformerFlags:
             "--task", self.task.value, "--params", json.dumps(params, separators=(",", ":")),
             "--predictor_host", self.predictor_grpc, "--predictor_protocol", PREDICTOR_PROTOCOL,
             "--predictor_rest_host", self.predictor_rest, "--enable_predictor_health_check",
+            "--predictor_request_timeout_seconds", str(self.predictor_timeout_s),
             "--max_request_bytes", str(self.max_request_bytes),
+            "--max_concurrency", str(self.max_concurrency),
+            "--request_timeout_ms", str(self.request_timeout_ms),
             "--grpc_max_receive_message_length", str(self.max_request_bytes),
             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
         ]
@@ -229,7 +251,9 @@ def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: s
     return TransformerFlags(
         model_name=model_name, model_version=version or spec.version, task=spec.task, params=block,
         predictor_grpc=predictor_grpc, predictor_rest=predictor_rest,
-        max_request_bytes=spec.transformer.max_request_bytes, http_port=http_port, grpc_port=grpc_port)
+        max_request_bytes=spec.transformer.max_request_bytes, max_concurrency=spec.transformer.max_concurrency,
+        request_timeout_ms=spec.transformer.request_timeout_ms,
+        predictor_timeout_s=spec.transformer.predictor_timeout_seconds, http_port=http_port, grpc_port=grpc_port)
 
 
 def transformer_args(spec: VSSModelSpec, model_name: str, predictor_grpc: str, predictor_rest: str,
@@ -250,6 +274,10 @@ def transformer_parser(*parents: argparse.ArgumentParser, description: str | Non
     parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
     parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024)
     parser.add_argument("--max_batch_images", type=int, default=64)
+    parser.add_argument("--max_concurrency", type=int, default=64,
+                        help="requests served at once, REST and gRPC; one more gets 503 / UNAVAILABLE")
+    parser.add_argument("--request_timeout_ms", type=int, default=30_000,
+                        help="deadline of a request that brings none shorter")
     parser.add_argument("--predictor_wait_s", type=float, default=300.0)
     parser.add_argument("--log_level", default="INFO")
     return parser
@@ -281,7 +309,9 @@ def transformer_flags(args: argparse.Namespace) -> TransformerFlags:
         model_name=args.model_name, model_version=args.model_version, task=task,
         params=task_params(task, args.params), predictor_grpc=args.predictor_host,
         predictor_rest=args.predictor_rest_host, max_request_bytes=args.max_request_bytes,
-        http_port=args.http_port, grpc_port=args.grpc_port)
+        max_concurrency=args.max_concurrency, request_timeout_ms=args.request_timeout_ms,
+        predictor_timeout_s=args.predictor_request_timeout_seconds, http_port=args.http_port,
+        grpc_port=args.grpc_port)
 
 
 def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None:
@@ -296,4 +326,5 @@ def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None
         parser.add_argument("--predictor_host", default=None)
         parser.add_argument("--predictor_protocol", default="v1")
         parser.add_argument("--enable_predictor_health_check", action="store_true")
+        parser.add_argument("--predictor_request_timeout_seconds", type=int, default=600)
 

@@ -99,6 +99,10 @@ class Batching(SpecModel):
     max_in_flight: Annotated[int, Field(ge=1, le=8, description=(
         "Batches the predictor runs at once: 2 overlaps gathering and copying one batch with computing "
         "the other; 1 runs strictly one after another."))] = 2
+    max_queue_size: Annotated[int, Field(ge=1, le=65536, description=(
+        "Requests that may wait for a batch; one more is refused at once with 503 and Retry-After (gRPC "
+        "UNAVAILABLE) instead of waiting behind a queue it cannot get through in time. Nothing queued is "
+        "dropped for it."))] = 256
 
 
 class Resources(SpecModel):
@@ -213,6 +217,16 @@ class TransformerSpec(SpecModel):
     forecasting: ForecastingParams | None = None
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30, description=(
         "Largest request body accepted; larger ones get 413."))] = 32 * 1024 * 1024
+    max_concurrency: Annotated[int, Field(ge=1, le=100000, description=(
+        "Requests the transformer serves at once, REST and gRPC together; one more is refused at once with "
+        "503 and Retry-After (gRPC UNAVAILABLE). Health probes are never counted."))] = 64
+    request_timeout_ms: Annotated[int, Field(ge=1, le=3_600_000, description=(
+        "Deadline of a request that brings none shorter (a gRPC deadline, or the v2 `timeout` parameter in "
+        "microseconds): past it the request gets 504 (gRPC DEADLINE_EXCEEDED), and the predictor drops it "
+        "if it has not started it."))] = 30_000
+    predictor_timeout_seconds: Annotated[int, Field(ge=1, le=600, description=(
+        "Longest the transformer waits for the predictor on one call (sooner if the request's deadline is "
+        "sooner); past it the request gets 504."))] = 10
 
 
 class RolloutStep(SpecModel):

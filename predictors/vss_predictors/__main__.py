@@ -24,7 +24,7 @@ def settings_from(flags: PredictorFlags) -> PredictorSettings:
         model_format=flags.model_format, device=flags.device, threads=flags.threads,
         normalization=flags.normalization, max_batch_size=flags.max_batch_size,
         max_latency_ms=flags.max_latency_ms, max_in_flight=flags.max_inflight_batches,
-        warmup_shape=flags.warmup_shape)
+        max_queue_size=flags.max_queue_size, warmup_shape=flags.warmup_shape)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_json_logging(log_level)
     model = PredictorModel(settings_from(flags), ServingMetrics.create())
     model.load()
-    serve([model], max_request_bytes=max_request_bytes, configs={model.name: model.describe},
+    serve([model], max_request_bytes=max_request_bytes, max_concurrency=flags.max_concurrency,
+          configs={model.name: model.describe},
           http_port=flags.http_port, grpc_port=flags.grpc_port)
 
 

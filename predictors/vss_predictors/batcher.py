@@ -9,6 +9,12 @@ started, so the runtime never idles between batches on the event loop's turn-aro
 batch's host-device copies overlap the other's kernels. A batch is gathered only once a slot is free, so
 under load each batch holds everything that arrived while the slots were busy.
 
+The queue is bounded: at most `max_queue_size` requests wait (queued or being gathered, not yet running); one
+more is refused at once with `QueueFull` (limits before work), and nothing already queued is dropped for it. A
+request may carry a deadline (`time.monotonic()`): its caller is answered `DeadlineExpired` when it passes, and
+if the request had not started by then the batcher never runs it, so work nobody waits for does not keep the
+runtime from work somebody does.
+
 `close()` stops it (KServe's shutdown calls the predictor model's `stop()`, which calls it): what has not
 started fails with `PredictorStopping`, what is running finishes and answers, and the threads exit."""
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vss_api.v2 import Array
-from vss_predictors.errors import PredictorStopping
+from vss_predictors.errors import DeadlineExpired, PredictorStopping, QueueFull
 
 RunFn = Callable[[Mapping[str, Array]], dict[str, Array]]
 STOPPING = "the predictor is shutting down: the request was not run"
@@ -35,6 +42,9 @@ class _Pending:
     rows: int
     key: tuple[tuple[str, str, tuple[int, ...]], ...]
     done: asyncio.Future[dict[str, Array]] = field(repr=False)
+    deadline: float | None = None
+    queued_at: float = 0.0
+    waiting: bool = True  # counted against `max_queue_size`: neither started nor given up yet
 
 
 def batch_key(feeds: Mapping[str, Array]) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
@@ -46,9 +56,14 @@ class DynamicBatcher:
     """Runs `run` on merged batches in one worker thread; `submit` is safe from any coroutine."""
 
     def __init__(self, run: RunFn, *, max_batch_size: int, max_latency_s: float, merge: bool,
-                 max_in_flight: int = 2, on_batch: Callable[[int], None] = lambda _rows: None) -> None:
+                 max_in_flight: int = 2, max_queue_size: int = 256,
+                 on_batch: Callable[[int], None] = lambda _rows: None) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
+        self._max_queue_size = max_queue_size
+        self._waiting = 0
         self._run = run
         self._max_rows = max_batch_size if merge else 1
         self._max_latency_s = max_latency_s
@@ -65,18 +80,54 @@ class DynamicBatcher:
         self._gathering: list[_Pending] = []  # taken off the queue by `_collect`, not yet running
         self._closed = False
 
-    async def submit(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+    @property
+    def waiting(self) -> int:
+        """Requests queued or being gathered, not yet started."""
+        return self._waiting
+
+    async def submit(self, feeds: Mapping[str, Array], *, deadline: float | None = None) -> dict[str, Array]:
+        """The outputs of `feeds`, run alone or merged; `deadline` is a `time.monotonic()` instant."""
         if self._closed:
             raise PredictorStopping(STOPPING)
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExpired("the request's deadline had passed when it reached the predictor: not run")
+        if self._waiting >= self._max_queue_size:
+            raise QueueFull(f"the predictor's queue is full ({self._max_queue_size} requests waiting): "
+                            "not queued, retry later")
         rows = int(next(iter(feeds.values())).shape[0])
         loop = asyncio.get_running_loop()
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._slots = asyncio.Semaphore(self._max_in_flight)
             self._worker = loop.create_task(self._work(), name="vss-batcher")
-        pending = _Pending(feeds, rows, batch_key(feeds), loop.create_future())
+        pending = _Pending(feeds, rows, batch_key(feeds), loop.create_future(), deadline, now)
+        self._waiting += 1
         self._queue.put_nowait(pending)
-        return await pending.done
+        if deadline is None:
+            try:
+                return await pending.done
+            finally:
+                self._release(pending)  # cancelled by its caller while queued: it frees its place now
+        try:
+            await asyncio.wait((pending.done,), timeout=deadline - now)
+        except asyncio.CancelledError:
+            pending.done.cancel()
+            self._release(pending)
+            raise
+        if pending.done.done():
+            return pending.done.result()
+        started = not pending.waiting
+        pending.done.cancel()  # not started: the batcher skips it; running: its rows are dropped
+        self._release(pending)
+        waited = time.monotonic() - pending.queued_at
+        raise DeadlineExpired(f"the request's deadline passed after {waited:.3f}s in the predictor, "
+                              + ("while it ran" if started else "before it was run: it was dropped unrun"))
+
+    def _release(self, pending: _Pending) -> None:
+        if pending.waiting:
+            pending.waiting = False
+            self._waiting -= 1
 
     def close(self) -> None:
         """Stop now, without blocking: later submissions and every one not yet running fail with
@@ -170,9 +221,12 @@ class DynamicBatcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _execute(self, live: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending]) -> None:
         assert self._slots is not None
+        live = self._starting(batch)
         try:
+            if not live:
+                return
             if self._closed:  # closed between gathering and this task's first step
                 raise PredictorStopping(STOPPING)
             merged = _concat([p.feeds for p in live]) if len(live) > 1 else live[0].feeds
@@ -193,6 +247,24 @@ class DynamicBatcher:
             if not p.done.done():
                 p.done.set_result({k: v[start:start + p.rows] for k, v in outputs.items()})
             start += p.rows
+
+
+    def _starting(self, batch: list[_Pending]) -> list[_Pending]:
+        """What of `batch` still runs: each leaves the queue's count, and those given up or past their
+        deadline are dropped unrun."""
+        now = time.monotonic()
+        live = []
+        for p in batch:
+            self._release(p)
+            if p.done.done():
+                continue
+            if p.deadline is not None and p.deadline <= now:
+                p.done.set_exception(DeadlineExpired(
+                    f"the request's deadline passed after {now - p.queued_at:.3f}s in the predictor's queue, "
+                    "before it was run: it was dropped unrun"))
+                continue
+            live.append(p)
+        return live
 
 
 def _fail_stopping(pending: list[_Pending]) -> None:

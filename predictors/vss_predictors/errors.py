@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from vss_api.errors import InvalidRequest, ServiceUnavailable
+from vss_api.errors import InvalidRequest, Overloaded, RequestTimeout, ServiceUnavailable
 
 
 class InvalidTensor(InvalidRequest):
@@ -20,3 +20,13 @@ class UnsupportedModel(ValueError):
 
 class PredictorStopping(ServiceUnavailable):
     """The predictor is shutting down: a request it had not started is refused (503, gRPC UNAVAILABLE)."""
+
+
+class QueueFull(Overloaded):
+    """The batcher's queue holds `max_queue_size` requests already: this one is refused before any work (503 with
+    Retry-After, gRPC UNAVAILABLE); those queued are all still run."""
+
+
+class DeadlineExpired(RequestTimeout):
+    """The request's deadline passed before it was answered (504, gRPC DEADLINE_EXCEEDED); if it had not started,
+    it never runs."""

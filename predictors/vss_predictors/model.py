@@ -1,5 +1,6 @@
 """The predictor as a KServe `Model`: loads a runtime with retries, warms it up, validates v2 inputs,
-answers through the dynamic batcher (echoing the request id and trace context), and stops it on shutdown."""
+answers through the dynamic batcher (echoing the request id and trace context) within the request's deadline, and
+stops it on shutdown."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from vss_api.deadlines import current_deadline
+from vss_api.errors import Overloaded, RequestTimeout
 from vss_api.metrics import CLIENT_ERROR, PREDICTOR, PREDICTOR_STAGES, SERVER_ERROR, SUCCESS, Status
 from vss_api.request_context import RequestContext, serving
 from vss_api.server import binary_output
@@ -40,6 +43,7 @@ class PredictorSettings:
     max_batch_size: int = 8
     max_latency_ms: float = 5.0
     max_in_flight: int = 2
+    max_queue_size: int = 256
     warmup_shape: tuple[int, int] = (640, 640)
     warmup_runs: int = 2
     load_attempts: int = 5
@@ -119,7 +123,7 @@ class PredictorModel(kserve.Model):
         self.batcher = DynamicBatcher(
             runtime.run, max_batch_size=self.settings.max_batch_size,
             max_latency_s=self.settings.max_latency_ms / 1000, merge=has_dynamic_batch(runtime),
-            max_in_flight=self.settings.max_in_flight,
+            max_in_flight=self.settings.max_in_flight, max_queue_size=self.settings.max_queue_size,
             on_batch=batch_hist.observe)
         self.runtime = runtime
         self.metrics.start_counting(self.name, self.settings.version, PREDICTOR)
@@ -210,9 +214,13 @@ class PredictorModel(kserve.Model):
         try:
             feeds = self.feeds(payload)
             assert self.batcher is not None
-            outputs = await self.batcher.submit(feeds)
+            outputs = await self.batcher.submit(feeds, deadline=current_deadline())
         except InvalidInput:
             status = CLIENT_ERROR
+            raise
+        except (Overloaded, RequestTimeout) as exc:  # counted, but one log line each would flood under overload
+            status = SERVER_ERROR
+            log.debug("request refused", extra={"model": self.name, "reason": str(exc)})
             raise
         except Exception as exc:
             status = SERVER_ERROR

@@ -55,13 +55,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_json_logging(args.log_level)
     client = PredictorClient(model_name=flags.model_name, grpc_target=flags.predictor_grpc,
                              rest_base=f"http://{flags.predictor_rest}",
-                             timeout_s=float(args.predictor_request_timeout_seconds),
+                             timeout_s=float(flags.predictor_timeout_s),
                              max_message_bytes=flags.max_request_bytes * 8)
     task = build_task(flags, args.max_batch_images)
     model = TransformerModel(flags.model_name, flags.model_version, task, client, ServingMetrics.create(),
-                             predictor_wait_s=args.predictor_wait_s)
+                             predictor_wait_s=args.predictor_wait_s, max_concurrency=flags.max_concurrency,
+                             request_timeout_s=flags.request_timeout_ms / 1000)
     model.load()
-    serve([model], max_request_bytes=flags.max_request_bytes, http_port=flags.http_port,
+    serve([model], max_request_bytes=flags.max_request_bytes, max_concurrency=flags.max_concurrency,
+          http_port=flags.http_port,
           grpc_port=flags.grpc_port)
 
 

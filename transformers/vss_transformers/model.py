@@ -1,5 +1,7 @@
 """The transformer as a KServe `Model`: v2 tensors (`image` BYTES or `pixels` UINT8) and v1 JSON
-in, task results out; the model itself runs in the predictor, one gRPC hop away."""
+in, task results out; the model itself runs in the predictor, one gRPC hop away. At most `max_concurrency`
+requests are served at once (one more is refused at once, 503 / UNAVAILABLE), each within its deadline, which the
+hop to the predictor carries on."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import kserve
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from vss_api.errors import InvalidRequest
+from vss_api.deadlines import current_deadline
+from vss_api.errors import InvalidRequest, Overloaded
 from vss_api.metrics import CLIENT_ERROR, SERVER_ERROR, SUCCESS, TRANSFORMER, Status
 from vss_api.request_context import RequestContext, serving
 from vss_api.server import binary_output
@@ -25,13 +28,17 @@ log = logging.getLogger(__name__)
 
 class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
     def __init__(self, name: str, version: str, task: ServingTask[Parsed, Context, Result], client: PredictorClient,
-                 metrics: ServingMetrics, *, predictor_wait_s: float = 300.0) -> None:
+                 metrics: ServingMetrics, *, predictor_wait_s: float = 300.0, max_concurrency: int = 64,
+                 request_timeout_s: float = 30.0) -> None:
         super().__init__(name, return_response_headers=True)
         self.version = version
         self.task = task
         self.client = client
         self.metrics = metrics
         self.predictor_wait_s = predictor_wait_s
+        self.max_concurrency = max_concurrency
+        self.request_timeout_s = request_timeout_s
+        self.in_flight = 0
         self._labels = {"model_name": name, "version": version, "component": TRANSFORMER}
 
     def load(self) -> bool:
@@ -61,6 +68,19 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
     # --- serving ----------------------------------------------------------------------------------
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> InferResponse | dict[str, Any]:
+        if self.in_flight >= self.max_concurrency:  # before any work, even parsing: limits before work
+            self.metrics.requests.labels(**self._labels, status=SERVER_ERROR).inc()
+            raise Overloaded(f"the transformer is at its limit of {self.max_concurrency} requests at once: "
+                             "retry later")
+        self.in_flight += 1
+        try:
+            return await self._serve(payload, headers, response_headers)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve(self, payload: Any, headers: dict[str, str] | None,
+                     response_headers: dict[str, str] | None) -> InferResponse | dict[str, Any]:
+        deadline = current_deadline(self.request_timeout_s)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         status: Status = SUCCESS
@@ -77,7 +97,7 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
                     raise InvalidRequest(f"unsupported request type {type(payload).__name__}")
                 feeds, task_context = await loop.run_in_executor(None, self.task.prepare, parsed)
                 t_pre = time.perf_counter()
-                outputs, echoed = await self.client.infer(feeds, context)
+                outputs, echoed = await self.client.infer(feeds, context, deadline=deadline)
                 t_pred = time.perf_counter()
                 results = await loop.run_in_executor(None, self.task.postprocess, outputs, task_context)
                 t_post = time.perf_counter()

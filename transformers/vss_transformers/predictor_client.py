@@ -87,24 +87,35 @@ class PredictorClient:
             return decode_response(stub.ModelInfer(encode_request(self.model_name, feeds),
                                                    timeout=self.timeout_s))
 
-    async def infer(self, feeds: Mapping[str, Array], context: RequestContext | None = None
-                    ) -> tuple[dict[str, Array], dict[str, str]]:
-        """The predictor's outputs, and the trace headers it echoed (its initial metadata)."""
+    def hop_timeout_s(self, deadline: float | None, now: float) -> float:
+        """How long one call may take: the predictor timeout, or what is left of the request's deadline if less
+        (the predictor gets it as the call's gRPC deadline, and drops the request if it has not started it)."""
+        return self.timeout_s if deadline is None else min(self.timeout_s, deadline - now)
+
+    async def infer(self, feeds: Mapping[str, Array], context: RequestContext | None = None, *,
+                    deadline: float | None = None) -> tuple[dict[str, Array], dict[str, str]]:
+        """The predictor's outputs, and the trace headers it echoed (its initial metadata). `deadline` is the
+        request's, a `time.monotonic()` instant."""
         if self._closed:
             raise PredictorUnavailable("the transformer is shutting down")
+        timeout_s = self.hop_timeout_s(deadline, time.monotonic())
+        if timeout_s <= 0:
+            raise PredictorTimeout("the request's deadline passed before it was sent to the predictor")
         if self._stub is None:  # the aio channel must be made inside the serving event loop
             self._channel = grpc.aio.insecure_channel(self.grpc_target, options=self._options)
             self._stub = GRPCInferenceServiceStub(self._channel)
         request = encode_request(self.model_name, feeds, context.request_id if context else "")
         metadata = tuple(context.headers().items()) if context else None
         try:
-            call = self._stub.ModelInfer(request, metadata=metadata, timeout=self.timeout_s)
+            call = self._stub.ModelInfer(request, metadata=metadata, timeout=timeout_s)
             response = await call
             echoed = {key: value for key, value in (await call.initial_metadata() or ())
                       if key in TRACE_HEADERS and isinstance(value, str)}
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise PredictorTimeout(f"predictor did not answer within {self.timeout_s}s") from exc
+                which = "the predictor timeout" if timeout_s == self.timeout_s else "the request's deadline"
+                raise PredictorTimeout(f"predictor did not answer within {timeout_s:.3f}s ({which}): "
+                                       f"{exc.details()}") from exc
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise PredictorUnavailable(f"predictor unavailable: {exc.details()}") from exc
             raise

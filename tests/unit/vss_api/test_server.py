@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from kserve.errors import InvalidInput
 
-from vss_api.server import BodySizeLimit, parse_v2_rest_request
+from vss_api.errors import Overloaded, RequestTimeout
+from vss_api.server import BodySizeLimit, ConcurrencyLimit, grpc_status_error_handler, parse_v2_rest_request
 
 
 def _binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, int]:
@@ -101,3 +102,86 @@ async def test_a_streamed_body_that_grows_past_the_limit_gets_413() -> None:
 async def test_a_body_under_the_limit_passes_through() -> None:
     status, body = await asyncio.wait_for(_call(b"x" * 100, declared=True, limit=500), 1)
     assert (status, body) == (200, b"ok")
+
+
+class HeldApp:
+    """An ASGI app that holds each request until `release` is set: requests in flight, as many as we send."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.entered += 1
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _request(app: Any, method: str, path: str) -> list[MutableMapping[str, Any]]:
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": method, "path": path, "headers": []}, receive, send)
+    return sent
+
+
+async def test_a_request_over_the_concurrency_limit_gets_503_with_retry_after_at_once() -> None:
+    held = HeldApp()
+    limited = ConcurrencyLimit(held, limit=2)
+    in_flight = [asyncio.create_task(_request(limited, "POST", "/v2/models/m/infer")) for _ in range(2)]
+    await _until_entered(held, 2)
+
+    refused = await asyncio.wait_for(_request(limited, "POST", "/v2/models/m/infer"), 5)
+    held.release.set()
+    answered = await asyncio.gather(*in_flight)
+
+    start = refused[0]
+    assert start["status"] == 503 and (b"retry-after", b"1") in start["headers"]
+    assert b"limit of 2 requests" in refused[1]["body"]
+    assert [a[0]["status"] for a in answered] == [200, 200]
+    assert held.entered == 2 and limited.active == 0
+
+
+async def test_health_probes_are_answered_while_the_server_is_at_its_limit() -> None:
+    held = HeldApp()
+    limited = ConcurrencyLimit(held, limit=1)
+    busy = asyncio.create_task(_request(limited, "POST", "/v2/models/m/infer"))
+    await _until_entered(held, 1)
+
+    probes = [asyncio.create_task(_request(limited, "GET", path))
+              for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/m/ready", "/metrics")]
+    await _until_entered(held, 5)  # each probe reached the app: none was refused
+    held.release.set()
+    answers = await asyncio.gather(busy, *probes)
+
+    assert [a[0]["status"] for a in answers] == [200] * 5
+
+
+async def test_a_slot_freed_by_a_finished_request_is_taken_by_the_next() -> None:
+    held = HeldApp()
+    held.release.set()
+    limited = ConcurrencyLimit(held, limit=1)
+    statuses = [(await _request(limited, "POST", "/v2/models/m/infer"))[0]["status"] for _ in range(3)]
+    assert statuses == [200, 200, 200]
+
+
+async def _until_entered(app: HeldApp, count: int) -> None:
+    end = asyncio.get_running_loop().time() + 5
+    while app.entered < count:
+        assert asyncio.get_running_loop().time() < end, f"only {app.entered} of {count} requests reached the app"
+        await asyncio.sleep(0.001)
+
+
+async def test_every_503_tells_the_client_when_to_retry_and_other_errors_do_not() -> None:
+    unavailable = await grpc_status_error_handler(None, Overloaded("the queue is full"))  # type: ignore[arg-type]
+    timeout = await grpc_status_error_handler(None, RequestTimeout("too late"))  # type: ignore[arg-type]
+
+    assert unavailable.status_code == 503 and unavailable.headers["retry-after"] == "1"
+    assert b"queue is full" in bytes(unavailable.body)
+    assert timeout.status_code == 504 and "retry-after" not in timeout.headers

@@ -49,8 +49,9 @@ def _variants(model: VSSModel) -> Iterator[tuple[str, VSSModel]]:
     body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
     body["spec"]["predictor"].update({
         "device": "gpu", "threads": 3,
-        "batching": {"maxBatchSize": 17, "maxLatencyMs": 2.5, "maxInFlight": 3}})
-    body["spec"]["transformer"]["maxRequestBytes"] = 2 * 1024 * 1024 + 1
+        "batching": {"maxBatchSize": 17, "maxLatencyMs": 2.5, "maxInFlight": 3, "maxQueueSize": 19}})
+    body["spec"]["transformer"].update({"maxRequestBytes": 2 * 1024 * 1024 + 1, "maxConcurrency": 23,
+                                        "requestTimeoutMs": 2500, "predictorTimeoutSeconds": 7})
     yield "every flag set", VSSModel.model_validate(body)
 
 
@@ -80,6 +81,8 @@ def test_the_predictor_reads_back_every_setting_the_operator_renders(model: VSSM
     assert flags.device == spec.predictor.device.value
     assert (flags.max_batch_size, flags.max_latency_ms, flags.max_inflight_batches) == (
         batching.max_batch_size, batching.max_latency_ms, batching.max_in_flight)
+    assert flags.max_queue_size == batching.max_queue_size
+    assert flags.max_concurrency == batching.max_queue_size + batching.max_in_flight * batching.max_batch_size
     assert flags.threads == spec.predictor.threads
     assert (flags.http_port, flags.grpc_port) == (PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT)
     assert flags.max_message_bytes == spec.transformer.max_request_bytes * 8
@@ -104,6 +107,7 @@ def test_the_predictor_reads_back_every_setting_the_operator_renders(model: VSSM
     assert (settings.max_batch_size, settings.max_latency_ms, settings.max_in_flight) == (
         batching.max_batch_size, batching.max_latency_ms, batching.max_in_flight)
     assert (settings.normalization, settings.warmup_shape) == (flags.normalization, flags.warmup_shape)
+    assert settings.max_queue_size == batching.max_queue_size
     assert max_request_bytes > 0
     assert flags == predictor_flags_for(spec, version, model_path(version.storage_uri), PREDICTOR_HTTP_PORT,
                                         PREDICTOR_GRPC_PORT, model_name=model.metadata.name)
@@ -122,6 +126,10 @@ def test_the_transformer_reads_back_every_setting_the_operator_renders(model: VS
     assert flags.params == getattr(spec.transformer, spec.task.value)
     assert flags.max_request_bytes == spec.transformer.max_request_bytes
     assert args.grpc_max_receive_message_length == spec.transformer.max_request_bytes
+    assert (flags.max_concurrency, flags.request_timeout_ms) == (
+        spec.transformer.max_concurrency, spec.transformer.request_timeout_ms)
+    assert flags.predictor_timeout_s == args.predictor_request_timeout_seconds == (
+        spec.transformer.predictor_timeout_seconds)
     assert (flags.predictor_grpc, flags.predictor_rest) == (
         f"localhost:{PREDICTOR_GRPC_PORT}", f"localhost:{PREDICTOR_HTTP_PORT}")
     assert (args.predictor_protocol, args.enable_predictor_health_check) == ("grpc-v2", True)
@@ -158,6 +166,13 @@ def test_the_variants_really_move_every_predictor_setting_off_its_default() -> N
     assert flags.max_batch_size == 17 != defaults.max_batch_size
     assert flags.max_latency_ms == 2.5 != defaults.max_latency_ms
     assert flags.max_inflight_batches == 3 != defaults.max_inflight_batches
+    assert flags.max_queue_size == 19 != defaults.max_queue_size
+    assert flags.max_concurrency == 19 + 3 * 17 != defaults.max_concurrency
+    t_defaults = transformer_parser().parse_args(["--task", "classification", "--predictor_rest_host", "p:1"])
+    t_flags = transformer_flags(transformer_parser().parse_args(_containers(varied)[TRANSFORMER_CONTAINER]["args"]))
+    assert t_flags.max_concurrency == 23 != t_defaults.max_concurrency
+    assert t_flags.request_timeout_ms == 2500 != t_defaults.request_timeout_ms
+    assert t_flags.predictor_timeout_s == 7 != t_defaults.predictor_request_timeout_seconds
     assert flags.normalization != defaults.normalize
     assert {p.stem for p in EXAMPLES} >= {"detection", "classification", "anomaly", "forecasting"}
     assert any(VSSModel.from_yaml_file(p).spec.served_version().format is ModelFormat.TORCHSCRIPT

@@ -8,7 +8,7 @@ import pytest
 
 from vss_api.v2 import Array
 from vss_predictors.batcher import DynamicBatcher
-from vss_predictors.errors import PredictorStopping
+from vss_predictors.errors import DeadlineExpired, PredictorStopping, QueueFull
 
 
 class Recorder:
@@ -249,3 +249,107 @@ async def test_a_closed_batcher_refuses_new_requests_at_once() -> None:
     with pytest.raises(PredictorStopping):
         await batcher.submit({"x": np.ones((1, 2))})
     batcher.close()  # a second close is harmless
+
+
+class HeldRuntime:
+    """A runtime stand-in that holds each call until `release` is set, says when one has started, and records the
+    first value of every input it ran: what the batcher really ran."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.ran: list[float] = []
+
+    def __call__(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        self.started.set()
+        self.release.wait(10)
+        x = feeds["x"]
+        self.ran.extend(float(v) for v in x[:, 0])
+        return {"y": x * 2}
+
+
+def _row(value: float) -> dict[str, Array]:
+    return {"x": np.full((1, 1), value)}
+
+
+async def _running(runtime: HeldRuntime, batcher: DynamicBatcher, value: float) -> asyncio.Task[dict[str, Array]]:
+    task = asyncio.create_task(batcher.submit(_row(value)))
+    assert await asyncio.to_thread(runtime.started.wait, 5), "the first request never reached the runtime"
+    return task
+
+
+async def test_a_full_queue_refuses_one_more_request_and_still_runs_every_queued_one() -> None:
+    runtime = HeldRuntime()
+    batcher = DynamicBatcher(runtime, max_batch_size=1, max_latency_s=0.0, merge=True, max_in_flight=1,
+                             max_queue_size=2)
+    running = await _running(runtime, batcher, 0.0)
+    queued = [asyncio.create_task(batcher.submit(_row(v))) for v in (1.0, 2.0)]
+    await _until("two requests queued", lambda: batcher.waiting == 2)
+
+    with pytest.raises(QueueFull, match="queue is full"):
+        await batcher.submit(_row(9.0))
+    runtime.release.set()
+    results = await asyncio.gather(running, *queued)
+    await batcher.aclose()
+
+    assert runtime.ran == [0.0, 1.0, 2.0]
+    assert [float(r["y"][0, 0]) for r in results] == [0.0, 2.0, 4.0]
+
+
+async def test_a_request_whose_deadline_passes_in_the_queue_is_answered_and_never_run() -> None:
+    runtime = HeldRuntime()
+    batcher = DynamicBatcher(runtime, max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=1)
+    running = await _running(runtime, batcher, 0.0)
+
+    with pytest.raises(DeadlineExpired, match="before it was run"):
+        await batcher.submit(_row(7.0), deadline=time.monotonic() + 0.05)
+    assert batcher.waiting == 0  # its place in the queue is free again
+    runtime.release.set()
+    await running
+    later = await batcher.submit(_row(3.0))
+    await batcher.aclose()
+
+    assert runtime.ran == [0.0, 3.0]
+    assert float(later["y"][0, 0]) == 6.0
+
+
+async def test_a_request_already_past_its_deadline_is_refused_without_being_queued() -> None:
+    runtime = HeldRuntime()
+    runtime.release.set()
+    batcher = DynamicBatcher(runtime, max_batch_size=8, max_latency_s=0.0, merge=True)
+
+    with pytest.raises(DeadlineExpired, match="had passed"):
+        await batcher.submit(_row(1.0), deadline=time.monotonic() - 0.001)
+    await batcher.aclose()
+
+    assert runtime.ran == [] and batcher.waiting == 0
+
+
+async def test_a_running_request_past_its_deadline_is_answered_at_the_deadline() -> None:
+    runtime = HeldRuntime()
+    batcher = DynamicBatcher(runtime, max_batch_size=8, max_latency_s=0.0, merge=True, max_in_flight=1)
+
+    with pytest.raises(DeadlineExpired, match="while it ran"):
+        await batcher.submit(_row(5.0), deadline=time.monotonic() + 0.2)
+    assert runtime.started.is_set()
+    runtime.release.set()
+    await batcher.aclose()
+
+
+async def test_a_request_its_caller_gave_up_frees_its_place_in_the_queue_and_is_not_run() -> None:
+    runtime = HeldRuntime()
+    batcher = DynamicBatcher(runtime, max_batch_size=1, max_latency_s=0.0, merge=True, max_in_flight=1,
+                             max_queue_size=1)
+    running = await _running(runtime, batcher, 0.0)
+    abandoned = asyncio.create_task(batcher.submit(_row(8.0)))
+    await _until("the request queued", lambda: batcher.waiting == 1)
+
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    accepted = asyncio.create_task(batcher.submit(_row(4.0)))  # the queue's one place is free again
+    runtime.release.set()
+    await asyncio.gather(running, accepted)
+    await batcher.aclose()
+
+    assert runtime.ran == [0.0, 4.0]
