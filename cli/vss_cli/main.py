@@ -29,8 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vss", description="VSS Serving: serve VSSModels on KServe.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    render = commands.add_parser("render", help="print the manifests the operator would apply for FILE")
+    render = commands.add_parser("render", help="print the manifests the operator would apply for FILE "
+                                                "(a VSSModel or a VSSStream)")
     render.add_argument("file", type=Path, metavar="FILE")
+    render.add_argument("--model-endpoint", default=None, metavar="HOST:PORT",
+                        help="VSSStream only: the v2 gRPC endpoint of the stream's model")
     _render_options(render, defaults)
 
     commands.add_parser("crd", help="print the VSSModel CustomResourceDefinition")
@@ -68,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("file", type=Path, metavar="FILE")
     stream.add_argument("--model-grpc", default="127.0.0.1:8081", metavar="HOST:PORT",
                         help="the v2 gRPC endpoint serving the stream's model (vss run's --grpc-port)")
+    stream.add_argument("--watch", action="store_true",
+                        help="re-read FILE and apply edited lines and zones without restarting decoding")
 
     commands.add_parser("models", help="build or train the shipped models (vss models --help)",
                         add_help=False)
@@ -108,13 +113,15 @@ def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> 
                         help="hosts are <model>.<namespace>.<domain>")
     parser.add_argument("--model-service-account", default=get("VSS_MODEL_SERVICE_ACCOUNT") or None,
                         help="ServiceAccount holding the storage credentials of the model pods")
+    parser.add_argument("--stream-image", default=get("VSS_STREAM_IMAGE", defaults.stream_image),
+                        help="image of the VSSStream workers")
 
 
 def _render_config(args: argparse.Namespace) -> RenderConfig:
     return RenderConfig(
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, image_pull_policy=args.image_pull_policy,
         gateway_name=args.gateway_name, gateway_namespace=args.gateway_namespace, domain=args.domain,
-        model_service_account=args.model_service_account)
+        model_service_account=args.model_service_account, stream_image=args.stream_image)
 
 
 def _lease_namespace(flag: str | None) -> str:
@@ -130,8 +137,19 @@ def _lease_namespace(flag: str | None) -> str:
 def _render(args: argparse.Namespace) -> int:
     from vss_operator.render import render
 
-    model = VSSModel.from_yaml_file(args.file)
-    print(yaml.safe_dump_all(render(model, _render_config(args)), sort_keys=False, width=110), end="")
+    documents = [d for d in yaml.safe_load_all(args.file.read_text()) if isinstance(d, dict)]
+    if any(d.get("kind") == "VSSStream" for d in documents):
+        from vss_api.vssstream import VSSStream
+        from vss_operator.stream_render import render_stream
+
+        if not args.model_endpoint:
+            raise InvalidSpec(f"{args.file}: a VSSStream renders with --model-endpoint HOST:PORT, the v2 gRPC "
+                              "endpoint of its model")
+        stream = VSSStream.from_yaml_file(args.file)
+        manifests = render_stream(stream, args.model_endpoint, _render_config(args))
+    else:
+        manifests = render(VSSModel.from_yaml_file(args.file), _render_config(args))
+    print(yaml.safe_dump_all(manifests, sort_keys=False, width=110), end="")
     return 0
 
 
@@ -178,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stream":
             from vss_cli.stream import stream_local
 
-            return stream_local(args.file, args.model_grpc)
+            return stream_local(args.file, args.model_grpc, watch=args.watch)
     except InvalidSpec as exc:
         print(f"vss: {exc}", file=sys.stderr)
         return 2

@@ -4,17 +4,25 @@ lines on stdout, a summary on stderr when the source ends or on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-from vss_api.vssstream import VSSStream
+from vss_api.vssmodel import InvalidSpec
+from vss_api.vssstream import VSSStream, VSSStreamSpec
 from vss_streams.analytics import EventKind
 from vss_streams.inference import DetectionClient
 from vss_streams.worker import StreamReport, StreamWorker, json_lines_sink
 
+log = logging.getLogger(__name__)
+# Where the rendered worker finds the camera's credentials (secretKeyRef env, see vss_operator.stream_render).
+CREDENTIAL_ENV = ("VSS_SOURCE_USERNAME", "VSS_SOURCE_PASSWORD")
 
-def stream_local(path: Path, grpc_target: str) -> int:
+
+def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_period_s: float = 2.0) -> int:
     stream = VSSStream.from_yaml_file(path)
     name = stream.metadata.name
     print(f"vss stream: {name} from {stream.spec.source.url.split('://')[0]}, model "
@@ -22,10 +30,17 @@ def stream_local(path: Path, grpc_target: str) -> int:
 
     async def run() -> StreamReport:
         client = DetectionClient(grpc_target, stream.spec.model.name)
-        worker = StreamWorker(name, stream.spec, client, sinks=[json_lines_sink(sys.stdout.write)])
+        credentials = (os.environ.get(CREDENTIAL_ENV[0], ""), os.environ.get(CREDENTIAL_ENV[1], ""))
+        worker = StreamWorker(name, stream.spec, client, sinks=[json_lines_sink(sys.stdout.write)],
+                              credentials=credentials)
+        watcher = asyncio.create_task(watch_file(path, worker, watch_period_s)) if watch else None
         try:
             return await worker.run()
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await client.close()
 
     try:
@@ -46,3 +61,28 @@ def _summary(report: StreamReport) -> None:
           f"lag p50 {p50 * 1000:.0f} ms p95 {p95 * 1000:.0f} ms", file=sys.stderr)
     for (line, direction, class_name), n in sorted(counts.items()):
         print(f"  {line} {direction} {class_name}: {n}", file=sys.stderr)
+
+
+async def watch_file(path: Path, worker: StreamWorker, period_s: float) -> None:
+    """Apply edited lines and zones from `path` (a mounted ConfigMap) without restarting decoding; any other
+    change is the Deployment's to apply (its pod template changes with it, see stream_render.spec_hash)."""
+    seen: bytes | None = None
+    while True:
+        try:
+            current = await asyncio.to_thread(path.read_bytes)
+            if current != seen:
+                seen = current
+                _apply(path, worker, (await asyncio.to_thread(VSSStream.from_yaml_file, path)).spec)
+        except (OSError, InvalidSpec) as exc:
+            log.warning("stream file not applied: %s", exc)
+        await asyncio.sleep(period_s)
+
+
+def _apply(path: Path, worker: StreamWorker, edited: VSSStreamSpec) -> None:
+    if edited.analytics == worker.spec.analytics:
+        return
+    if edited.model_copy(update={"analytics": worker.spec.analytics}) != worker.spec:
+        log.warning("%s changed beyond lines and zones: those apply when the worker restarts", path)
+    worker.reconfigure(worker.spec.model_copy(update={"analytics": edited.analytics}))
+    log.info("lines and zones of %s applied: %d lines, %d zones", path, len(edited.analytics.lines),
+             len(edited.analytics.zones))

@@ -45,6 +45,7 @@ class RenderConfig:
 
     cpu_image: str = "ghcr.io/vss-serving/predictor-cpu:0.1.0"
     gpu_image: str = "ghcr.io/vss-serving/predictor-gpu:0.1.0"
+    stream_image: str = "ghcr.io/vss-serving/stream-worker:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     gateway_name: str = "kserve-ingress-gateway"
     gateway_namespace: str = "kserve"

@@ -37,6 +37,7 @@ ALLOWED = {
 IO_LIBRARIES = ("aiohttp", "asyncio", "kopf", "kubernetes", "urllib3", "requests", "httpx", "socket", "grpc",
                 "subprocess", "prometheus_client", "kserve", "urllib.request", "http.client")
 PURE_OPERATOR_MODULES = ("vss_operator.rollout", "vss_operator.status", "vss_operator.render",
+                         "vss_operator.stream_render",
                          "vss_operator.crd", "vss_operator.promql", "vss_operator.objects")
 # What each image leaves out (pyproject extras): a plane that reaches one of these would not start there.
 NOT_IN_IMAGE = {
