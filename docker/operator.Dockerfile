@@ -5,7 +5,7 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-# setuptools builds the distribution from all six packages, so all of them are copied; what gets installed
+# setuptools builds the distribution from all seven packages, so all of them are copied; what gets installed
 # with them is the operator extra of pyproject.toml only (kopf, kubernetes, aiohttp; no kserve, no numpy).
 COPY pyproject.toml README.md ./
 COPY api/ api/
@@ -14,6 +14,7 @@ COPY operator/ operator/
 COPY predictors/ predictors/
 COPY transformers/ transformers/
 COPY models/vss_models/ models/vss_models/
+COPY streams/ streams/
 RUN python -m venv /opt/vss && /opt/vss/bin/pip install --no-cache-dir ".[operator]"
 
 FROM ${PYTHON_IMAGE}

@@ -20,6 +20,7 @@ COPY operator/ operator/
 COPY predictors/ predictors/
 COPY transformers/ transformers/
 COPY models/vss_models/ models/vss_models/
+COPY streams/ streams/
 RUN python3.12 -m venv /opt/vss && /opt/vss/bin/pip install --no-cache-dir ".[serving,torch]"
 
 FROM ${CUDA_IMAGE}
