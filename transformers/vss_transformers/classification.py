@@ -1,4 +1,4 @@
-"""Image classification: resize + centre crop to UINT8, softmax when the model emits logits, top-k."""
+"""Image classification: centre crop + resize to UINT8, softmax when the model emits logits, top-k."""
 
 from __future__ import annotations
 
@@ -21,15 +21,26 @@ class TopK:
     scores: F32
 
 
-def resize_and_crop(image: Image, resize: int, crop: int) -> Image:
-    """Shorter side to `resize`, then the central `crop` x `crop` square."""
-    h, w = image.shape[:2]
+def crop_region(hw: tuple[int, int], resize: int, crop: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) in source pixels of what "shorter side to `resize`, then the central
+    `crop` x `crop` square" keeps: the same square, found before anything is resized."""
+    h, w = hw
     r = resize / min(h, w)
-    nh, nw = max(crop, round(h * r)), max(crop, round(w * r))
-    interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    nh, nw = max(crop, round(h * r)), max(crop, round(w * r))  # the resized image's size, never allocated
     top, left = (nh - crop) // 2, (nw - crop) // 2
-    out: Image = np.ascontiguousarray(resized[top:top + crop, left:left + crop])
+    scale_y, scale_x = nh / h, nw / w
+    y0, x0 = min(h - 1, round(top / scale_y)), min(w - 1, round(left / scale_x))
+    y1, x1 = max(y0 + 1, min(h, round((top + crop) / scale_y))), max(x0 + 1, min(w, round((left + crop) / scale_x)))
+    return y0, x0, y1 - y0, x1 - x0
+
+
+def resize_and_crop(image: Image, resize: int, crop: int) -> Image:
+    """Shorter side to `resize`, then the central `crop` x `crop` square; computed as the crop of the source
+    resized to `crop` x `crop`, so a 1x10000 strip allocates a crop, not the 256x2560000 resize (~2 GB)."""
+    top, left, height, width = crop_region(image.shape[:2], resize, crop)
+    region = image[top:top + height, left:left + width]
+    interp = cv2.INTER_AREA if height > crop or width > crop else cv2.INTER_LINEAR
+    out: Image = np.ascontiguousarray(cv2.resize(region, (crop, crop), interpolation=interp))
     return out
 
 

@@ -33,12 +33,16 @@ class Letterbox:
 def letterbox_geometry(hw: tuple[int, int], shape: tuple[int, int], source_hw: tuple[int, int] | None = None
                        ) -> tuple[tuple[int, int], Letterbox]:
     """The (h, w) an `hw` image is resized to inside `shape` (h, w), and where it sits there: scaled by the
-    smaller ratio, rounded, centred, the odd row or column of padding below or right (as Ultralytics)."""
+    smaller ratio, rounded, centred, the odd row or column of padding below or right (as Ultralytics).
+    A side never rounds to nothing: a 1x2000 strip fitted into 640 is 1x640, not 0x640 (which cv2.resize
+    refuses)."""
     h, w = hw
+    if h < 1 or w < 1:
+        raise ValueError(f"an image of {h}x{w} pixels has nothing to letterbox")
     src_h, src_w = source_hw or (h, w)
     th, tw = shape
     r = min(th / h, tw / w)
-    nh, nw = round(h * r), round(w * r)
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
     top, left = round((th - nh) / 2 - 0.1), round((tw - nw) / 2 - 0.1)
     return (nh, nw), Letterbox(scale=r, pad_x=left, pad_y=top, height=src_h, width=src_w,
                                source_scale_x=src_w / w, source_scale_y=src_h / h)

@@ -101,3 +101,13 @@ def test_boxes_reaching_into_the_square_canvas_padding_are_clipped_to_the_frame(
     _, info = letterbox_geometry((720, 1280), (640, 640))
     back = unletterbox(np.array([[-10, 100, 650, 600]], np.float32), info)
     assert back[0] == pytest.approx([0, 0, 1280, 720])
+
+
+@pytest.mark.parametrize("hw", [(1, 2000), (2000, 1), (1, 65535), (65535, 1)])
+def test_an_extreme_strip_letterboxes_to_at_least_one_row_or_column(hw: tuple[int, int]) -> None:
+    shape = target_shape([hw], 640, 32, rectangular=True)
+    out, info = letterbox(np.full((*hw, 3), 9, np.uint8), shape)
+    assert out.shape == (*shape, 3)
+    assert int((out == 9).all(axis=2).sum()) == 640  # the strip itself: 640 pixels along its long side
+    box = unletterbox(np.array([[0, 0, shape[1], shape[0]]], np.float32), info)
+    np.testing.assert_allclose(box[0], [0, 0, hw[1], hw[0]])  # the whole frame maps back to the strip
