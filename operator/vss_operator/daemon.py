@@ -22,6 +22,7 @@ from vss_operator.kube import Kube
 from vss_operator.leader import LeadershipLost, LeaseElector, LeaseTimings
 from vss_operator.prometheus import DEFAULT_ENDPOINTS, PrometheusClient
 from vss_operator.render import RenderConfig
+from vss_operator.stream_handlers import reconcile_stream  # noqa: F401 - registers the VSSStream handlers
 
 logger = logging.getLogger(__name__)
 

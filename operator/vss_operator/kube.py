@@ -27,6 +27,10 @@ FIELD_MANAGER = "vss-operator"
 # kind → plural of every resource the operator touches (it only ever addresses these).
 PLURALS: dict[str, str] = {
     "VSSModel": "vssmodels",
+    "VSSStream": "vssstreams",
+    "Deployment": "deployments",
+    "ConfigMap": "configmaps",
+    "Service": "services",
     "InferenceService": "inferenceservices",
     "HTTPRoute": "httproutes",
     "Lease": "leases",

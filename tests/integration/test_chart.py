@@ -199,15 +199,20 @@ ALLOWED = [
     ("create", "events"), ("create", "leases.coordination.k8s.io"),
     ("get", "leases.coordination.k8s.io/vss-operator"), ("update", "leases.coordination.k8s.io/vss-operator"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("get", "vssstreams.serving.vss.ai"), ("list", "vssstreams.serving.vss.ai"), ("watch", "vssstreams.serving.vss.ai"),
+    ("patch", "vssstreams.serving.vss.ai"), ("patch", "vssstreams.serving.vss.ai#status"),
+    ("create", "deployments.apps"), ("patch", "deployments.apps"), ("create", "services"), ("patch", "services"),
+    ("create", "configmaps"), ("patch", "configmaps"),
 ]
 FORBIDDEN = [
-    ("get", "secrets"), ("list", "secrets"), ("list", "pods"), ("create", "deployments.apps"),
+    ("get", "secrets"), ("list", "secrets"), ("list", "pods"), ("delete", "deployments.apps"),
+    ("update", "deployments.apps"), ("patch", "deployments.apps#scale"), ("delete", "configmaps"),
     ("delete", "vssmodels.serving.vss.ai"), ("create", "vssmodels.serving.vss.ai"),
     ("update", "inferenceservices.serving.kserve.io"), ("patch", "inferenceservices.serving.kserve.io#status"),
     ("update", "vssmodels.serving.vss.ai#status"),
     ("get", "leases.coordination.k8s.io/someone-elses-lease"), ("delete", "leases.coordination.k8s.io/vss-operator"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"), ("delete", "events"),
-    ("create", "configmaps"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io"), ("delete", "vssstreams.serving.vss.ai"),
 ]
 
 

@@ -20,7 +20,9 @@ from tests.support.apiserver import LocalCluster, wait_until
 from vss_api.vssmodel import VSSModel
 from vss_operator.render import render
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+# The VSSModel examples (examples/ holds VSSStreams too).
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
+                  if "kind: VSSModel" in p.read_text())
 DEADLINE = 60.0
 
 MODEL = """

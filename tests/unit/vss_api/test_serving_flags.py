@@ -38,7 +38,9 @@ from vss_transformers.anomaly import AnomalyTask
 from vss_transformers.forecasting import ForecastingTask
 from vss_transformers.tasks import ClassificationTask, DetectionTask
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
+# The VSSModel examples (examples/ holds VSSStreams too).
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[3] / "examples").glob("*.yaml")
+                  if "kind: VSSModel" in p.read_text())
 TASK_CLASSES = {Task.DETECTION: DetectionTask, Task.CLASSIFICATION: ClassificationTask,
                 Task.ANOMALY: AnomalyTask, Task.FORECASTING: ForecastingTask}
 
