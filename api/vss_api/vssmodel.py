@@ -7,7 +7,7 @@ import itertools
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -419,17 +419,26 @@ class VSSModel(BaseModel):
     @classmethod
     def from_yaml_file(cls, path: Path) -> VSSModel:
         """Read one VSSModel from a YAML file, with an error that names the file and the field."""
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except yaml.YAMLError as exc:
-            raise InvalidSpec(f"{path}: not valid YAML: {exc}") from exc
-        found = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
-        if len(found) != 1:
-            raise InvalidSpec(f"{path}: expected exactly one {KIND} document, found {len(found)}")
-        try:
-            return cls.model_validate(found[0])
-        except ValidationError as exc:
-            raise InvalidSpec(f"{path}: {describe_validation_error(exc)}") from exc
+        return load_one(cls, KIND, path)
+
+
+def load_one(model: type[_M], kind: str, path: Path) -> _M:
+    """The one document of `kind` in the YAML file `path`, validated as `model`; InvalidSpec names the file
+    and the field."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"{path}: not valid YAML: {exc}") from exc
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == kind]
+    if len(found) != 1:
+        raise InvalidSpec(f"{path}: expected exactly one {kind} document, found {len(found)}")
+    try:
+        return model.model_validate(found[0])
+    except ValidationError as exc:
+        raise InvalidSpec(f"{path}: {describe_validation_error(exc)}") from exc
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class InvalidSpec(ValueError):

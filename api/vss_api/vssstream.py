@@ -12,20 +12,18 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from vss_api.vssmodel import (
     API_VERSION,
     DNS_LABEL,
-    InvalidSpec,
     ObjectMeta,
     Resources,
     SpecModel,
     _validations,
     cel,
-    describe_validation_error,
+    load_one,
 )
 
 STREAM_KIND: Literal["VSSStream"] = "VSSStream"
@@ -206,17 +204,7 @@ class VSSStream(BaseModel):
     @classmethod
     def from_yaml_file(cls, path: Path) -> VSSStream:
         """Read one VSSStream from a YAML file, with an error that names the file and the field."""
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except yaml.YAMLError as exc:
-            raise InvalidSpec(f"{path}: not valid YAML: {exc}") from exc
-        found = [d for d in docs if isinstance(d, dict) and d.get("kind") == STREAM_KIND]
-        if len(found) != 1:
-            raise InvalidSpec(f"{path}: expected exactly one {STREAM_KIND} document, found {len(found)}")
-        try:
-            return cls.model_validate(found[0])
-        except ValidationError as exc:
-            raise InvalidSpec(f"{path}: {describe_validation_error(exc)}") from exc
+        return load_one(cls, STREAM_KIND, path)
 
 
 class StreamCondition(BaseModel):
