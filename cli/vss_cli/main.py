@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("file", type=Path, metavar="FILE")
     stream.add_argument("--model-grpc", default="127.0.0.1:8081", metavar="HOST:PORT",
                         help="the v2 gRPC endpoint serving the stream's model (vss run's --grpc-port)")
+    stream.add_argument("--http-port", type=int, default=None,
+                        help="serve /healthz and /metrics on this port (the rendered worker uses 8090)")
     stream.add_argument("--watch", action="store_true",
                         help="re-read FILE and apply edited lines and zones without restarting decoding")
 
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stream":
             from vss_cli.stream import stream_local
 
-            return stream_local(args.file, args.model_grpc, watch=args.watch)
+            return stream_local(args.file, args.model_grpc, watch=args.watch, http_port=args.http_port)
     except InvalidSpec as exc:
         print(f"vss: {exc}", file=sys.stderr)
         return 2

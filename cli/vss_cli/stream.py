@@ -15,6 +15,7 @@ from vss_api.vssmodel import InvalidSpec
 from vss_api.vssstream import VSSStream, VSSStreamSpec
 from vss_streams.analytics import EventKind
 from vss_streams.inference import DetectionClient
+from vss_streams.status_server import start_status_server
 from vss_streams.worker import StreamReport, StreamWorker, json_lines_sink
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 CREDENTIAL_ENV = ("VSS_SOURCE_USERNAME", "VSS_SOURCE_PASSWORD")
 
 
-def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_period_s: float = 2.0) -> int:
+def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_period_s: float = 2.0,
+                 http_port: int | None = None) -> int:
     stream = VSSStream.from_yaml_file(path)
     name = stream.metadata.name
     print(f"vss stream: {name} from {stream.spec.source.url.split('://')[0]}, model "
@@ -34,9 +36,15 @@ def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_per
         worker = StreamWorker(name, stream.spec, client, sinks=[json_lines_sink(sys.stdout.write)],
                               credentials=credentials)
         watcher = asyncio.create_task(watch_file(path, worker, watch_period_s)) if watch else None
+        server = await start_status_server(worker, http_port) if http_port is not None else None
+        if http_port is not None:
+            print(f"vss stream: health and metrics on http://127.0.0.1:{http_port}/healthz and /metrics",
+                  file=sys.stderr)
         try:
             return await worker.run()
         finally:
+            if server is not None:
+                await server.cleanup()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

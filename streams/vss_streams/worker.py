@@ -56,7 +56,8 @@ class StreamWorker:
         self.name, self.spec, self.client = name, spec, client
         self.sinks = sinks or []
         self.state = SourceState()
-        self.metrics = StreamMetrics(registry or CollectorRegistry())
+        self.registry = registry or CollectorRegistry()
+        self.metrics = StreamMetrics(self.registry)
         self.tracker = ObjectTracker(spec.tracking, class_names, spec.sampling.fps)
         self.analyzer = Analyzer(name, spec.analytics, min_track_age=spec.tracking.min_track_age,
                                  forget_after_frames=spec.tracking.lost_track_buffer)
