@@ -8,20 +8,23 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from vss_api.vssstream import VSSStreamSpec
-from vss_streams.analytics import Analyzer, Event
+from vss_streams.analytics import Analyzer, Event, TrackedObject
+from vss_streams.hub import EventHub, Sink, Subscription
 from vss_streams.inference import DetectionClient, ModelUnavailable
 from vss_streams.source import Decoder, Frame, FrameSlot, SourceState
 from vss_streams.tracking import ObjectTracker
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Event], Awaitable[None]]
+# Called on the event loop after each inferred frame with what was tracked and emitted; it must be quick (the
+# preview only keeps a reference and encodes off the loop at its own rate).
+FrameListener = Callable[[Frame, list[TrackedObject], list[Event]], None]
 
 
 class StreamMetrics:
@@ -36,6 +39,8 @@ class StreamMetrics:
                                   registry=registry)
         self.events = Counter("vss_stream_events_total", "Events emitted by kind", [*labels, "kind"],
                               registry=registry)
+        self.sink_dropped = Counter("vss_stream_sink_dropped_total", "Events a sink lost because it fell behind "
+                                    "(its queue was full)", [*labels, "sink"], registry=registry)
 
 
 @dataclass
@@ -54,7 +59,10 @@ class StreamWorker:
                  class_names: tuple[str, ...] = ("person", "vehicle", "object"),
                  credentials: tuple[str, str] = ("", "")) -> None:
         self.name, self.spec, self.client = name, spec, client
-        self.sinks = sinks or []
+        self.hub = EventHub()
+        self.hub.on_drop = self._sink_dropped
+        self._pending_sinks = list(enumerate(sinks or []))
+        self.frame_listeners: list[FrameListener] = []
         self.state = SourceState()
         self.registry = registry or CollectorRegistry()
         self.metrics = StreamMetrics(self.registry)
@@ -73,6 +81,8 @@ class StreamWorker:
     async def run(self) -> StreamReport:
         slot = FrameSlot(self.spec.sampling.mode, asyncio.get_running_loop(), self.state)
         decoder = Decoder(self.spec.source, self.spec.sampling, slot, self.state, credentials=self._credentials)
+        for index, sink in self._pending_sinks:
+            self.hub.attach(f"sink-{index}", sink)
         decoder.start()
         try:
             while (frame := await slot.get()) is not None:
@@ -81,7 +91,11 @@ class StreamWorker:
         finally:
             decoder.stop()
             self._export_source_metrics()
+            await self.hub.close()
         return self.report
+
+    def _sink_dropped(self, subscription: Subscription) -> None:
+        self.metrics.sink_dropped.labels(self.name, subscription.name).inc()
 
     async def _process(self, frame: Frame) -> None:
         try:
@@ -96,8 +110,9 @@ class StreamWorker:
         events = self.analyzer.update(tracked, width, height, frame.time, frame.index)
         for event in events:
             self.metrics.events.labels(self.name, event.kind.value).inc()
-            for sink in self.sinks:
-                await sink(event)
+            self.hub.publish(event)
+        for listener in self.frame_listeners:
+            listener(frame, tracked, events)
         self.report.events += events
         self.report.frames_inferred += 1
         self.metrics.frames.labels(self.name, "inferred").inc()

@@ -1,0 +1,104 @@
+"""Events of a stream fanned out to every sink, each through a bounded queue of its own: a slow or broken sink
+(a webhook that times out, an MQTT broker that is gone, a WebSocket client on a bad link) loses its oldest
+events, counted per sink, and never stalls the worker, the decoder or the other sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from vss_streams.analytics import Event
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Event], Awaitable[None]]
+DEFAULT_QUEUE = 1024
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One sink's view of the events: `get()` the next one; `dropped` counts what overflowed."""
+
+    name: str
+    maxsize: int = DEFAULT_QUEUE
+    dropped: int = 0
+    delivered: int = 0
+    _queue: asyncio.Queue[Event | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._queue = asyncio.Queue(self.maxsize + 1)  # +1: room for the end-of-stream marker
+
+    def offer(self, event: Event | None) -> None:
+        while self._queue.qsize() >= self.maxsize and event is not None:
+            self._queue.get_nowait()  # the oldest goes: the newest events matter most to a live view
+            self.dropped += 1
+        self._queue.put_nowait(event)
+
+    async def get(self) -> Event | None:
+        """The next event, or None once the stream has ended."""
+        return await self._queue.get()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.closed = False
+        self.on_drop: Callable[[Subscription], None] | None = None
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subscriptions)
+
+    def subscribe(self, name: str, maxsize: int = DEFAULT_QUEUE) -> Subscription:
+        subscription = Subscription(name, maxsize)
+        if self.closed:
+            subscription.offer(None)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+
+    def publish(self, event: Event) -> None:
+        """Never blocks: each subscription takes the event or drops its oldest to make room."""
+        for subscription in self._subscriptions:
+            before = subscription.dropped
+            subscription.offer(event)
+            if subscription.dropped != before and self.on_drop is not None:
+                self.on_drop(subscription)
+
+    def attach(self, name: str, sink: Sink, maxsize: int = DEFAULT_QUEUE) -> None:
+        """Run SINK on every event from a task of its own; a sink that raises loses that event (logged)."""
+        subscription = self.subscribe(name, maxsize)
+
+        async def drain() -> None:
+            while (event := await subscription.get()) is not None:
+                try:
+                    await sink(event)
+                    subscription.delivered += 1
+                except Exception:  # a sink's failure is its own; the stream goes on
+                    log.exception("sink %s failed on an event", name)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(drain(), name=f"vss-sink-{name}"))
+
+    async def close(self, flush_timeout_s: float = 5.0) -> None:
+        """End of stream: every subscription gets the end marker; attached sinks get FLUSH_TIMEOUT_S to finish
+        what they hold, then are cancelled."""
+        self.closed = True
+        for subscription in self._subscriptions:
+            subscription.offer(None)
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=flush_timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
