@@ -68,26 +68,40 @@ class EventHub:
             self._subscriptions.remove(subscription)
 
     def publish(self, event: Event) -> None:
-        """Never blocks: each subscription takes the event or drops its oldest to make room."""
+        """Never blocks: each subscription takes the event or drops its oldest to make room. Once closed, a
+        no-op (the end marker stays the last thing each subscription gets)."""
+        if self.closed:
+            return
         for subscription in self._subscriptions:
             before = subscription.dropped
             subscription.offer(event)
             if subscription.dropped != before and self.on_drop is not None:
                 self.on_drop(subscription)
 
-    def attach(self, name: str, sink: Sink, maxsize: int = DEFAULT_QUEUE) -> None:
-        """Run SINK on every event from a task of its own; a sink that raises loses that event (logged)."""
+    def attach(self, name: str, sink: Sink, maxsize: int = DEFAULT_QUEUE,
+               on_close: Callable[[], Awaitable[None]] | None = None) -> Subscription:
+        """Run SINK on every event from a task of its own; a sink that raises loses that event (logged).
+        ON_CLOSE (release a connection, flush) runs once the sink has had the last event, or when close() gives
+        up on it."""
         subscription = self.subscribe(name, maxsize)
 
         async def drain() -> None:
-            while (event := await subscription.get()) is not None:
-                try:
-                    await sink(event)
-                    subscription.delivered += 1
-                except Exception:  # a sink's failure is its own; the stream goes on
-                    log.exception("sink %s failed on an event", name)
+            try:
+                while (event := await subscription.get()) is not None:
+                    try:
+                        await sink(event)
+                        subscription.delivered += 1
+                    except Exception:  # a sink's failure is its own; the stream goes on
+                        log.exception("sink %s failed on an event", name)
+            finally:
+                if on_close is not None:
+                    try:
+                        await on_close()
+                    except Exception:
+                        log.exception("sink %s failed to close", name)
 
         self._tasks.append(asyncio.get_running_loop().create_task(drain(), name=f"vss-sink-{name}"))
+        return subscription
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """End of stream: every subscription gets the end marker; attached sinks get FLUSH_TIMEOUT_S to finish
@@ -99,6 +113,8 @@ class EventHub:
             return
         _, pending = await asyncio.wait(self._tasks, timeout=flush_timeout_s)
         for task in pending:
+            log.warning("%s did not finish within %.1f s of the end of the stream: cancelled", task.get_name(),
+                        flush_timeout_s)
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
