@@ -15,6 +15,7 @@ from vss_api.vssmodel import InvalidSpec
 from vss_api.vssstream import VSSStream, VSSStreamSpec
 from vss_streams.analytics import EventKind
 from vss_streams.inference import DetectionClient
+from vss_streams.sinks import attach_worker_sinks
 from vss_streams.status_server import start_status_server
 from vss_streams.worker import StreamReport, StreamWorker, json_lines_sink
 
@@ -35,6 +36,7 @@ def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_per
         credentials = (os.environ.get(CREDENTIAL_ENV[0], ""), os.environ.get(CREDENTIAL_ENV[1], ""))
         worker = StreamWorker(name, stream.spec, client, sinks=[json_lines_sink(sys.stdout.write)],
                               credentials=credentials)
+        attach_worker_sinks(worker)  # spec.sinks' MQTT broker and webhooks, each behind a bounded queue
         watcher = asyncio.create_task(watch_file(path, worker, watch_period_s)) if watch else None
         server = await start_status_server(worker, http_port) if http_port is not None else None
         if http_port is not None:

@@ -2,7 +2,8 @@
 port from a generated config) read by a real paho subscriber, and real aiohttp webhook servers that fail, refuse
 or hang on purpose. Events are synthetic `Event`s published into a real StreamWorker's hub (the worker is not
 run, so no video is decoded and no model is called): what is under test is the sinks, their retries and
-reconnects, the hub's bounded queues and the counters in the worker's registry.
+reconnects, the hub's bounded queues and the counters in the worker's registry. The last test runs the whole
+path instead: a real `vss stream` process on a generated clip against a real `vss run` of the shipped detector.
 
 Nothing sleeps and then asserts: every wait is on a condition with a deadline, generous enough for a loaded
 2-core machine. A missing `mosquitto` binary fails these tests (apt-get install mosquitto), it never skips."""
@@ -14,6 +15,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,11 +26,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.e2e.serving import free_port
+from tests.e2e.serving import REPO, Served, free_port, vss_run
 from vss_api.vssstream import Direction, VSSStreamSpec
+from vss_models.clips import crossing_clip, write_clip
 from vss_streams.analytics import Event, EventKind
 from vss_streams.inference import DetectionClient
 from vss_streams.sinks import Backoff, MqttSink, attach_worker_sinks
@@ -413,3 +417,47 @@ async def test_a_webhook_that_hangs_loses_its_oldest_events_counted_while_the_ot
     assert metric(worker, "vss_stream_sink_dropped_total", "mqtt") == 0
     assert metric(worker, "vss_stream_sink_dropped_total", "fast") == 0
     assert took < DEADLINE_S and max(lags) < 2.0, (took, max(lags))
+
+
+# --- Through `vss stream` -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with vss_run(REPO / "examples" / "detection.yaml", "sinks-detector", tmp_path_factory.mktemp("sinks")) as s:
+        yield s
+
+
+async def test_vss_stream_sends_every_event_it_prints_to_the_spec_mqtt_broker_and_webhook_in_order(
+        shipped_detector: Served, tmp_path: Path) -> None:
+    """A real `vss stream` process on a generated clip, its frames inferred by the shipped detector of a real
+    `vss run examples/detection.yaml`: the events it prints on stdout are exactly, in order, what a subscriber
+    of the spec's MQTT topic and the spec's webhook receive."""
+    clip = await asyncio.to_thread(write_clip, crossing_clip(frames=150), tmp_path / "crossing.mp4")
+    bodies: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.Response(status=204)
+
+    with broker(tmp_path) as running, Subscriber(running.port, "vss/crossing") as subscriber:
+        async with webhook_server(hook) as url:
+            example = yaml.safe_load((REPO / "examples" / "stream-crossing.yaml").read_text())
+            example["spec"]["source"]["url"] = f"file://{clip}"
+            example["spec"]["sinks"] = {"mqtt": {"url": f"mqtt://127.0.0.1:{running.port}",
+                                                 "topic": "vss/crossing"}, "webhooks": [{"url": url}]}
+            stream_file = tmp_path / "stream.yaml"
+            stream_file.write_text(yaml.safe_dump(example))
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "vss_cli.main", "stream", str(stream_file),
+                "--model-grpc", shipped_detector.grpc_url, cwd=REPO,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=240)
+        assert process.returncode == 0, stderr.decode()
+        printed = [json.loads(line) for line in stdout.decode().splitlines()]
+        received = await asyncio.to_thread(subscriber.wait_for, lambda got: len(got) >= len(printed),
+                                           "every printed event at the MQTT subscriber")
+
+    assert any(e["kind"] == "lineCrossed" for e in printed), stderr.decode()
+    assert received == printed  # the worker's own hub: delivered before `vss stream` exited
+    assert bodies == printed
