@@ -4,7 +4,10 @@ several streams) go as one batch when they are ready together."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 import numpy as np
@@ -80,3 +83,70 @@ class DetectionClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+class Detector(Protocol):
+    async def detect(self, frames: Sequence[NDArray[np.uint8]]
+                     ) -> tuple[list[FrameDetections], list[list[str]]]: ...
+
+
+@dataclass(eq=False)
+class _Pending:
+    frames: list[NDArray[np.uint8]] = field(default_factory=list)
+    answers: list[asyncio.Future[tuple[FrameDetections, list[str]]]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+
+class FrameBatcher:
+    """The frames of several streams held by one worker, sent to the model as one batch when they are ready
+    together: a frame waits at most `max_delay_s` for others of its size, a batch holds at most `max_batch`.
+    One model call per batch instead of one per frame: fewer round trips, and the predictor's own batching
+    gets full batches. A failed call fails every frame in it (each is dropped and counted by its stream)."""
+
+    def __init__(self, client: Detector, max_batch: int = 8, max_delay_s: float = 0.005) -> None:
+        self.client, self.max_batch, self.max_delay_s = client, max_batch, max_delay_s
+        self._pending: dict[tuple[int, ...], _Pending] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.frames = 0
+
+    async def detect(self, frames: Sequence[NDArray[np.uint8]]
+                     ) -> tuple[list[FrameDetections], list[list[str]]]:
+        loop = asyncio.get_running_loop()
+        answers = []
+        for pixels in frames:
+            pending = self._pending.setdefault(pixels.shape, _Pending())
+            answer: asyncio.Future[tuple[FrameDetections, list[str]]] = loop.create_future()
+            pending.frames.append(pixels)
+            pending.answers.append(answer)
+            answers.append(answer)
+            if len(pending.frames) >= self.max_batch:
+                self._flush(pixels.shape)
+            elif pending.timer is None:
+                pending.timer = loop.call_later(self.max_delay_s, self._flush, pixels.shape)
+        done = await asyncio.gather(*answers)
+        return [d for d, _ in done], [n for _, n in done]
+
+    def _flush(self, shape: tuple[int, ...]) -> None:
+        pending = self._pending.pop(shape, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._call(pending))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, pending: _Pending) -> None:
+        self.batches += 1
+        self.frames += len(pending.frames)
+        try:
+            detections, names = await self.client.detect(pending.frames)
+        except Exception as exc:  # every waiting frame gets the model's failure
+            for answer in pending.answers:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for answer, found, labels in zip(pending.answers, detections, names, strict=True):
+            if not answer.done():
+                answer.set_result((found, labels))

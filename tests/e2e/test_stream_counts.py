@@ -19,7 +19,7 @@ from tests.e2e.serving import REPO, Served, vss_run
 from vss_api.vssstream import VSSStreamSpec
 from vss_models.clips import crossing_clip, true_crossings, write_clip
 from vss_streams.analytics import EventKind
-from vss_streams.inference import DetectionClient
+from vss_streams.inference import DetectionClient, FrameBatcher
 from vss_streams.worker import StreamWorker
 
 LINES = {
@@ -87,3 +87,27 @@ def test_vss_stream_prints_each_event_as_a_json_line_and_the_counts_at_the_end(
     assert crossings == Counter(expected)
     assert {e["kind"] for e in events} >= {"lineCrossed", "zoneEntered", "zoneExited"}
     assert "road in person: 3" in done.stderr and "100 frames inferred" in done.stderr
+
+
+def test_three_streams_in_one_worker_share_batches_and_each_counts_exactly(shipped_detector: Served, clip: Path
+                                                                            ) -> None:
+    """Three streams of one worker process send their frames through one FrameBatcher: the served detector
+    gets batches of several frames (fewer calls than frames) and every stream's counts still equal the truth."""
+    async def run() -> tuple[list[Counter[tuple[str, str, str]]], FrameBatcher]:
+        client = DetectionClient(shipped_detector.grpc_url, "detector", timeout_s=60.0)
+        batcher = FrameBatcher(client, max_batch=3, max_delay_s=0.02)
+        try:
+            reports = await asyncio.gather(*(StreamWorker(f"crossing-{i}", stream_spec(clip, 5.0), batcher).run()
+                                             for i in range(3)))
+        finally:
+            await client.close()
+        return [Counter((e.name, e.direction.value, e.class_name) for e in r.events
+                        if e.kind is EventKind.LINE_CROSSED and e.direction is not None) for r in reports], batcher
+
+    counts, batcher = asyncio.run(asyncio.wait_for(run(), timeout=300))
+
+    expected = Counter({(name, direction, cls): n for name, (a, b) in LINES.items()
+                        for (direction, cls), n in true_crossings(crossing_clip(), a, b).items()})
+    assert counts == [expected] * 3
+    assert batcher.frames == 3 * crossing_clip().frames // 3
+    assert batcher.batches < batcher.frames * 0.75, (batcher.batches, batcher.frames)
