@@ -8,13 +8,14 @@ MQTT: every event is one message, its `Event.to_json()` as compact JSON, on exac
 the spec's QoS. paho-mqtt's network thread connects in the background and reconnects with capped exponential
 backoff, so a broker that is down when the worker starts is reached once it is up; messages published
 meanwhile wait in paho's queue, which is bounded (`max_queued`): past it an event is refused and counted
-failed, so a dead broker never grows memory. `mqtts://` uses TLS with the system's CAs. A username and password,
+failed, so a dead broker never grows memory. `mqtts://` uses TLS, verifying the broker's certificate and host
+name against the system's CAs or, when VSS_MQTT_CA_FILE names a PEM file, those in it. A username and password,
 when the broker wants them, come from VSS_MQTT_USERNAME / VSS_MQTT_PASSWORD (a Secret's env), never the spec,
 and are never logged.
 
 Webhooks: each event is one POST of its JSON, with the spec's timeout per attempt. A connection error, a
 timeout, a 5xx or a 429 is retried up to `maxRetries` times with capped exponential backoff and full jitter
-(a 429's or 503's Retry-After is honoured, capped); any other 4xx is the receiver refusing the event: logged,
+(the Retry-After of a 429 or 5xx is honoured, capped); any other 4xx is the receiver refusing the event: logged,
 counted failed, not retried. An event out of retries is dropped and counted failed. Logs name a webhook by
 scheme and host only: a path or query may hold a token.
 
@@ -50,6 +51,7 @@ from vss_streams.hub import DEFAULT_QUEUE, EventHub
 log = logging.getLogger(__name__)
 
 MQTT_CREDENTIAL_ENV = ("VSS_MQTT_USERNAME", "VSS_MQTT_PASSWORD")
+MQTT_CA_ENV = "VSS_MQTT_CA_FILE"  # mqtts: a PEM bundle to trust instead of the system's CAs (a private CA)
 DEFAULT_MQTT_QUEUE = 10_000  # messages paho holds while the broker is away (each ~300 bytes of JSON)
 
 
@@ -200,11 +202,14 @@ class MqttSink:
         if username:
             self.client.username_pw_set(username, password or None)
         if tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=os.environ.get(MQTT_CA_ENV) or None)
         self.client.max_queued_messages_set(max_queued)
         self.client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self._failing = False  # a failed connect is logged once, until the next successful one
+        self._closing = False
         self.client.on_publish = self._on_publish
         self.client.connect_async(self.host, self.port, keepalive=keepalive_s)
         self.client.loop_start()  # connects, and reconnects with backoff, from its own thread
@@ -214,10 +219,17 @@ class MqttSink:
             log.warning("mqtt %s: broker %s refused the connection: %s", self.name, self.where, reason)
             return
         self.connected.set()
+        self._failing = False
         log.info("mqtt %s: connected to %s", self.name, self.where)
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("mqtt %s: cannot reach %s; retrying with backoff (events wait, up to the queue's bound)",
+                        self.name, self.where)
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._closing:
             log.warning("mqtt %s: lost %s (%s); reconnecting", self.name, self.where, reason)
         self.connected.clear()
 
@@ -257,6 +269,7 @@ class MqttSink:
                 self._failed.inc(left)
                 log.warning("mqtt %s: %d events not delivered to %s before the stream ended", self.name, left,
                             self.where)
+            self._closing = True
             self.client.disconnect()
             self.client.loop_stop()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -53,12 +54,15 @@ def mosquitto_binary() -> str:
 @dataclass
 class Broker:
     port: int
+    settings: str = "allow_anonymous true\n"  # after the listener line: auth, TLS
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
     def start(self, workdir: Path) -> None:
         config = workdir / f"mosquitto-{self.port}.conf"
-        config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        # As root, Mosquitto would drop to its own user, which cannot read the test's private tmp directory.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        config.write_text(f"listener {self.port} 127.0.0.1\n{self.settings}persistence false\n{user}"
                           "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
         self.log = workdir / f"mosquitto-{self.port}.log"
         with self.log.open("wb") as out:
@@ -87,8 +91,8 @@ class Broker:
 
 
 @contextmanager
-def broker(workdir: Path, start: bool = True) -> Iterator[Broker]:
-    running = Broker(free_port())
+def broker(workdir: Path, start: bool = True, settings: str = "allow_anonymous true\n") -> Iterator[Broker]:
+    running = Broker(free_port(), settings)
     try:
         if start:
             running.start(workdir)
@@ -103,6 +107,8 @@ class Subscriber:
 
     port: int
     topic: str
+    credentials: tuple[str, str] | None = None
+    ca_file: Path | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _client: mqtt.Client | None = None
@@ -123,6 +129,10 @@ class Subscriber:
                 self._changed.notify_all()
 
         client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+        if self.credentials is not None:
+            client.username_pw_set(*self.credentials)
+        if self.ca_file is not None:
+            client.tls_set(ca_certs=str(self.ca_file))
         client.connect("127.0.0.1", self.port)
         client.loop_start()
         self._client = client
@@ -269,6 +279,94 @@ async def test_a_broker_that_never_comes_up_bounds_what_the_sink_holds_and_count
 
         assert metric(worker, "vss_stream_sink_failed_total", "mqtt") == 200  # the 50 held ones too, at the end
         assert metric(worker, "vss_stream_sink_delivered_total", "mqtt") == 0
+
+
+def password_file(workdir: Path, username: str, password: str) -> Path:
+    tool = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/sbin:/usr/local/sbin")
+    if tool is None:
+        pytest.fail("`mosquitto_passwd` (package mosquitto) is needed to test broker credentials")
+    path = workdir / "passwords"
+    subprocess.run([tool, "-b", "-c", str(path), username, password], check=True, capture_output=True)
+    return path
+
+
+async def test_credentials_from_the_env_reach_a_broker_that_requires_them_and_never_the_logs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "pa55-w0rd-never-logged"
+    passwords = password_file(tmp_path, "camera-7", secret)
+    settings = f"allow_anonymous false\npassword_file {passwords}\n"
+    caplog.set_level("DEBUG")
+    with broker(tmp_path, settings=settings) as running, \
+            Subscriber(running.port, "vss/auth", credentials=("camera-7", secret)) as subscriber:
+        monkeypatch.setenv("VSS_MQTT_USERNAME", "camera-7")
+        monkeypatch.setenv("VSS_MQTT_PASSWORD", secret)
+        async with worker_with({"mqtt": {"url": f"mqtt://127.0.0.1:{running.port}", "topic": "vss/auth"}}) as worker:
+            attach_worker_sinks(worker)
+            for event in events(10):
+                worker.hub.publish(event)
+            await worker.hub.close(flush_timeout_s=DEADLINE_S)
+            received = await asyncio.to_thread(subscriber.wait_for, lambda got: len(got) >= 10, "10 events")
+            assert [m["frame"] for m in received] == list(range(10))
+            assert metric(worker, "vss_stream_sink_delivered_total", "mqtt") == 10
+
+        monkeypatch.setenv("VSS_MQTT_PASSWORD", "wrong-" + secret)
+        async with worker_with({"mqtt": {"url": f"mqtt://127.0.0.1:{running.port}", "topic": "vss/auth"}}) as worker:
+            [sink] = attach_worker_sinks(worker, flush_timeout_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.2)
+            worker.hub.publish(events(1)[0])
+            await until(lambda: "refused the connection" in caplog.text, "the refusal logged")
+            await worker.hub.close(flush_timeout_s=DEADLINE_S)
+            assert isinstance(sink, MqttSink) and not sink.connected.is_set()
+            assert metric(worker, "vss_stream_sink_delivered_total", "mqtt") == 0
+            assert metric(worker, "vss_stream_sink_failed_total", "mqtt") == 1
+
+    assert secret not in caplog.text
+
+
+def self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its IP in subjectAltName, as host name checks want) and its key."""
+    cert, key = workdir / "broker.crt", workdir / "broker.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_mqtts_publishes_over_tls_to_a_broker_whose_certificate_the_ca_file_vouches_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = self_signed(tmp_path)
+    settings = f"allow_anonymous true\ncertfile {cert}\nkeyfile {key}\n"
+    with broker(tmp_path, settings=settings) as running, \
+            Subscriber(running.port, "vss/tls", ca_file=cert) as subscriber:
+        monkeypatch.setenv("VSS_MQTT_CA_FILE", str(cert))
+        async with worker_with({"mqtt": {"url": f"mqtts://127.0.0.1:{running.port}", "topic": "vss/tls"}}) as worker:
+            attach_worker_sinks(worker)
+            for event in events(10):
+                worker.hub.publish(event)
+            await worker.hub.close(flush_timeout_s=DEADLINE_S)
+            received = await asyncio.to_thread(subscriber.wait_for, lambda got: len(got) >= 10, "10 events")
+            assert [m["frame"] for m in received] == list(range(10))
+            assert metric(worker, "vss_stream_sink_delivered_total", "mqtt") == 10
+
+
+# paho 2.2 leaves the SSL socket of a failed handshake to the garbage collector (closed there, with a
+# ResourceWarning that pytest turns into an error): a warning about paho, not what this test is about.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning")
+async def test_mqtts_sends_nothing_to_a_broker_whose_certificate_nothing_vouches_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    cert, key = self_signed(tmp_path)
+    settings = f"allow_anonymous true\ncertfile {cert}\nkeyfile {key}\n"
+    with broker(tmp_path, settings=settings) as running, \
+            Subscriber(running.port, "vss/tls", ca_file=cert) as subscriber:
+        monkeypatch.delenv("VSS_MQTT_CA_FILE", raising=False)  # the system's CAs do not know this one
+        async with worker_with({"mqtt": {"url": f"mqtts://127.0.0.1:{running.port}", "topic": "vss/tls"}}) as worker:
+            [sink] = attach_worker_sinks(worker, flush_timeout_s=0.5, reconnect_min_s=0.1, reconnect_max_s=0.2)
+            worker.hub.publish(events(1, start=10)[0])
+            await until(lambda: "cannot reach" in caplog.text, "the failed handshake logged")
+            await worker.hub.close(flush_timeout_s=DEADLINE_S)
+            assert isinstance(sink, MqttSink) and not sink.connected.is_set()
+            assert metric(worker, "vss_stream_sink_failed_total", "mqtt") == 1
+            assert metric(worker, "vss_stream_sink_delivered_total", "mqtt") == 0
+        assert subscriber.received == []
 
 
 # --- Webhooks -----------------------------------------------------------------------------------------------
@@ -461,3 +559,10 @@ async def test_vss_stream_sends_every_event_it_prints_to_the_spec_mqtt_broker_an
     assert any(e["kind"] == "lineCrossed" for e in printed), stderr.decode()
     assert received == printed  # the worker's own hub: delivered before `vss stream` exited
     assert bodies == printed
+
+
+def test_without_a_mosquitto_binary_the_mqtt_tests_fail_saying_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install mosquitto"):
+        mosquitto_binary()
