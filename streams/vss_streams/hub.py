@@ -48,7 +48,7 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[asyncio.Task[None], Subscription] = {}
         self.closed = False
         self.on_drop: Callable[[Subscription], None] | None = None
 
@@ -100,12 +100,12 @@ class EventHub:
                     except Exception:
                         log.exception("sink %s failed to close", name)
 
-        self._tasks.append(asyncio.get_running_loop().create_task(drain(), name=f"vss-sink-{name}"))
+        self._tasks[asyncio.get_running_loop().create_task(drain(), name=f"vss-sink-{name}")] = subscription
         return subscription
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """End of stream: every subscription gets the end marker; attached sinks get FLUSH_TIMEOUT_S to finish
-        what they hold, then are cancelled."""
+        what they hold, then are cancelled: the events still queued for them count as dropped."""
         self.closed = True
         for subscription in self._subscriptions:
             subscription.offer(None)
@@ -113,8 +113,14 @@ class EventHub:
             return
         _, pending = await asyncio.wait(self._tasks, timeout=flush_timeout_s)
         for task in pending:
-            log.warning("%s did not finish within %.1f s of the end of the stream: cancelled", task.get_name(),
-                        flush_timeout_s)
+            subscription = self._tasks[task]
+            left = max(0, subscription.pending() - 1)  # all but the end marker (gone if it was taken)
+            log.warning("sink %s did not finish within %.1f s of the end of the stream: cancelled, %d events "
+                        "it had not taken dropped", subscription.name, flush_timeout_s, left)
             task.cancel()
+            subscription.dropped += left
+            if self.on_drop is not None:
+                for _ in range(left):
+                    self.on_drop(subscription)
         await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()

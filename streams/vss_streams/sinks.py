@@ -138,7 +138,13 @@ class WebhookSink:
         return self._session
 
     async def __call__(self, event: Event) -> None:
-        body = _payload(event)
+        try:
+            await self._deliver(_payload(event))
+        except asyncio.CancelledError:  # the stream ended while this event was still being tried
+            self._failed.inc()
+            raise
+
+    async def _deliver(self, body: bytes) -> None:
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
                 self._retries.inc()

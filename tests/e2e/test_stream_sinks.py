@@ -505,13 +505,16 @@ async def test_a_webhook_that_hangs_loses_its_oldest_events_counted_while_the_ot
             received = await asyncio.to_thread(subscriber.wait_for, lambda got: len(got) >= n,
                                                f"all {n} events at the MQTT subscriber")
             ticking.cancel()
+            # The hung webhook holds event 0; its queue kept the newest 16; the 1983 in between were dropped.
+            assert metric(worker, "vss_stream_sink_dropped_total", "webhook-0") == n - 1 - queue
+            await worker.hub.close(flush_timeout_s=0.5)  # still hung: cancelled, what it held is accounted for
             never.set()
-            await worker.hub.close(flush_timeout_s=1.0)
 
     assert fast == list(range(n))
     assert [m["frame"] for m in received] == list(range(n))
-    # The hung webhook held event 0; its queue kept the newest 16; the 1983 in between were dropped and counted.
-    assert metric(worker, "vss_stream_sink_dropped_total", "webhook-0") == n - 1 - queue
+    assert metric(worker, "vss_stream_sink_dropped_total", "webhook-0") == n - 1  # the 16 queued, at the end
+    assert metric(worker, "vss_stream_sink_failed_total", "webhook-0") == 1  # the one it was stuck on
+    assert metric(worker, "vss_stream_sink_delivered_total", "webhook-0") == 0
     assert metric(worker, "vss_stream_sink_dropped_total", "mqtt") == 0
     assert metric(worker, "vss_stream_sink_dropped_total", "fast") == 0
     assert took < DEADLINE_S and max(lags) < 2.0, (took, max(lags))

@@ -94,10 +94,13 @@ def test_close_delivers_the_end_marker_and_lets_attached_sinks_flush_what_they_h
     assert calls == ["closed after 20"]
 
 
-def test_close_cancels_a_sink_that_does_not_finish_in_time_and_still_runs_its_on_close() -> None:
-    async def run() -> tuple[list[str], float]:
+def test_close_cancels_a_sink_that_does_not_finish_in_time_counts_what_it_had_not_taken_and_runs_its_on_close(
+        ) -> None:
+    async def run() -> tuple[list[str], float, int, list[str]]:
         hub = EventHub()
         calls: list[str] = []
+        dropped_by: list[str] = []
+        hub.on_drop = lambda subscription: dropped_by.append(subscription.name)
 
         async def hangs(e: Event) -> None:
             await asyncio.Event().wait()
@@ -105,18 +108,20 @@ def test_close_cancels_a_sink_that_does_not_finish_in_time_and_still_runs_its_on
         async def on_close() -> None:
             calls.append("closed")
 
-        hub.attach("hangs", hangs, on_close=on_close)
-        hub.publish(event(0))
-        await asyncio.sleep(0)
+        subscription = hub.attach("hangs", hangs, on_close=on_close)
+        for frame in range(5):  # the first is taken (and hangs), four wait in its queue
+            hub.publish(event(frame))
+            await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         await hub.close(flush_timeout_s=0.2)
-        return calls, loop.time() - started
+        return calls, loop.time() - started, subscription.dropped, dropped_by
 
-    calls, took = asyncio.run(run())
+    calls, took, dropped, dropped_by = asyncio.run(run())
 
     assert calls == ["closed"]
     assert took < 10
+    assert dropped == 4 and dropped_by == ["hangs"] * 4
 
 
 def test_a_sink_that_raises_loses_only_its_own_events_and_the_others_go_on() -> None:
