@@ -3,7 +3,9 @@
 Decoding blocks, so it runs on a thread of its own and hands frames to the event loop through a `FrameSlot`:
 `live` keeps only the newest frame (an older one not yet taken is dropped and counted: lag stays bounded),
 `exhaustive` keeps every sampled frame and makes the decoder wait (recordings, where nothing is lost).
-A live source that fails or ends is reopened with capped exponential backoff; a file ends the stream."""
+A live source that fails or ends is reopened with capped exponential backoff (PyAV's open and read timeouts and
+FFmpeg's socket timeout make a dead or silent server an error, never a decoder blocked for good); a file ends the
+stream, at its end or at an error (reopening it would replay it). Frame times go on across reconnects."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import av
 import numpy as np
 from numpy.typing import NDArray
 
-from vss_api.vssstream import Sampling, SamplingMode, Source
+from vss_api.vssstream import Sampling, SamplingMode, Source, SourceStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,21 @@ class SourceState:
     """What the source is doing, for status and metrics (written by the decoder thread, read anywhere)."""
 
     connected: bool = False
-    since: float = field(default_factory=time.time)
-    last_error: str = ""
+    since: float = field(default_factory=time.time)  # time.time() it last connected or was lost
+    last_error: str = ""  # why it is not connected (no credentials); "" while connected
     reconnects: int = 0
     frames_decoded: int = 0
     frames_sampled: int = 0
     frames_dropped: int = 0
-    resolution: tuple[int, int] | None = None
+    resolution: tuple[int, int] | None = None  # width, height of the frames decoded now (the last ones)
     ended: bool = False
+
+    def to_status(self) -> SourceStatus:
+        """The VSSStream's status.source: `since` as RFC 3339, `resolution` as WIDTHxHEIGHT."""
+        since = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        resolution = f"{self.resolution[0]}x{self.resolution[1]}" if self.resolution else None
+        return SourceStatus(connected=self.connected, since=since, last_error=self.last_error,
+                            reconnects=self.reconnects, resolution=resolution)
 
 
 class FrameSlot:
@@ -106,28 +116,69 @@ def is_live(source: Source) -> bool:
     return not source.url.startswith("file://")
 
 
+OPEN_TIMEOUT_S = 10.0  # PyAV's interrupt: opening (connect, DESCRIBE, SETUP, PLAY, probing) gives up after it
+READ_TIMEOUT_S = 8.0  # and a read that brings nothing: a server that stopped sending, whatever the protocol
+BACKWARD_JUMP_S = 1.0  # a frame this much older than the last one kept: the source's clock went back
+
+
+class SampleClock:
+    """Each decoded frame's stream time, from its own presentation time, continued across reconnects and across
+    a source clock that goes back (a camera that restarts its timestamps, a server looping a recording), and
+    whether the stream's rate keeps it. Times never go back, so tracks and dwell times do not jump."""
+
+    def __init__(self, fps: float) -> None:
+        self.step = 1.0 / fps
+        self.last: float | None = None  # the last kept frame's time
+        self._offset = 0.0
+        self._started: float | None = None  # this connection's (or run's) first presentation time
+        self._next: float | None = None  # the earliest time the next kept frame may have
+
+    def reconnected(self) -> None:
+        """A new connection: its first frame follows the last kept one by a step."""
+        self._offset = (self.last if self.last is not None else 0.0) + self.step
+        self._started = self._next = None
+
+    def sample(self, pts: float) -> float | None:
+        """The frame's time if the rate keeps it, else None."""
+        if self._started is None:
+            self._started = pts
+        at = self._offset + pts - self._started
+        if self.last is not None and at < self.last - BACKWARD_JUMP_S:
+            self.reconnected()
+            self._started = pts
+            at = self._offset
+        if self._next is not None and at + 1e-6 < self._next:
+            return None
+        self._next = at + self.step if self._next is None else max(self._next + self.step, at)
+        self.last = at
+        return at
+
+
 class Decoder:
     """Runs the decode loop on its own thread until `stop()`; frames go to `slot`."""
 
     def __init__(self, source: Source, sampling: Sampling, slot: FrameSlot, state: SourceState, *,
                  credentials: tuple[str, str] = ("", ""), backoff: tuple[float, float] = (0.5, 10.0),
-                 sleep: Callable[[float], bool] | None = None) -> None:
+                 sleep: Callable[[float], bool] | None = None,
+                 timeouts: tuple[float, float] = (OPEN_TIMEOUT_S, READ_TIMEOUT_S)) -> None:
         self.source, self.sampling, self.slot, self.state = source, sampling, slot, state
         self._credentials = credentials
         self._backoff = backoff
+        self._timeouts = timeouts
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
         self._thread = threading.Thread(target=self._run, name="vss-decoder", daemon=True)
         self._index = 0
-        self._time_offset = 0.0
-        self._last_time = 0.0
+        self._clock = SampleClock(sampling.fps)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ends the decode loop: at the next frame, or once a blocked open or read gives up (its timeouts)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         delay = self._backoff[0]
@@ -141,9 +192,16 @@ class Decoder:
                             return
                     if not is_live(self.source):
                         return
-                    self._disconnected("the source ended the stream")
-                except (av.FFmpegError, OSError) as exc:
-                    self._disconnected(_describe(exc))
+                    if self._stop.is_set():
+                        return
+                    self._disconnected("the source ended the stream (end of stream or connection closed)")
+                except (av.FFmpegError, OSError, NoVideo) as exc:
+                    if self._stop.is_set():
+                        return
+                    self._disconnected(str(exc) if isinstance(exc, NoVideo) else _describe(exc))
+                    if not is_live(self.source):
+                        # a recording that cannot be read ends: reopening it would replay (and count) it again
+                        return
                 if self._stop.is_set() or self._sleep(delay):
                     return
                 delay = min(delay * 2, self._backoff[1])
@@ -159,34 +217,36 @@ class Decoder:
         self.state.last_error = reason
         log.warning("stream source lost: %s", reason)
         # frame times continue across the gap, so tracks and dwell times do not jump backwards
-        self._time_offset = self._last_time + 1.0 / self.sampling.fps
+        self._clock.reconnected()
 
     def _frames(self) -> Iterator[Frame]:
         url, options = open_options(self.source, *self._credentials)
-        with av.open(url, options=options, timeout=10.0) as container:
+        with av.open(url, options=options, timeout=self._timeouts) as container:
+            if not container.streams.video:
+                raise NoVideo("the source has no video stream")
             video = container.streams.video[0]
             video.thread_type = "AUTO"
-            step = 1.0 / self.sampling.fps
-            next_sample = None
-            started = None
             for decoded in container.decode(video):
                 if self._stop.is_set():
                     return
                 if not self.state.connected:
                     self.state.connected, self.state.since, self.state.last_error = True, time.time(), ""
                 self.state.frames_decoded += 1
+                # the resolution of what is decoded now, sampled or not (a camera that changed it says so at once)
+                if self.state.resolution != (decoded.width, decoded.height):
+                    self.state.resolution = (decoded.width, decoded.height)
                 pts = float(decoded.time) if decoded.time is not None else self.state.frames_decoded / 30.0
-                started = pts if started is None else started
-                at = self._time_offset + pts - started
-                if next_sample is not None and at + 1e-6 < next_sample:
+                at = self._clock.sample(pts)
+                if at is None:
                     continue
-                next_sample = at + step if next_sample is None else max(next_sample + step, at)
                 pixels = np.asarray(decoded.to_ndarray(format="rgb24"), np.uint8)
-                self.state.resolution = (pixels.shape[1], pixels.shape[0])
                 self.state.frames_sampled += 1
-                self._last_time = at
                 self._index += 1
                 yield Frame(self._index - 1, at, pixels, time.monotonic())
+
+
+class NoVideo(Exception):
+    """The source opened but carries no video stream."""
 
 
 def _describe(exc: BaseException) -> str:

@@ -72,15 +72,23 @@ class StreamWorker:
         self.report = StreamReport()
         self._credentials = credentials
         self._reported = {"decoded": 0, "sampled": 0, "dropped": 0, "reconnects": 0}
+        self._decoder: Decoder | None = None
 
     def reconfigure(self, spec: VSSStreamSpec) -> None:
         """New lines and zones apply from the next frame; decoding and tracking go on."""
         self.analyzer.reconfigure(spec.analytics)
         self.spec = spec
 
+    def stop(self) -> None:
+        """Ends `run()` (a live source never ends by itself): the decoder stops at its next frame, or once a
+        blocked open or read gives up, and `run()` returns its report after the sinks are flushed."""
+        if self._decoder is not None:
+            self._decoder.stop(timeout=0)
+
     async def run(self) -> StreamReport:
         slot = FrameSlot(self.spec.sampling.mode, asyncio.get_running_loop(), self.state)
         decoder = Decoder(self.spec.source, self.spec.sampling, slot, self.state, credentials=self._credentials)
+        self._decoder = decoder
         for index, sink in self._pending_sinks:
             self.hub.attach(f"sink-{index}", sink)
         decoder.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from vss_api.vssstream import Sampling, SamplingMode, Source
 from vss_models.clips import ClipSpec, write_clip
-from vss_streams.source import Decoder, Frame, FrameSlot, SourceState, open_options
+from vss_streams.source import Decoder, Frame, FrameSlot, SampleClock, SourceState, open_options
 
 
 def frame(index: int) -> Frame:
@@ -120,3 +121,52 @@ def test_credentials_go_into_the_url_ffmpeg_opens_and_rtsp_gets_its_transport_an
     assert url == "rtsp://admin:s3cret@camera:8554/live"
     assert options["rtsp_transport"] == "udp" and options["timeout"] == "5000000"
     assert open_options(Source(url="file:///clips/a.mp4"))[0] == "/clips/a.mp4"
+
+
+def test_a_missing_recording_ends_the_stream_with_its_reason_instead_of_being_retried(tmp_path: Path) -> None:
+    delays: list[float] = []
+
+    def sleep(delay: float) -> bool:
+        delays.append(delay)
+        return False
+
+    async def run() -> SourceState:
+        state = SourceState()
+        slot = FrameSlot(SamplingMode.EXHAUSTIVE, asyncio.get_running_loop(), state)
+        decoder = Decoder(Source(url=f"file://{tmp_path}/none.mp4"), Sampling(), slot, state, sleep=sleep)
+        decoder.start()
+        assert await asyncio.wait_for(_drain(slot), 30) == []
+        decoder.stop()
+        return state
+
+    state = asyncio.run(run())
+
+    assert state.ended and not state.connected and state.reconnects == 0 and delays == []
+    assert "FileNotFoundError" in state.last_error
+
+
+def test_frame_times_go_on_across_a_reconnect_and_a_source_clock_that_goes_back() -> None:
+    clock = SampleClock(5.0)
+    first = [clock.sample(i / 15) for i in range(15)]  # 1 s at 15 fps, sampled to 5 fps
+    kept = [t for t in first if t is not None]
+    clock.reconnected()  # the camera came back and starts its clock at 100 s
+    after_reconnect = [t for t in (clock.sample(100 + i / 15) for i in range(15)) if t is not None]
+    after_jump = [t for t in (clock.sample(3 + i / 15) for i in range(15)) if t is not None]  # 100 s -> 3 s
+
+    assert np.allclose(kept, [0.0, 0.2, 0.4, 0.6, 0.8], atol=1e-6)
+    assert np.allclose(after_reconnect, [1.0, 1.2, 1.4, 1.6, 1.8], atol=1e-6)
+    assert np.allclose(after_jump, [2.0, 2.2, 2.4, 2.6, 2.8], atol=1e-6)
+
+
+def test_the_state_says_since_when_and_at_what_resolution_as_the_streams_status_does() -> None:
+    state = SourceState(connected=False, since=0.0, last_error="ConnectionRefusedError: Connection refused",
+                        reconnects=3, resolution=(640, 360))
+
+    status = state.to_status()
+
+    assert status.since == "1970-01-01T00:00:00Z" and status.resolution == "640x360"
+    assert status.model_dump(by_alias=True) == {
+        "connected": False, "since": "1970-01-01T00:00:00Z", "lastError": "ConnectionRefusedError: Connection refused",
+        "reconnects": 3, "resolution": "640x360"}
+    assert SourceState().to_status().resolution is None
+    assert abs(SourceState().since - time.time()) < 5
