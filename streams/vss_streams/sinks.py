@@ -6,9 +6,9 @@ decoder, the model calls or the other sinks.
 MQTT: every event is one message, its `Event.to_json()` as compact JSON, on exactly `spec.sinks.mqtt.topic`
 (the event carries its stream and kind, so subscribers filter on the payload; one topic keeps ACLs simple), at
 the spec's QoS. paho-mqtt's network thread connects in the background and reconnects with capped exponential
-backoff, so a broker that is down when the worker starts is reached once it is up; messages published
-meanwhile wait in paho's queue, which is bounded (`max_queued`): past it an event is refused and counted
-failed, so a dead broker never grows memory. `mqtts://` uses TLS, verifying the broker's certificate and host
+backoff, so a broker that is down when the worker starts is reached once it is up; events meanwhile wait in a
+backlog, bounded (`max_queued`): past it the oldest is dropped and counted failed, so a dead broker never grows
+memory. Events arrive in order (see MqttSink). `mqtts://` uses TLS, verifying the broker's certificate and host
 name against the system's CAs or, when VSS_MQTT_CA_FILE names a PEM file, those in it. A username and password,
 when the broker wants them, come from VSS_MQTT_USERNAME / VSS_MQTT_PASSWORD (a Secret's env), never the spec,
 and are never logged.
@@ -27,6 +27,7 @@ webhook: answered 2xx), vss_stream_sink_failed_total (refused or out of retries)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -35,6 +36,7 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -184,24 +186,34 @@ class WebhookSink:
 
 
 class MqttSink:
-    """Publishes each event to the broker from paho's network thread; `__call__` never waits on the network."""
+    """Hands each event to paho's network thread; `__call__` never waits on the network.
+
+    Order: paho sends a message published before its CONNACK ahead of the ones it held from before, and past its
+    in-flight limit lets a new message overtake queued ones; so events wait in a backlog of ours (bounded, the
+    oldest dropped and counted failed) until the broker has accepted the connection, and paho's in-flight limit
+    is off (paho's own queue stays bounded). Subscribers thus get events in order, except that after a lost
+    connection paho resends the unacknowledged ones (QoS 1, flagged dup), which may land after newer ones."""
 
     def __init__(self, spec: Mqtt, stream: str, metrics: SinkMetrics, name: str = "mqtt", *,
                  max_queued: int = DEFAULT_MQTT_QUEUE, reconnect_min_s: float = 1.0, reconnect_max_s: float = 30.0,
                  keepalive_s: int = 30, flush_timeout_s: float = 3.0) -> None:
-        self.spec, self.name, self.flush_timeout_s = spec, name, flush_timeout_s
+        self.spec, self.name, self.flush_timeout_s, self.max_queued = spec, name, flush_timeout_s, max_queued
         parts = urlsplit(spec.url)
         tls = parts.scheme == "mqtts"
         self.host, self.port = parts.hostname or "localhost", parts.port or (8883 if tls else 1883)
         self.where = _redacted(spec.url)
         self._delivered: Counter = metrics.delivered.labels(stream, name)
         self._failed: Counter = metrics.failed.labels(stream, name)
-        self._lock = threading.Lock()  # guards the two counts only: never held around a paho call
-        self._published = 0  # accepted by paho (sent, or queued until the broker is back)
-        self._done = 0  # acknowledged (QoS 1) or written to the socket (QoS 0)
-        self._idle = threading.Event()  # set while paho holds nothing of ours
+        self._lock = threading.Lock()  # guards the backlog and the counts; never held around a paho call
+        self._backlog: deque[bytes] = deque()  # events not yet handed to paho (waiting for a connection)
+        self._handed = 0  # taken from the backlog for paho
+        self._done = 0  # acknowledged (QoS 1), written to the socket (QoS 0), or refused by paho
+        self._idle = threading.Event()  # set while neither the backlog nor paho holds anything of ours
         self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = threading.Event()
+        self._failing = False  # a failed connect is logged once, until the next successful one
+        self._closing = False
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=_client_id(stream),
                                   protocol=mqtt.MQTTv311, clean_session=True)
         username, password = (os.environ.get(key, "") for key in MQTT_CREDENTIAL_ENV)
@@ -210,12 +222,11 @@ class MqttSink:
         if tls:
             self.client.tls_set(ca_certs=os.environ.get(MQTT_CA_ENV) or None)
         self.client.max_queued_messages_set(max_queued)
+        self.client.max_inflight_messages_set(0)  # no limit: a limit lets new messages overtake queued ones
         self.client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
-        self._failing = False  # a failed connect is logged once, until the next successful one
-        self._closing = False
         self.client.on_publish = self._on_publish
         self.client.connect_async(self.host, self.port, keepalive=keepalive_s)
         self.client.loop_start()  # connects, and reconnects with backoff, from its own thread
@@ -227,6 +238,9 @@ class MqttSink:
         self.connected.set()
         self._failing = False
         log.info("mqtt %s: connected to %s", self.name, self.where)
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._flush)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._failing:
@@ -240,32 +254,56 @@ class MqttSink:
         self.connected.clear()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        self._delivered.inc()
+        self._finished()
+
+    def _finished(self) -> None:
         with self._lock:
             self._done += 1
-            if self._done >= self._published:
+            if self._done >= self._handed and not self._backlog:
                 self._idle.set()
-        self._delivered.inc()
 
     async def __call__(self, event: Event) -> None:
-        info = self.client.publish(self.spec.topic, _payload(event), qos=self.spec.qos)
-        # QoS 1 without a connection is queued by paho and sent on reconnect; QoS 0 without one is lost.
-        if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.spec.qos > 0):
+        self._loop = asyncio.get_running_loop()
+        payload = _payload(event)
+        with self._lock:
+            if len(self._backlog) >= self.max_queued:
+                self._backlog.popleft()
+                dropped = True
+            else:
+                dropped = False
+            self._backlog.append(payload)
+            self._idle.clear()
+        if dropped:
+            self._failed.inc()
+            log.warning("mqtt %s: %s unreachable and %d events wait: the oldest dropped", self.name, self.where,
+                        self.max_queued)
+        if self.connected.is_set():
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the backlog to paho, oldest first, while connected (on the event loop: one flusher at a time)."""
+        while self.connected.is_set():
             with self._lock:
-                self._published += 1
-                if self._published > self._done:
-                    self._idle.clear()
-            return
-        self._failed.inc()
-        log.warning("mqtt %s: event not sent to %s: %s (%d already waiting)", self.name, self.where,
-                    mqtt.error_string(info.rc), self.outstanding())
+                if not self._backlog:
+                    return
+                payload = self._backlog.popleft()
+                self._handed += 1
+            info = self.client.publish(self.spec.topic, payload, qos=self.spec.qos)
+            # QoS 1 without a connection is held by paho and sent on reconnect; QoS 0 without one is lost.
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.spec.qos > 0):
+                continue
+            self._failed.inc()
+            self._finished()
+            log.warning("mqtt %s: event not sent to %s: %s", self.name, self.where, mqtt.error_string(info.rc))
 
     def outstanding(self) -> int:
-        """Events paho holds: published, not yet acknowledged (QoS 1) or sent (QoS 0)."""
+        """Events not delivered yet: in the backlog, or held by paho (not yet acknowledged at QoS 1)."""
         with self._lock:
-            return max(0, self._published - self._done)
+            return len(self._backlog) + max(0, self._handed - self._done)
 
     async def close(self) -> None:
-        """Wait up to FLUSH_TIMEOUT_S for what paho still holds, then disconnect; what is left counts failed."""
+        """Wait up to FLUSH_TIMEOUT_S for what is still held, then disconnect; what is left counts failed."""
         try:
             await asyncio.to_thread(self._idle.wait, self.flush_timeout_s)
         finally:
