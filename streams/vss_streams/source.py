@@ -95,6 +95,9 @@ class FrameSlot:
             await self._ready.wait()
 
 
+SOCKET_TIMEOUT_S = 5.0  # FFmpeg's own socket I/O timeout (rtsp `timeout`, http `rw_timeout`)
+
+
 def open_options(source: Source, username: str = "", password: str = "") -> tuple[str, dict[str, str]]:
     """The URL FFmpeg opens (credentials added here, never logged) and its options."""
     url = source.url
@@ -104,9 +107,9 @@ def open_options(source: Source, username: str = "", password: str = "") -> tupl
     options: dict[str, str] = {}
     if url.startswith(("rtsp://", "rtsps://")):
         # timeout is in microseconds: a camera that stops sending is noticed within 5 s
-        options = {"rtsp_transport": source.transport.value, "timeout": "5000000"}
+        options = {"rtsp_transport": source.transport.value, "timeout": str(int(SOCKET_TIMEOUT_S * 1e6))}
     elif url.startswith(("http://", "https://")):
-        options = {"rw_timeout": "5000000", "reconnect": "0"}
+        options = {"rw_timeout": str(int(SOCKET_TIMEOUT_S * 1e6)), "reconnect": "0"}
     if url.startswith("file://"):
         url = url.removeprefix("file://")
     return url, options
@@ -170,6 +173,8 @@ class Decoder:
         self._thread = threading.Thread(target=self._run, name="vss-decoder", daemon=True)
         self._index = 0
         self._clock = SampleClock(sampling.fps)
+        self._opened = False  # the current attempt got past av.open (a timeout is then a read's)
+        self._attempt_started = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
@@ -198,7 +203,7 @@ class Decoder:
                 except (av.FFmpegError, OSError, NoVideo) as exc:
                     if self._stop.is_set():
                         return
-                    self._disconnected(str(exc) if isinstance(exc, NoVideo) else _describe(exc))
+                    self._disconnected(self._reason(exc))
                     if not is_live(self.source):
                         # a recording that cannot be read ends: reopening it would replay (and count) it again
                         return
@@ -209,6 +214,18 @@ class Decoder:
         finally:
             self.state.ended = True
             self.slot.put(None, self._stop)
+
+    def _reason(self, exc: BaseException) -> str:
+        if isinstance(exc, NoVideo):
+            return str(exc)
+        if isinstance(exc, av.ExitError):  # PyAV's interrupt: its open or read timeout ran out
+            return (f"timed out: nothing read from the source for {self._timeouts[1]:g} s" if self._opened else
+                    f"timed out: the source did not open within {self._timeouts[0]:g} s")
+        waited = time.monotonic() - self._attempt_started
+        if not self._opened and isinstance(exc, av.InvalidDataError) and waited >= 0.9 * SOCKET_TIMEOUT_S:
+            # FFmpeg's RTSP says "invalid data" when a reply never came within its socket timeout
+            return f"timed out: the source did not answer within {waited:.0f} s ({_describe(exc)})"
+        return _describe(exc)
 
     def _disconnected(self, reason: str) -> None:
         if self.state.connected or not self.state.last_error:
@@ -221,7 +238,9 @@ class Decoder:
 
     def _frames(self) -> Iterator[Frame]:
         url, options = open_options(self.source, *self._credentials)
+        self._opened, self._attempt_started = False, time.monotonic()
         with av.open(url, options=options, timeout=self._timeouts) as container:
+            self._opened = True
             if not container.streams.video:
                 raise NoVideo("the source has no video stream")
             video = container.streams.video[0]

@@ -224,6 +224,47 @@ def test_a_killed_rtsp_server_that_comes_back_is_reconnected_to_and_counting_goe
     assert [e for s in after for e in s.events if e.kind is EventKind.LINE_CROSSED]  # counting went on
 
 
+def test_a_hung_rtsp_server_is_noticed_by_the_read_timeout_and_reconnected_to_once_it_answers_again(
+        shipped_detector: Served, clip_720p: Path, rtsp: RtspServer) -> None:
+    """The real RTSP server is SIGSTOPped mid-stream: its TCP connection stays open and silent, and the kernel
+    still accepts new connections that nobody answers. The decoder is not stuck for good: a read times out (FFmpeg's
+    socket timeout or PyAV's read timeout), the state says not connected and why, reopening times out too while
+    the server is hung, and once it is SIGCONTed the worker is connected again and infers frames."""
+    rtsp.start(clip_720p, loop=True)
+
+    async def scenario() -> tuple[Running, float]:
+        client = DetectionClient(shipped_detector.grpc_url, "detector", timeout_s=30.0)
+        async with running(StreamWorker("gate", live_spec(rtsp.url), client), client) as run:
+            state = run.worker.state
+            await until(lambda: state.connected and len(run.seen) >= 5, "5 frames inferred", 45, run.task)
+            reconnects = state.reconnects
+            rtsp.freeze()
+            frozen_at = time.monotonic()
+            try:
+                await until(lambda: not state.connected and "timed out" in state.last_error.lower(),
+                            "the state says a read timed out", 25, run.task)
+                noticed_after = time.monotonic() - frozen_at
+                # the first reopening is accepted by the kernel and never answered: only once it timed out (and
+                # the state still says so) does the second one start
+                await until(lambda: state.reconnects >= reconnects + 2, "a reopening that timed out too", 40,
+                            run.task)
+                assert not state.connected and "timed out" in state.last_error.lower(), state.last_error
+                inferred = len(run.seen)
+            finally:
+                rtsp.thaw()
+            await until(lambda: state.connected and len(run.seen) >= inferred + 5,
+                        "connected again after the thaw and 5 more frames inferred", 45, run.task)
+            await run.stop()
+            return run, noticed_after
+
+    run, noticed_after = asyncio.run(asyncio.wait_for(scenario(), 150))
+
+    print(f"\nhung server noticed after {noticed_after:.1f}s; timeline:\n" + "\n".join(s.line() for s in run.timeline))
+    assert noticed_after < 20.0  # FFmpeg's 5 s socket timeout, PyAV's 8 s read timeout: not never
+    assert any(not s.connected and "timed out" in s.last_error.lower() for s in run.timeline)
+    assert run.worker.state.connected or run.timeline[-1].connected
+
+
 def test_a_source_back_at_another_resolution_is_inferred_in_its_new_pixels(
         shipped_detector: Served, clip_720p: Path, clip_360p: Path, rtsp: RtspServer) -> None:
     """The real RTSP server serves 1280x720, is SIGKILLed and comes back on the same port with a 640x360 clip: the

@@ -131,8 +131,20 @@ class RtspServer:
             return
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(self.process.pid, signal.SIGKILL)  # a frozen one too: SIGKILL needs no SIGCONT
             self.process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: a hung server, its TCP connections open and silent (the kernel still accepts new ones)."""
+        if self.running:
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: the hung server goes on (and answers what queued up meanwhile)."""
+        if self.running:
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGCONT)
 
     def restart(self, clip: Path | None = None, *, loop: bool = False, encode: bool = False,
                 deadline_s: float = 30.0) -> None:

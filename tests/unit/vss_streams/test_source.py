@@ -5,6 +5,7 @@ retried with capped backoff, its reason in the state without the credentials."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from pathlib import Path
@@ -170,3 +171,32 @@ def test_the_state_says_since_when_and_at_what_resolution_as_the_streams_status_
         "reconnects": 3, "resolution": "640x360"}
     assert SourceState().to_status().resolution is None
     assert abs(SourceState().since - time.time()) < 5
+
+
+def test_a_camera_that_accepts_the_connection_and_never_answers_is_a_timeout_not_a_decoder_blocked_for_good() -> None:
+    """A real loopback socket that listens and never accepts: the kernel completes the TCP handshake, no RTSP
+    reply ever comes. FFmpeg's socket timeout ends the attempt, and the state says it timed out."""
+    stopped = threading.Event()
+
+    def sleep(_delay: float) -> bool:
+        stopped.set()
+        return True  # one attempt is enough
+
+    async def run(port: int) -> tuple[SourceState, float]:
+        state = SourceState()
+        slot = FrameSlot(SamplingMode.LIVE, asyncio.get_running_loop(), state)
+        decoder = Decoder(Source(url=f"rtsp://127.0.0.1:{port}/cam"), Sampling(), slot, state, sleep=sleep)
+        started = time.monotonic()
+        decoder.start()
+        assert await asyncio.wait_for(_drain(slot), 30) == []
+        decoder.stop()
+        return state, time.monotonic() - started
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        state, took = asyncio.run(run(hung.getsockname()[1]))
+
+    assert stopped.is_set() and not state.connected
+    assert state.last_error.startswith("timed out"), state.last_error
+    assert 4.0 <= took < 20.0
