@@ -3,7 +3,8 @@ inferred by the shipped detector of a real `vss run examples/detection.yaml`, it
 and Debian's Chromium (headless) on `/`, driven over the DevTools protocol. While the stream runs, the page's
 JS renders the counts and events it gets from the /events WebSocket and shows the annotated MJPEG preview; once
 the source ends, the page's counts equal the clip's ground truth. The screenshot taken mid-stream is kept in
-build/live-page.png (docs/images/live-page.png is a copy of it)."""
+build/live-page.png (docs/images/live-page.png is a copy of it). With the preview and the event WebSocket turned
+off, the page says the preview is off and polls /counts instead."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pytest
 from numpy.typing import NDArray
 
 from tests.e2e.serving import REPO, Served, free_port, vss_run
-from vss_api.vssstream import VSSStreamSpec
+from vss_api.vssstream import Direction, VSSStreamSpec
 from vss_models.clips import crossing_clip, true_crossings, write_clip
 from vss_streams.inference import DetectionClient
 from vss_streams.status_server import preview_of, start_status_server
@@ -99,6 +100,7 @@ async def browser(url: str, profile: Path) -> AsyncIterator[DevTools]:
         chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
         "--hide-scrollbars", "--no-first-run", "--no-default-browser-check", "--remote-debugging-port=0",
         f"--user-data-dir={profile}", url, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    drain: asyncio.Task[bytes] | None = None
     try:
         assert process.stderr is not None
         seen = b""
@@ -109,6 +111,8 @@ async def browser(url: str, profile: Path) -> AsyncIterator[DevTools]:
                     raise RuntimeError(f"chromium exited ({await process.wait()}):\n{seen.decode(errors='replace')}")
                 seen += line
         devtools_at = match.group(1).decode()
+        # chromium goes on logging to stderr: drained, or a full pipe would block it
+        drain = asyncio.create_task(process.stderr.read())
         async with aiohttp.ClientSession() as session:
             async with asyncio.timeout(30):
                 while True:
@@ -127,6 +131,8 @@ async def browser(url: str, profile: Path) -> AsyncIterator[DevTools]:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if drain is not None:
+            await drain
 
 
 # What the page shows, read from its DOM (the rows the page's JS renders from the WebSocket).
@@ -212,3 +218,41 @@ def test_the_live_page_renders_counts_events_and_the_annotated_preview_in_chromi
     last = report.events[-1]
     assert ended["events"][0][2] == last.name and ended["events"][0][3] == f"{last.class_name} #{last.track_id}"
     assert any(row[1] == "crossed in" and row[2] == "road" for row in live["events"])
+
+
+def test_with_the_preview_and_the_event_websocket_off_the_page_says_so_and_polls_the_counts(tmp_path: Path) -> None:
+    chromium()
+    spec = VSSStreamSpec.model_validate({
+        "source": {"url": "file:///clips/none.mp4"}, "model": {"name": "detector"},
+        "analytics": {"lines": [{"name": "road", "from": list(ROAD[0]), "to": list(ROAD[1])}]},
+        "sinks": {"websocket": False}, "preview": {"enabled": False}})
+    state = """(() => ({connection: document.body?.dataset.connection || '',
+        previewOff: document.getElementById('preview-off')?.hidden === false,
+        road: document.querySelector('#lines tr[data-line="road"] [data-count="in"]')?.firstChild.textContent}))()"""
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        client = DetectionClient("127.0.0.1:9", "detector")
+        worker = StreamWorker("quiet", spec, client)  # not run: the counts are set by hand below
+        port = free_port()
+        server = await start_status_server(worker, port, host="127.0.0.1")
+        try:
+            async with browser(f"http://127.0.0.1:{port}/", tmp_path / "chromium") as devtools:
+                async def shows(done: Any, what: str) -> dict[str, Any]:
+                    end = time.monotonic() + 30
+                    while not done(page := await devtools.evaluate(state)):
+                        assert time.monotonic() < end, f"the page did not show {what}; it shows {page}"
+                        await asyncio.sleep(0.1)
+                    return dict(page)
+
+                before = await shows(lambda p: p["previewOff"] and p.get("road") == "0"
+                                     and p["connection"] == "live", "the preview off and the road at 0")
+                worker.analyzer.line_counts[("road", Direction.IN, "person")] = 4
+                after = await shows(lambda p: p.get("road") == "4", "the road at 4, polled")
+                return before, after
+        finally:
+            await server.cleanup()
+            await client.close()
+
+    before, after = asyncio.run(asyncio.wait_for(run(), 120))
+
+    assert before["connection"] == after["connection"] == "live"
