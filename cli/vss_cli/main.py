@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve /healthz and /metrics on this port (the rendered worker uses 8090)")
     stream.add_argument("--watch", action="store_true",
                         help="re-read FILE and apply edited lines and zones without restarting decoding")
+    stream.add_argument("--report-status", action="store_true",
+                        help="write the stream's status into its VSSStream (in a pod: its ServiceAccount token)")
+    stream.add_argument("--kube-api", default=None, metavar="URL",
+                        help="with --report-status: the apiserver (default: the in-cluster one)")
+    stream.add_argument("--kube-token-file", type=Path, default=None, metavar="FILE",
+                        help="with --kube-api: the bearer token")
+    stream.add_argument("--kube-ca-file", type=Path, default=None, metavar="FILE",
+                        help="with --kube-api: the CA of the apiserver")
 
     commands.add_parser("models", help="build or train the shipped models (vss models --help)",
                         add_help=False)
@@ -117,6 +125,13 @@ def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> 
                         help="ServiceAccount holding the storage credentials of the model pods")
     parser.add_argument("--stream-image", default=get("VSS_STREAM_IMAGE", defaults.stream_image),
                         help="image of the VSSStream workers")
+
+
+def _report_target(args: argparse.Namespace) -> tuple[str | None, Path | None, Path | None] | None:
+    """--report-status: (apiserver, token file, CA file), None for each of the in-cluster defaults."""
+    if not args.report_status:
+        return None
+    return (args.kube_api, args.kube_token_file, args.kube_ca_file)
 
 
 def _render_config(args: argparse.Namespace) -> RenderConfig:
@@ -198,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stream":
             from vss_cli.stream import stream_local
 
-            return stream_local(args.file, args.model_grpc, watch=args.watch, http_port=args.http_port)
+            return stream_local(args.file, args.model_grpc, watch=args.watch, http_port=args.http_port,
+                                report=_report_target(args))
     except InvalidSpec as exc:
         print(f"vss: {exc}", file=sys.stderr)
         return 2

@@ -8,14 +8,14 @@ import contextlib
 import logging
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 from vss_api.vssmodel import InvalidSpec
 from vss_api.vssstream import VSSStream, VSSStreamSpec
-from vss_streams.analytics import EventKind
 from vss_streams.inference import DetectionClient
 from vss_streams.sinks import attach_worker_sinks
+from vss_streams.status_report import KubeTarget, StatusReporter, reading
+from vss_streams.status_report import stop as stop_reporting
 from vss_streams.status_server import start_status_server
 from vss_streams.worker import StreamReport, StreamWorker, json_lines_sink
 
@@ -25,9 +25,12 @@ CREDENTIAL_ENV = ("VSS_SOURCE_USERNAME", "VSS_SOURCE_PASSWORD")
 
 
 def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_period_s: float = 2.0,
-                 http_port: int | None = None) -> int:
+                 http_port: int | None = None,
+                 report: tuple[str | None, Path | None, Path | None] | None = None,
+                 report_period_s: float = 10.0) -> int:
     stream = VSSStream.from_yaml_file(path)
     name = stream.metadata.name
+    target = _kube_target(stream, *report) if report is not None else None
     print(f"vss stream: {name} from {stream.spec.source.url.split('://')[0]}, model "
           f"{stream.spec.model.name} at {grpc_target}; events on stdout as JSON lines", file=sys.stderr)
 
@@ -39,12 +42,18 @@ def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_per
         attach_worker_sinks(worker)  # spec.sinks' MQTT broker and webhooks, each behind a bounded queue
         watcher = asyncio.create_task(watch_file(path, worker, watch_period_s)) if watch else None
         server = await start_status_server(worker, http_port) if http_port is not None else None
+        reporter = StatusReporter(target, lambda: worker.spec, lambda: reading(worker), report_period_s) \
+            if target is not None else None
+        reporting = asyncio.create_task(reporter.run(lambda: worker.state.connected)) if reporter else None
         if http_port is not None:
             print(f"vss stream: health and metrics on http://127.0.0.1:{http_port}/healthz and /metrics",
                   file=sys.stderr)
         try:
             return await worker.run()
         finally:
+            await stop_reporting(reporting)
+            if reporter is not None:  # the last word: the source ended (or the worker stops)
+                await reporter.final()
             if server is not None:
                 await server.cleanup()
             if watcher is not None:
@@ -54,16 +63,25 @@ def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_per
             await client.close()
 
     try:
-        report = asyncio.run(run())
+        finished = asyncio.run(run())
     except KeyboardInterrupt:
         return 130
-    _summary(report)
+    _summary(finished)
     return 0
 
 
+def _kube_target(stream: VSSStream, api: str | None, token_file: Path | None, ca_file: Path | None
+                 ) -> KubeTarget:
+    namespace = stream.metadata.namespace or "default"
+    if api is None:
+        return KubeTarget.in_cluster(namespace, stream.metadata.name)
+    if token_file is None:
+        raise InvalidSpec("--kube-api needs --kube-token-file")
+    return KubeTarget(api, namespace, stream.metadata.name, token_file, ca_file)
+
+
 def _summary(report: StreamReport) -> None:
-    counts = Counter((e.name, e.direction.value if e.direction else e.kind.value, e.class_name)
-                     for e in report.events if e.kind is EventKind.LINE_CROSSED)
+    counts = {(line, direction.value, cls): n for (line, direction, cls), n in report.line_counts.items()}
     lags = sorted(report.lags)
     p50 = lags[len(lags) // 2] if lags else 0.0
     p95 = lags[min(len(lags) - 1, int(len(lags) * 0.95))] if lags else 0.0

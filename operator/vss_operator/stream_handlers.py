@@ -93,25 +93,40 @@ async def reconcile_stream(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger
     logger.info("stream %s: worker rendered against %s", name, endpoint)
 
 
-@kopf.on.field(GROUP, VERSION, PLURAL, field="status.stableVersion")
+@kopf.on.event(GROUP, VERSION, PLURAL)
 async def follow_promoted_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """A rollout promoted another version of a model: its streams call that version from now on."""
+    """A rollout promoted another version of a model: its streams call that version from now on.
+
+    An event handler, level-based: on every event of a VSSModel, its streams whose `status.modelEndpoint`
+    is not the endpoint that serves now are rendered again. Not a change handler (`on.field`) on purpose:
+    kopf keeps the progress of all change handlers of an object together, so one that retried here (streams
+    not listable, a child refused) held back the VSSModel's own reconcile of every later spec change."""
+    if body.metadata.get("deletionTimestamp"):
+        return
     ctx = context(memo)
     namespace = str(body.metadata.namespace)
     try:
-        streams = await ctx.kube.list(API_VERSION, STREAM_KIND, namespace, "")
         model = VSSModel.from_body(body)
-        endpoint = stream_model_endpoint(model, body.get("status") or {})
+    except ValidationError:
+        return  # the VSSModel's reconcile reports it
+    endpoint = stream_model_endpoint(model, body.get("status") or {})
+    try:
+        streams = await ctx.kube.list(API_VERSION, STREAM_KIND, namespace, "")
         for item in streams:
-            stream = VSSStream.model_validate(item)
-            if stream.spec.model.name != model.metadata.name:
+            if ((item.get("spec") or {}).get("model") or {}).get("name") != model.metadata.name:
                 continue
+            if (item.get("status") or {}).get("modelEndpoint") == endpoint:
+                continue
+            try:
+                stream = VSSStream.model_validate(item)
+            except ValidationError:
+                continue  # its own reconcile says InvalidSpec
             await ctx.kube.apply_all(render_stream(stream, endpoint, ctx.render))
             await ctx.kube.patch_status(API_VERSION, STREAM_KIND, namespace, stream.metadata.name,
                                         {"modelEndpoint": endpoint})
             logger.info("stream %s follows %s to %s", stream.metadata.name, model.metadata.name, endpoint)
-    except (KubeError, ValidationError) as exc:
-        raise kopf.TemporaryError(f"streams of {body.metadata.name}: {exc}", delay=ctx.retry_delay) from exc
+    except KubeError as exc:  # the next event of the model tries again
+        logger.warning("streams of %s not updated: %s", model.metadata.name, exc)
 
 
 __all__ = ["STREAM_LABEL", "follow_promoted_model", "reconcile_stream", "stream_model_endpoint"]

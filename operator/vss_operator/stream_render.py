@@ -5,8 +5,9 @@ and the Service of the worker's page, WebSocket and metrics.
   neither the pod template nor the decoder, so counting goes on without a restart. Any other change (source,
   model, sampling, tracking, sinks, resources) changes the template's `spec-hash` and restarts the worker.
 - The camera's credentials reach the worker as environment variables from the Secret the spec names
-  (`secretKeyRef`): the kubelet reads the Secret, the worker holds no API token at all
-  (automountServiceAccountToken false), so there is no Role to grant and none to leak.
+  (`secretKeyRef`): the kubelet reads the Secret, the worker never reads a Secret through the API.
+- The worker's ServiceAccount may do one thing: patch the status of its own VSSStream (a Role with that
+  resourceName), where it reports the source, fps, lag and conditions. Its token can read nothing.
 - One decoder per camera: `Recreate`, never two pods pulling the same stream during an update."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 from vss_api.vssmodel import API_VERSION
-from vss_api.vssstream import STREAM_KIND, VSSStream
+from vss_api.vssstream import STREAM_KIND, STREAM_PLURAL, VSSStream
 from vss_operator.objects import Manifest
 from vss_operator.render import (
     _CONTAINER_SECURITY,
@@ -61,6 +62,14 @@ def render_stream(stream: VSSStream, model_endpoint: str, config: RenderConfig) 
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(stream, f"{name}-config", labels),
          "data": {CONFIG_FILE: yaml.safe_dump(document, sort_keys=False)}},
         _deployment(stream, name, labels, model_endpoint, config),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(stream, name, labels)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _metadata(stream, name, labels),
+         "rules": [{"apiGroups": [API_VERSION.split("/")[0]], "resources": [f"{STREAM_PLURAL}/status"],
+                    "resourceNames": [stream.metadata.name], "verbs": ["patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _metadata(stream, name, labels),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": stream.metadata.namespace}]},
         {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(stream, name, labels),
          "spec": {"selector": {STREAM_LABEL: stream.metadata.name, "app.kubernetes.io/component": "stream-worker"},
                   "ports": [{"name": "http", "port": WORKER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]}},
@@ -91,7 +100,8 @@ def _deployment(stream: VSSStream, name: str, labels: dict[str, str], model_endp
         "image": config.stream_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["vss", "stream", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        "args": ["--model-grpc", model_endpoint, "--http-port", str(WORKER_HTTP_PORT), "--watch"],
+        "args": ["--model-grpc", model_endpoint, "--http-port", str(WORKER_HTTP_PORT), "--watch",
+                 "--report-status"],
         "env": env,
         "ports": [{"name": "http", "containerPort": WORKER_HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5,
@@ -116,7 +126,8 @@ def _deployment(stream: VSSStream, name: str, labels: dict[str, str], model_endp
                     SPEC_HASH: spec_hash(stream), "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(WORKER_HTTP_PORT), "prometheus.io/path": "/metrics"}},
                 "spec": {
-                    "automountServiceAccountToken": False,
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": True,  # for --report-status; the Role above is all it holds
                     "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                                         "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],

@@ -8,15 +8,17 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter as Counter_
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from vss_api.vssstream import VSSStreamSpec
+from vss_api.vssstream import Direction, VSSStreamSpec
 from vss_streams.analytics import Analyzer, Event, TrackedObject
 from vss_streams.hub import EventHub, Sink, Subscription
-from vss_streams.inference import DetectionClient, ModelUnavailable
+from vss_streams.inference import Detector, ModelUnavailable
 from vss_streams.source import Decoder, Frame, FrameSlot, SourceState
 from vss_streams.tracking import ObjectTracker
 
@@ -43,18 +45,26 @@ class StreamMetrics:
                                     "(its queue was full)", [*labels, "sink"], registry=registry)
 
 
+# What a report keeps of a stream that runs for days: the newest events and lags only (memory stays flat).
+REPORT_KEEPS = 10_000
+
+
 @dataclass
 class StreamReport:
-    """What a finished (or stopped) run saw."""
+    """What a finished (or stopped) run saw: totals, and the newest REPORT_KEEPS events and lags."""
 
     frames_inferred: int = 0
     frames_dropped_model: int = 0
-    events: list[Event] = field(default_factory=list)
-    lags: list[float] = field(default_factory=list)  # seconds from decode to events out, per inferred frame
+    events_total: int = 0
+    # (line, direction, class) -> crossings, all of them (the Analyzer's, as the run ended)
+    line_counts: Counter_[tuple[str, Direction, str]] = field(default_factory=Counter_)
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=REPORT_KEEPS))
+    # seconds from decode to events out, per inferred frame
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=REPORT_KEEPS))
 
 
 class StreamWorker:
-    def __init__(self, name: str, spec: VSSStreamSpec, client: DetectionClient, *,
+    def __init__(self, name: str, spec: VSSStreamSpec, client: Detector, *,
                  sinks: list[Sink] | None = None, registry: CollectorRegistry | None = None,
                  class_names: tuple[str, ...] = ("person", "vehicle", "object"),
                  credentials: tuple[str, str] = ("", "")) -> None:
@@ -99,6 +109,7 @@ class StreamWorker:
         finally:
             decoder.stop()
             self._export_source_metrics()
+            self.report.line_counts = Counter_(self.analyzer.line_counts)
             await self.hub.close()
         return self.report
 
@@ -121,7 +132,8 @@ class StreamWorker:
             self.hub.publish(event)
         for listener in self.frame_listeners:
             listener(frame, tracked, events)
-        self.report.events += events
+        self.report.events.extend(events)
+        self.report.events_total += len(events)
         self.report.frames_inferred += 1
         self.metrics.frames.labels(self.name, "inferred").inc()
         lag = time.monotonic() - frame.received

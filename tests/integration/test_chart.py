@@ -203,6 +203,9 @@ ALLOWED = [
     ("patch", "vssstreams.serving.vss.ai"), ("patch", "vssstreams.serving.vss.ai#status"),
     ("create", "deployments.apps"), ("patch", "deployments.apps"), ("create", "services"), ("patch", "services"),
     ("create", "configmaps"), ("patch", "configmaps"),
+    ("create", "serviceaccounts"), ("patch", "serviceaccounts"),
+    ("create", "roles.rbac.authorization.k8s.io"), ("patch", "roles.rbac.authorization.k8s.io"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"), ("patch", "rolebindings.rbac.authorization.k8s.io"),
 ]
 FORBIDDEN = [
     ("get", "secrets"), ("list", "secrets"), ("list", "pods"), ("delete", "deployments.apps"),
@@ -213,6 +216,8 @@ FORBIDDEN = [
     ("get", "leases.coordination.k8s.io/someone-elses-lease"), ("delete", "leases.coordination.k8s.io/vss-operator"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"), ("delete", "events"),
     ("escalate", "clusterroles.rbac.authorization.k8s.io"), ("delete", "vssstreams.serving.vss.ai"),
+    ("escalate", "roles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io"),
+    ("create", "serviceaccounts#token"), ("delete", "roles.rbac.authorization.k8s.io"),
 ]
 
 

@@ -5,6 +5,12 @@ model is missing. (No kubelet runs here, so the worker's pod itself does not sta
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,7 +20,8 @@ from tests.integration.operator_fixtures import (  # noqa: F401 - the fixtures
     operator_factory_fixture,
     operator_fixture,
 )
-from tests.support.apiserver import LocalCluster, wait_until
+from tests.support.apiserver import LocalCluster, free_port, wait_until
+from vss_models.clips import crossing_clip, write_clip
 from vss_operator.stream_render import SPEC_HASH
 
 DEADLINE = 60.0
@@ -87,3 +94,82 @@ def test_a_stream_of_a_model_that_does_not_exist_says_so_in_its_status(
     assert wait_until(lambda: _ready_reason(k8s_cluster, k8s_namespace) == "ModelNotFound", timeout=DEADLINE,
                       what="status ModelNotFound")
     assert _get(k8s_cluster, "deployment", "gate-worker", k8s_namespace) is None
+
+
+def test_the_worker_reports_its_stream_status_with_a_token_that_may_patch_nothing_else(
+        k8s_cluster: LocalCluster, k8s_namespace: str, operator: OperatorProcess, tmp_path: Path) -> None:
+    """A real `vss stream --report-status` (a generated clip, a model endpoint nobody serves) writes the status
+    of its VSSStream with the token of the ServiceAccount the operator rendered for it, through the real
+    apiserver and its RBAC; the same token is refused everything else."""
+    _apply(k8s_cluster, MODEL, k8s_namespace)
+    _apply(k8s_cluster, STREAM, k8s_namespace)
+    wait_until(lambda: _get(k8s_cluster, "rolebinding", "gate-worker", k8s_namespace), timeout=DEADLINE,
+               what="the worker's RoleBinding")
+    token = k8s_cluster.kubectl("create", "token", "gate-worker", "-n", k8s_namespace).stdout.strip()
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    clip = write_clip(crossing_clip(frames=30, width=320, height=180), tmp_path / "gate.mp4")
+    local = json.loads(json.dumps(STREAM))
+    local["metadata"]["namespace"] = k8s_namespace
+    local["spec"]["source"] = {"url": f"file://{clip}"}
+    local["spec"]["sampling"] = {"mode": "exhaustive", "fps": 15}
+    stream_file = tmp_path / "gate.yaml"
+    stream_file.write_text(yaml.safe_dump(local))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vss_cli.main", "stream", str(stream_file), "--model-grpc", f"127.0.0.1:{free_port()}",
+         "--report-status", "--kube-api", k8s_cluster.server, "--kube-token-file", str(token_file),
+         "--kube-ca-file", str(k8s_cluster.pki.ca.cert)],
+        capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not written" not in done.stderr, done.stderr[-3000:]
+    status = (_get(k8s_cluster, "vssstream", "gate", k8s_namespace) or {}).get("status") or {}
+    assert status["source"]["resolution"] == "320x180" and status["source"]["reconnects"] == 0
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Ready"]["reason"] == "SourceEnded"
+    assert conditions["Stalled"]["status"] == "False" and conditions["Reconciling"]["status"] == "False"
+    assert status["modelEndpoint"].startswith("detector-v1-predictor.")  # the operator's field is kept
+
+    account = f"system:serviceaccount:{k8s_namespace}:gate-worker"
+
+    def may(*args: str) -> bool:
+        return k8s_cluster.kubectl("auth", "can-i", *args, "-n", k8s_namespace, f"--as={account}",
+                                   check=False).stdout.strip() == "yes"
+
+    def with_token(method: str, path: str) -> int:
+        """A request with the worker's token alone (no client certificate)."""
+        request = urllib.request.Request(f"{k8s_cluster.server}{path}", method=method, data=b"{}" if method == "PATCH"
+                                         else None, headers={"Authorization": f"Bearer {token}",
+                                                             "Content-Type": "application/merge-patch+json"})
+        context = ssl.create_default_context(cafile=str(k8s_cluster.pki.ca.cert))
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    streams = f"/apis/serving.vss.ai/v1alpha1/namespaces/{k8s_namespace}/vssstreams"
+    assert may("patch", "vssstreams.serving.vss.ai/gate", "--subresource=status")
+    assert not may("patch", "vssstreams.serving.vss.ai/other", "--subresource=status")
+    assert not may("patch", "vssstreams.serving.vss.ai/gate") and not may("get", "vssstreams.serving.vss.ai/gate")
+    assert not may("get", "secrets") and not may("list", "vssstreams.serving.vss.ai")
+    assert with_token("PATCH", f"{streams}/gate/status") == 200
+    assert with_token("PATCH", f"{streams}/other/status") == 403
+    assert with_token("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets") == 403
+
+
+def test_deleting_a_stream_removes_its_worker_and_everything_rendered_for_it(
+        k8s_cluster: LocalCluster, k8s_namespace: str, operator: OperatorProcess) -> None:
+    """The children go with their owner through the real kube-controller-manager's garbage collector."""
+    _apply(k8s_cluster, MODEL, k8s_namespace)
+    _apply(k8s_cluster, STREAM, k8s_namespace)
+    kinds = ("deployment", "service", "configmap", "serviceaccount", "role", "rolebinding")
+    names = {kind: "gate-worker-config" if kind == "configmap" else "gate-worker" for kind in kinds}
+    wait_until(lambda: all(_get(k8s_cluster, kind, names[kind], k8s_namespace) for kind in kinds),
+               timeout=DEADLINE, what="everything rendered for the stream")
+
+    k8s_cluster.kubectl("delete", "vssstream", "gate", "-n", k8s_namespace, "--wait=false")
+
+    wait_until(lambda: not any(_get(k8s_cluster, kind, names[kind], k8s_namespace) for kind in kinds),
+               timeout=DEADLINE, what="the stream's children garbage-collected")

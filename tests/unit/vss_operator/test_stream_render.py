@@ -32,10 +32,10 @@ def rendered(change: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
                                                 RenderConfig(stream_image="registry.local/stream:1"))}
 
 
-def test_a_stream_is_a_configmap_a_deployment_and_a_service_owned_by_it() -> None:
+def test_a_stream_is_a_configmap_a_deployment_a_service_and_the_workers_account_all_owned_by_it() -> None:
     manifests = rendered()
 
-    assert set(manifests) == {"ConfigMap", "Deployment", "Service"}
+    assert set(manifests) == {"ConfigMap", "Deployment", "Service", "ServiceAccount", "Role", "RoleBinding"}
     for m in manifests.values():
         assert m["metadata"]["namespace"] == "cameras"
         assert m["metadata"]["ownerReferences"][0]["uid"] == "uid-7"
@@ -56,11 +56,17 @@ def test_the_worker_runs_vss_stream_on_the_mounted_file_against_the_models_endpo
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 
-def test_the_worker_is_non_root_read_only_and_holds_no_api_token() -> None:
-    pod = rendered()["Deployment"]["spec"]["template"]["spec"]
+def test_the_worker_is_non_root_read_only_and_its_token_may_only_patch_its_own_status() -> None:
+    manifests = rendered()
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
     security = pod["containers"][0]["securityContext"]
 
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "gate-7-worker" and "--report-status" in pod["containers"][0]["args"]
+    assert manifests["Role"]["rules"] == [{"apiGroups": ["serving.vss.ai"], "resources": ["vssstreams/status"],
+                                           "resourceNames": ["gate-7"], "verbs": ["patch"]}]
+    assert manifests["RoleBinding"]["roleRef"]["name"] == "gate-7-worker"
+    assert manifests["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gate-7-worker", "namespace": manifests["Role"]["metadata"]["namespace"]}]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]
     assert security["readOnlyRootFilesystem"] and security["capabilities"] == {"drop": ["ALL"]}
     assert not security["allowPrivilegeEscalation"]
