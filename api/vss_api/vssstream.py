@@ -163,6 +163,8 @@ class Mqtt(SpecModel):
     url: Annotated[str, Field(pattern=r"^mqtts?://[^@/]+$", max_length=512)]
     topic: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#+]+$")]
     qos: Literal[0, 1] = 1
+    credentials: Credentials | None = Field(default=None, description=(
+        "The broker's username and password, from a Secret (as environment of the worker, never in the spec)."))
 
 
 class Webhook(SpecModel):

@@ -46,8 +46,8 @@ def stream_local(path: Path, grpc_target: str, *, watch: bool = False, watch_per
             if target is not None else None
         reporting = asyncio.create_task(reporter.run(lambda: worker.state.connected)) if reporter else None
         if http_port is not None:
-            print(f"vss stream: health and metrics on http://127.0.0.1:{http_port}/healthz and /metrics",
-                  file=sys.stderr)
+            print(f"vss stream: watch it on http://127.0.0.1:{http_port}/ (events on /events, health on /healthz, "
+                  "metrics on /metrics)", file=sys.stderr)
         try:
             return await worker.run()
         finally:

@@ -38,6 +38,8 @@ CONFIG_DIR = "/etc/vss"
 CONFIG_FILE = "stream.yaml"
 USERNAME_ENV = "VSS_SOURCE_USERNAME"
 PASSWORD_ENV = "VSS_SOURCE_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+# The MQTT sink's (vss_streams.sinks reads them; that module may not be imported here: it needs paho)
+MQTT_CREDENTIAL_ENV = ("VSS_MQTT_USERNAME", "VSS_MQTT_PASSWORD")
 
 
 def worker_name(stream: VSSStream) -> str:
@@ -89,10 +91,12 @@ def _deployment(stream: VSSStream, name: str, labels: dict[str, str], model_endp
                 config: RenderConfig) -> Manifest:
     spec = stream.spec
     env: list[dict[str, Any]] = []
-    if spec.source.credentials is not None:
-        secret = spec.source.credentials
-        env = [{"name": variable, "valueFrom": {"secretKeyRef": {"name": secret.secret_name, "key": key}}}
-               for variable, key in ((USERNAME_ENV, secret.username_key), (PASSWORD_ENV, secret.password_key))]
+    for secret, (user_env, password_env) in (
+            (spec.source.credentials, (USERNAME_ENV, PASSWORD_ENV)),
+            (spec.sinks.mqtt.credentials if spec.sinks.mqtt else None, MQTT_CREDENTIAL_ENV)):
+        if secret is not None:
+            env += [{"name": variable, "valueFrom": {"secretKeyRef": {"name": secret.secret_name, "key": key}}}
+                    for variable, key in ((user_env, secret.username_key), (password_env, secret.password_key))]
     resources = {k: dict(v) for k, v in (("requests", spec.resources.requests), ("limits", spec.resources.limits))
                  if v}
     container: dict[str, Any] = {

@@ -10,7 +10,8 @@ import yaml
 
 from vss_api.vssstream import VSSStream
 from vss_operator.render import RenderConfig
-from vss_operator.stream_render import CONFIG_FILE, SPEC_HASH, render_stream
+from vss_operator.stream_render import CONFIG_FILE, MQTT_CREDENTIAL_ENV, SPEC_HASH, render_stream
+from vss_streams.sinks import MQTT_CREDENTIAL_ENV as READ_BY_THE_SINK
 
 STREAM: dict[str, Any] = {
     "apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSStream",
@@ -81,6 +82,17 @@ def test_credentials_come_from_the_named_secret_and_never_appear_in_the_manifest
                    "VSS_SOURCE_PASSWORD": {"name": "camera-7", "key": "password"}}
     assert rendered({"source": {"url": "file:///clips/a.mp4"}})["Deployment"]["spec"]["template"]["spec"][
         "containers"][0]["env"] == []
+
+
+def test_the_mqtt_brokers_credentials_come_from_their_secret_as_the_sink_reads_them() -> None:
+    sinks = {"mqtt": {"url": "mqtts://broker:8883", "topic": "vss/events",
+                      "credentials": {"secretName": "broker", "passwordKey": "token"}}}
+    container = rendered({"sinks": sinks})["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+
+    assert env["VSS_MQTT_USERNAME"] == {"name": "broker", "key": "username"}
+    assert env["VSS_MQTT_PASSWORD"] == {"name": "broker", "key": "token"}
+    assert MQTT_CREDENTIAL_ENV == READ_BY_THE_SINK
 
 
 def test_new_lines_and_zones_keep_the_pod_template_but_a_new_source_changes_it() -> None:
