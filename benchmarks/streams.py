@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,32 +46,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results import percentile
-from benchmarks.servers import REPO, Stack, free_port, start_vss_run
+from benchmarks.servers import REPO, Stack, start_vss_run
+from tests.support.rtsp_server import RtspServer
 
 WARMUP_S = 3.0  # of each live stream: connection, the burst an RTSP server sends first, the first tracks
 LAG_LIMIT_S = 1.0
 SAMPLED_FPS = 15.0  # every frame of the 15 fps camera
 FULL_RATE = 0.9  # a stream "at full rate" has at least this share of its frames inferred
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and GStreamer's RTSP server
 
-RTSP_SERVER = """
-import sys, gi
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-from gi.repository import Gst, GstRtspServer, GLib
-Gst.init(None)
-server = GstRtspServer.RTSPServer()
-server.set_service(sys.argv[1])
-factory = GstRtspServer.RTSPMediaFactory()
-# the recorded H.264 as it is, paced by the pipeline clock: a camera. Not shared: each client from the start.
-factory.set_launch('( filesrc location="%s" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )'
-                   % sys.argv[2])
-factory.set_shared(False)
-server.get_mount_points().add_factory("/clip", factory)
-server.attach(None)
-print("ready", flush=True)
-GLib.MainLoop().run()
-"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,31 +257,6 @@ def live_level(grpc: str, url: str, streams: int, seconds: float, batched: bool)
         "events": len(events)}
 
 
-class RtspCamera:
-    """The clip on rtsp://127.0.0.1:PORT/clip, paced to real time, from Debian's python3 (python3-gi)."""
-
-    def __init__(self, clip: Path, logs: Path) -> None:
-        self.port = free_port()
-        script = logs / "rtsp_server.py"
-        script.write_text(RTSP_SERVER)
-        self.log = (logs / "rtsp-server.log").open("w")
-        self.process = subprocess.Popen([SYSTEM_PYTHON, str(script), str(self.port), str(clip)],
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True)
-        assert self.process.stdout is not None
-        if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the RTSP server did not start; see {self.log.name}")
-        self.url = f"rtsp://127.0.0.1:{self.port}/clip"
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-
 def paced_fps(url: str, seconds: float, skip_s: float = 1.0) -> float:
     """Frames per second PyAV gets from the camera after its first `skip_s` (a server sends what it has buffered
     at once): about the clip's rate when the server paces it."""
@@ -419,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"served detector: {report['served_detector']}", flush=True)
             report["exhaustive"] = exhaustive(grpc, clip)
             print(f"exhaustive: {report['exhaustive']}", flush=True)
-            camera = RtspCamera(clip, logs)
+            camera = RtspServer(logs, path="clip")  # tests/support: the same server the stream tests use
+            camera.start(clip)
             report["camera_fps"] = paced_fps(camera.url, 4.0)
             print(f"RTSP camera paced at {report['camera_fps']:.1f} fps", flush=True)
             levels = [int(n) for n in args.streams.split(",")]
@@ -427,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               for batched in {"each": [False], "batched": [True], "both": [False, True]}[args.clients]]
         finally:
             if camera is not None:
-                camera.close()
+                camera.kill()
             stack.stop()
     report["machine"]["load_average_end"] = os.getloadavg()
     print()
