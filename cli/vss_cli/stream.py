@@ -74,7 +74,10 @@ def _kube_target(stream: VSSStream, api: str | None, token_file: Path | None, ca
                  ) -> KubeTarget:
     namespace = stream.metadata.namespace or "default"
     if api is None:
-        return KubeTarget.in_cluster(namespace, stream.metadata.name)
+        try:
+            return KubeTarget.in_cluster(namespace, stream.metadata.name)
+        except RuntimeError as exc:
+            raise InvalidSpec(f"--report-status: {exc}") from exc
     if token_file is None:
         raise InvalidSpec("--kube-api needs --kube-token-file")
     return KubeTarget(api, namespace, stream.metadata.name, token_file, ca_file)
