@@ -68,9 +68,13 @@ def _parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser("stream", help="run the VSSStream in FILE here, against a local `vss run` of "
                                                 "its model; events as JSON lines on stdout")
-    stream.add_argument("file", type=Path, metavar="FILE")
-    stream.add_argument("--model-grpc", default="127.0.0.1:8081", metavar="HOST:PORT",
-                        help="the v2 gRPC endpoint serving the stream's model (vss run's --grpc-port)")
+    stream.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                        help="one VSSStream per file; several run in this one worker process")
+    stream.add_argument("--model-grpc", action="append", default=None, metavar="HOST:PORT",
+                        help="the v2 gRPC endpoint serving the stream's model (vss run's --grpc-port; default "
+                             "127.0.0.1:8081): once for all streams, or once per FILE in order")
+    stream.add_argument("--batch", action="store_true",
+                        help="several streams: send the frames ready together to their model as one batch")
     stream.add_argument("--http-port", type=int, default=None,
                         help="serve /healthz and /metrics on this port (the rendered worker uses 8090)")
     stream.add_argument("--watch", action="store_true",
@@ -213,8 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stream":
             from vss_cli.stream import stream_local
 
-            return stream_local(args.file, args.model_grpc, watch=args.watch, http_port=args.http_port,
-                                report=_report_target(args))
+            return stream_local(args.files, args.model_grpc or ["127.0.0.1:8081"], watch=args.watch,
+                                http_port=args.http_port, report=_report_target(args), batch=args.batch)
     except InvalidSpec as exc:
         print(f"vss: {exc}", file=sys.stderr)
         return 2

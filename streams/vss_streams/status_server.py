@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -158,10 +159,43 @@ def preview_of(app: web.Application) -> Preview:
     return app[_PREVIEW_KEY]
 
 
-async def start_status_server(worker: StreamWorker, port: int, host: str = "0.0.0.0") -> web.AppRunner:  # noqa: S104
-    """Serve `status_app` on host:port; the caller cleans the runner up (open previews and WebSockets are closed,
-    then it waits at most 5 s for their handlers)."""
-    runner = web.AppRunner(status_app(worker), access_log=None, shutdown_timeout=5.0)
+def pool_app(workers: Sequence[StreamWorker]) -> web.Application:
+    """The HTTP side of a worker that holds several streams: each stream's own app (page, events, preview,
+    counts, healthz) under `/streams/<name>/`, an index of them at `/`, `/healthz` for the pod (503 only once
+    every stream has ended: one camera down must not restart the others' decoders), `/metrics` for all."""
+    registry = workers[0].registry
+
+    async def index(_: web.Request) -> web.Response:
+        rows = "".join(f'<li><a href="streams/{html.escape(w.name)}/">{html.escape(w.name)}</a></li>' for w in workers)
+        return web.Response(text=f"<!doctype html><title>VSS streams</title><h1>Streams</h1><ul>{rows}</ul>",
+                            content_type="text/html")
+
+    async def healthz(_: web.Request) -> web.Response:
+        body = {w.name: {"connected": w.state.connected, "lastError": w.state.last_error, "ended": w.state.ended}
+                for w in workers}
+        return web.json_response(body, status=503 if all(w.state.ended for w in workers) else 200)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    for worker in workers:
+        app.add_subapp(f"/streams/{worker.name}/", status_app(worker))
+    return app
+
+
+async def start_status_server(worker: StreamWorker | Sequence[StreamWorker], port: int,
+                              host: str = "0.0.0.0") -> web.AppRunner:  # noqa: S104
+    """Serve `status_app` (one worker) or `pool_app` (several) on host:port; the caller cleans the runner up
+    (open previews and WebSockets are closed, then it waits at most 5 s for their handlers)."""
+    if isinstance(worker, StreamWorker):
+        app = status_app(worker)
+    else:
+        app = status_app(worker[0]) if len(worker) == 1 else pool_app(worker)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

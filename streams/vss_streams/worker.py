@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
+import weakref
 from collections import Counter as Counter_
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +47,18 @@ class StreamMetrics:
                                     "(its queue was full)", [*labels, "sink"], registry=registry)
 
 
+_stream_metrics: weakref.WeakKeyDictionary[CollectorRegistry, StreamMetrics] = weakref.WeakKeyDictionary()
+_stream_metrics_lock = threading.Lock()
+
+
+def stream_metrics(registry: CollectorRegistry) -> StreamMetrics:
+    """The stream counters of REGISTRY, registered once however many workers of one process share it."""
+    with _stream_metrics_lock:
+        if (metrics := _stream_metrics.get(registry)) is None:
+            metrics = _stream_metrics[registry] = StreamMetrics(registry)
+        return metrics
+
+
 # What a report keeps of a stream that runs for days: the newest events and lags only (memory stays flat).
 REPORT_KEEPS = 10_000
 
@@ -75,7 +89,7 @@ class StreamWorker:
         self.frame_listeners: list[FrameListener] = []
         self.state = SourceState()
         self.registry = registry or CollectorRegistry()
-        self.metrics = StreamMetrics(self.registry)
+        self.metrics = stream_metrics(self.registry)
         self.tracker = ObjectTracker(spec.tracking, class_names, spec.sampling.fps)
         self.analyzer = Analyzer(name, spec.analytics, min_track_age=spec.tracking.min_track_age,
                                  forget_after_frames=spec.tracking.lost_track_buffer)

@@ -111,3 +111,29 @@ def test_three_streams_in_one_worker_share_batches_and_each_counts_exactly(shipp
     assert counts == [expected] * 3
     assert batcher.frames == 3 * crossing_clip().frames // 3
     assert batcher.batches < batcher.frames * 0.75, (batcher.batches, batcher.frames)
+
+
+def test_one_vss_stream_process_holds_two_streams_and_each_counts_exactly(
+        shipped_detector: Served, clip: Path, tmp_path: Path) -> None:
+    """`vss stream A B --batch`: one worker process, two VSSStreams (one decoder each, one FrameBatcher to the
+    served detector); each stream's events are on stdout with its name and its counts equal the truth."""
+    files = []
+    for name in ("north", "south"):
+        example = yaml.safe_load((REPO / "examples" / "stream-crossing.yaml").read_text())
+        example["metadata"]["name"] = name
+        example["spec"]["source"]["url"] = f"file://{clip}"
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(yaml.safe_dump(example))
+
+    done = subprocess.run([sys.executable, "-m", "vss_cli.main", "stream", *map(str, files), "--batch",
+                           "--model-grpc", shipped_detector.grpc_url],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    road = yaml.safe_load((REPO / "examples" / "stream-crossing.yaml").read_text())["spec"]["analytics"]["lines"][0]
+    expected = Counter(true_crossings(crossing_clip(), tuple(road["from"]), tuple(road["to"])))
+    for name in ("north", "south"):
+        assert Counter((e["direction"], e["class"]) for e in events
+                       if e["stream"] == name and e["kind"] == "lineCrossed") == expected
+        assert f"vss stream: {name}: 100 frames inferred" in done.stderr

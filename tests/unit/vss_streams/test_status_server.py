@@ -22,6 +22,7 @@ import aiohttp
 import cv2
 import numpy as np
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from vss_api.vssstream import Direction, VSSStreamSpec
 from vss_streams.analytics import Event, EventKind, TrackedObject
@@ -332,3 +333,35 @@ def test_stopping_the_server_ends_open_previews_and_websockets_promptly() -> Non
         return took
 
     assert asyncio.run(asyncio.wait_for(run(), 30)) < 3.0
+
+
+def test_a_worker_holding_several_streams_serves_each_under_its_name_and_one_health_for_the_pod() -> None:
+    async def run() -> dict[str, tuple[int, bytes]]:
+        workers = [_named_worker("north"), _named_worker("south")]
+        port = _port()
+        runner = await start_status_server(workers, port, host="127.0.0.1")
+        try:
+            return {path: await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/{path}")
+                    for path in ("", "healthz", "streams/north/counts", "streams/south/", "streams/south/healthz")}
+        finally:
+            await runner.cleanup()
+            for worker in workers:
+                await _close(worker)
+
+    got = asyncio.run(run())
+
+    assert got[""][0] == 200 and b'href="streams/north/"' in got[""][1] and b'href="streams/south/"' in got[""][1]
+    assert got["healthz"][0] == 200 and set(json.loads(got["healthz"][1])) == {"north", "south"}
+    assert got["streams/north/counts"][0] == 200 and json.loads(got["streams/north/counts"][1])["stream"] == "north"
+    assert got["streams/south/"][0] == 200 and b"<html" in got["streams/south/"][1].lower()
+    assert got["streams/south/healthz"][0] == 200
+
+
+_SHARED = CollectorRegistry()  # one process's registry, as vss stream gives its workers
+
+
+def _named_worker(name: str) -> StreamWorker:
+    document = {"source": {"url": "file:///clips/none.mp4"}, "model": {"name": "d"},
+                "analytics": {"lines": [DOOR], "zones": [LOBBY]}}
+    return StreamWorker(name, VSSStreamSpec.model_validate(document), DetectionClient("127.0.0.1:9", "d"),
+                        registry=_SHARED)
