@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.e2e.serving import Served, vss_run
+from tests.e2e.serving import REPO, Served, vss_run
 from tests.fixtures.onnx_graphs import colour_cell_detector, mean_colour_classifier, save
 
 DETECTION_YAML = """\
@@ -80,3 +80,19 @@ def classifier(workdir: Path) -> Iterator[Served]:
     model = save(mean_colour_classifier(), workdir / "colour.onnx")
     with vss_run(write_model_yaml(workdir, "colours", CLASSIFICATION_YAML, model), "colours", workdir) as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The shipped detector as `vss run examples/detection.yaml` serves it, shared by the stream tests (each only
+    calls it; none stops it)."""
+    with vss_run(REPO / "examples" / "detection.yaml", "stream-detector", tmp_path_factory.mktemp("shipped")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stream tests' generated crossing clip (1280x720, 15 fps, 300 frames) with its ground truth."""
+    from vss_models.clips import crossing_clip, write_clip
+
+    return write_clip(crossing_clip(), tmp_path_factory.mktemp("clips") / "crossing.mp4")

@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from tests.e2e.serving import REPO, Served, free_port, vss_run
+from tests.e2e.serving import REPO, Served, free_port
 from vss_api.vssstream import Direction, VSSStreamSpec
-from vss_models.clips import crossing_clip, true_crossings, write_clip
+from vss_models.clips import crossing_clip, true_crossings
 from vss_streams.inference import DetectionClient
 from vss_streams.status_server import preview_of, start_status_server
 from vss_streams.tracking import FrameDetections
@@ -39,17 +39,6 @@ FPS = 5.0
 # The clip is a recording, inferred as fast as the model answers; a camera gives a frame each 1/FPS s. Each
 # answer is held back to that pace, so the page watches a stream that lasts 20 s, like the clip.
 PACE_S = 1.0 / FPS
-
-
-@pytest.fixture(scope="module")
-def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(REPO / "examples" / "detection.yaml", "live-page", tmp_path_factory.mktemp("live")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_clip(crossing_clip(), tmp_path_factory.mktemp("clips") / "crossing.mp4")
 
 
 def chromium() -> str:

@@ -9,15 +9,14 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.serving import REPO, Served, vss_run
+from tests.e2e.serving import REPO, Served
 from vss_api.vssstream import VSSStreamSpec
-from vss_models.clips import crossing_clip, true_crossings, write_clip
+from vss_models.clips import crossing_clip, true_crossings
 from vss_streams.analytics import EventKind
 from vss_streams.inference import DetectionClient, FrameBatcher
 from vss_streams.worker import StreamWorker
@@ -26,17 +25,6 @@ LINES = {
     "road": ((0.0, 0.55), (1.0, 0.55)),  # every walk crosses it
     "left-kerb": ((0.0, 0.55), (0.4, 0.55)),  # only the walks on the left third
 }
-
-
-@pytest.fixture(scope="module")
-def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(REPO / "examples" / "detection.yaml", "stream-detector", tmp_path_factory.mktemp("stream")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_clip(crossing_clip(), tmp_path_factory.mktemp("clips") / "crossing.mp4")
 
 
 def stream_spec(clip: Path, fps: float) -> VSSStreamSpec:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.serving import REPO, Served, free_port, vss_run
+from tests.e2e.serving import REPO, Served, free_port
 from tests.support.rtsp_server import RtspServer
 from vss_api.vssstream import VSSStreamSpec
 from vss_models.clips import crossing_clip, write_clip
@@ -30,12 +30,6 @@ from vss_streams.worker import StreamReport, StreamWorker
 FPS = 5.0  # sampled: the detector on a loaded CPU keeps up, and tracks still see each walk ~20 times
 CLIP_FRAMES = 150  # 10 s at 15 fps, looped by the server: every round has crossings from its first seconds
 TIMELINE = REPO / "build" / "reports" / "rtsp-reconnect-timeline.txt"
-
-
-@pytest.fixture(scope="module")
-def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(REPO / "examples" / "detection.yaml", "rtsp-detector", tmp_path_factory.mktemp("rtsp")) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

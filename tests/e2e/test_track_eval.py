@@ -7,24 +7,17 @@ a broken tracker scores (a tracker that renumbers its tracks every frame scores 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.serving import REPO, Served, vss_run
+from tests.e2e.serving import Served
 from vss_models.clips import write_clip
 from vss_models.track_eval import CLIPS, TRACKERS, TrackScores, load_truth, score, track_clip
 
 # clip: (MOTA, IDF1, identity switches at most); measured 0.87-0.95 / 0.93-0.97 / 0 on crossing and
 # 0.80-0.92 / 0.88-0.94 / 1 on passing.
 FLOORS = {"crossing": (0.75, 0.85, 1), "passing": (0.65, 0.75, 3)}
-
-
-@pytest.fixture(scope="module")
-def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(REPO / "examples" / "detection.yaml", "track-detector", tmp_path_factory.mktemp("track")) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
