@@ -21,7 +21,9 @@ _deadline: ContextVar[float | None] = ContextVar("vss_request_deadline", default
 
 def timeout_parameter_s(parameters: Mapping[str, Any] | None) -> float | None:
     """The `timeout` request parameter in seconds (None when absent); anything but a positive whole number of
-    microseconds up to an hour is the caller's mistake."""
+    microseconds up to an hour is the caller's mistake, as are parameters that are not an object."""
+    if parameters is not None and not isinstance(parameters, Mapping):
+        raise InvalidRequest(f"request parameters must be an object of name: value, got {type(parameters).__name__}")
     value = (parameters or {}).get(TIMEOUT_PARAMETER)
     if value is None:
         return None

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.e2e.conftest import jpeg, scene
 from tests.e2e.serving import REPO, Served, post
@@ -111,4 +114,85 @@ def test_bad_input_over_grpc_is_invalid_argument_with_the_reason(detector: Serve
     result = json.loads(out.stdout)
     assert result["status"] == "StatusCode.INVALID_ARGUMENT"
     assert "must be UINT8" in result["error"]
+    _good_request_succeeds(detector)
+
+
+def _with_parameters(parameters: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    """A good image request that also carries request-level `parameters`."""
+    data = _bytes_tensor(GOOD)
+    head = json.dumps({"parameters": parameters, "inputs": [
+        {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(data)}}]}).encode()
+    return head + data, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def test_a_threshold_sent_per_request_is_400_naming_it_and_the_next_request_on_the_connection_succeeds(
+        detector: Served) -> None:
+    host, port = detector.rest_url.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    path = f"/v2/models/{detector.name}/infer"
+    try:
+        connection.request("POST", path, *_with_parameters({"confidenceThreshold": "abc"}))
+        reply = connection.getresponse()
+        error = json.loads(reply.read())["error"]
+        assert reply.status == 400, error
+        assert error.startswith("request parameter 'confidenceThreshold' ('abc') is not one this server takes: ")
+        assert "spec.transformer.detection.confidenceThreshold (0.5 for this model)" in error
+        connection.request("POST", path, *_image_request(GOOD))
+        reply = connection.getresponse()
+        body = reply.read()
+        assert reply.status == 200, body
+        assert b"num_detections" in body
+    finally:
+        connection.close()
+
+
+def test_an_unknown_parameter_is_400_listing_the_known_ones(detector: Served) -> None:
+    status, reply = post(f"http://{detector.rest_url}/v2/models/{detector.name}/infer",
+                         *_with_parameters({"colour": "red"}))
+    assert status == 400, reply
+    error = json.loads(reply)["error"]
+    assert error.startswith("request parameter 'colour' ('red') is not one this server takes; the request "
+                            "parameters are: binary_data_output (true or false), ")
+    assert "timeout (a whole number of microseconds from 1 to 3600000000)" in error
+    _good_request_succeeds(detector)
+
+
+def test_a_known_parameter_of_the_wrong_type_is_400_with_its_range(detector: Served) -> None:
+    status, reply = post(f"http://{detector.rest_url}/v2/models/{detector.name}/infer",
+                         *_with_parameters({"priority": "high"}))
+    assert status == 400, reply
+    assert json.loads(reply)["error"] == ("request parameter 'priority' must be a whole number from 0 to "
+                                          "18446744073709551615, got 'high'")
+    _good_request_succeeds(detector)
+
+
+def test_tritonclient_http_with_its_own_parameters_still_gets_the_detections(detector: Served) -> None:
+    client = httpclient.InferenceServerClient(detector.rest_url)
+    tensor = httpclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([GOOD], dtype=object))
+    plain = client.infer(detector.name, [tensor])
+    for outputs in (None, [httpclient.InferRequestedOutput("num_detections", binary_data=False),
+                           httpclient.InferRequestedOutput("boxes")]):
+        result = client.infer(detector.name, [tensor], outputs=outputs, timeout=30_000_000, priority=2,
+                              sequence_id=9, sequence_start=True, sequence_end=True)
+        assert result.as_numpy("num_detections").tolist() == plain.as_numpy("num_detections").tolist()
+        np.testing.assert_array_equal(result.as_numpy("boxes"), plain.as_numpy("boxes"))
+    with pytest.raises(InferenceServerException, match="'confidenceThreshold' \\('abc'\\) is not one"):
+        client.infer(detector.name, [tensor], parameters={"confidenceThreshold": "abc"})
+    client.close()
+
+
+def test_tritonclient_grpc_with_its_own_parameters_still_gets_the_detections(detector: Served, workdir: Path) -> None:
+    image = workdir / "parameters-scene.jpg"
+    image.write_bytes(GOOD)
+    results = {}
+    for mode in ("image", "image-with-client-options", "image-with-unknown-parameter"):
+        out = subprocess.run([sys.executable, "-m", "tests.e2e.triton_grpc_call", detector.grpc_url, detector.name,
+                              mode, str(image)], capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
+        results[mode] = json.loads(out.stdout)
+    assert results["image-with-client-options"]["boxes"] == results["image"]["boxes"], results
+    assert results["image-with-client-options"]["num_detections"] == results["image"]["num_detections"]
+    refused = results["image-with-unknown-parameter"]
+    assert refused["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "request parameter 'confidenceThreshold' ('abc') is not one this server takes" in refused["error"]
     _good_request_succeeds(detector)

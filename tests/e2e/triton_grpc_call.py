@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -16,7 +17,12 @@ def main() -> None:
     payloads = [open(p, "rb").read() for p in sys.argv[4:]]  # noqa: SIM115
     client = grpcclient.InferenceServerClient(url)
     result: dict[str, object] = {"ready": client.is_model_ready(model)}
-    if mode == "image":
+    # What tritonclient sends on its own for each option of infer(...), and a custom parameter no task takes.
+    options: dict[str, Any] = {
+        "image-with-client-options": {"timeout": 30_000_000, "priority": 2, "sequence_id": 9, "sequence_start": True},
+        "image-with-unknown-parameter": {"parameters": {"confidenceThreshold": "abc"}},
+    }.get(mode, {})
+    if mode == "image" or options:
         tensor = grpcclient.InferInput("image", [len(payloads)], "BYTES")
         tensor.set_data_from_numpy(np.array(payloads, dtype=object))
     elif mode == "pixels-float":
@@ -25,7 +31,7 @@ def main() -> None:
     else:
         raise SystemExit(f"unknown mode {mode}")
     try:
-        reply = client.infer(model, [tensor])
+        reply = client.infer(model, [tensor], **options)
     except InferenceServerException as exc:
         result.update(error=exc.message(), status=exc.status())
     else:

@@ -1,7 +1,8 @@
 """The transformer as a KServe `Model`: v2 tensors (`image` BYTES or `pixels` UINT8) and v1 JSON
-in, task results out; the model itself runs in the predictor, one gRPC hop away. At most `max_concurrency`
-requests are served at once (one more is refused at once, 503 / UNAVAILABLE), each within its deadline, which the
-hop to the predictor carries on."""
+in, task results out; the model itself runs in the predictor, one gRPC hop away. Each request's `parameters`
+are checked against the task's table (`vss_api.request_parameters`) before anything else is read of it. At most
+`max_concurrency` requests are served at once (one more is refused at once, 503 / UNAVAILABLE), each within its
+deadline, which the hop to the predictor carries on."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from vss_api.deadlines import current_deadline
 from vss_api.errors import InvalidRequest, Overloaded
 from vss_api.metrics import CLIENT_ERROR, SERVER_ERROR, SUCCESS, TRANSFORMER, Status
 from vss_api.request_context import RequestContext, serving
+from vss_api.request_parameters import RequestParameters
 from vss_api.server import binary_output
 from vss_api.serving_metrics import ServingMetrics
+from vss_api.vssmodel import Task
 from vss_transformers.predictor_client import PredictorClient
 from vss_transformers.tasks import Context, Parsed, Result, ServingTask
 
@@ -39,6 +42,7 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         self.max_concurrency = max_concurrency
         self.request_timeout_s = request_timeout_s
         self.in_flight = 0
+        self.parameters = RequestParameters(Task(task.name), task.params)
         self._labels = {"model_name": name, "version": version, "component": TRANSFORMER}
 
     def load(self) -> bool:
@@ -90,8 +94,10 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         with serving(context):  # log lines of this request carry its id
             try:
                 if isinstance(payload, InferRequest):
+                    self.parameters.check_v2(payload)
                     parsed = self.task.parse_v2(payload)
                 elif isinstance(payload, dict):
+                    self.parameters.check_v1(payload)
                     parsed = self.task.parse_v1(payload)
                 else:
                     raise InvalidRequest(f"unsupported request type {type(payload).__name__}")

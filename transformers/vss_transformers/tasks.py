@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 from kserve.protocol.infer_type import InferRequest
+from pydantic import BaseModel
 
 from vss_api.errors import InvalidRequest
 from vss_api.v2 import Array
@@ -31,9 +32,11 @@ Result = TypeVar("Result")  # one input's answer, before it is written as v2 ten
 class ServingTask(Protocol[Parsed, Context, Result]):
     """A task's request parsing (`parse_*`, cheap, on the event loop), its CPU work (`prepare`,
     `postprocess`, in an executor) and its answers (`v2_outputs`, `v1_result`). Each task subclasses it
-    with its own types, so the transformer's data path from request to answer is type-checked."""
+    with its own types, so the transformer's data path from request to answer is type-checked. `params` is the
+    task's VSSModel block (`spec.transformer.<name>`)."""
 
     name: str
+    params: BaseModel
 
     def configure(self, config: Mapping[str, Any]) -> None: ...
 

@@ -80,3 +80,9 @@ async def test_each_request_task_sees_only_its_own_deadline() -> None:
         await event.wait()
     go.set()
     assert await asyncio.gather(*tasks) == [10.0, 20.0]
+
+
+@pytest.mark.parametrize("parameters", [[1], "timeout", 5])
+def test_request_parameters_that_are_not_an_object_are_the_callers_mistake_not_a_500(parameters: Any) -> None:
+    with pytest.raises(InvalidRequest, match="request parameters must be an object of name: value"):
+        timeout_parameter_s(parameters)

@@ -4,7 +4,7 @@ trace context) and how the channel is closed."""
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,9 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from vss_api.request_context import RequestContext
 from vss_api.serving_metrics import ServingMetrics
+from vss_api.vssmodel import DetectionParams
 from vss_transformers.errors import PredictorUnavailable
 from vss_transformers.model import TransformerModel
 from vss_transformers.predictor_client import PredictorClient
+from vss_transformers.tasks import DetectionTask
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -106,7 +108,8 @@ async def test_stopping_the_transformer_model_closes_its_channel_to_the_predicto
     _, target = predictor
     client = _client(target)
     await client.infer(FEEDS)
-    model = TransformerModel("m", "v1", cast(Any, None), client, ServingMetrics.create(CollectorRegistry()))
+    model = TransformerModel("m", "v1", DetectionTask(DetectionParams()), client,
+                             ServingMetrics.create(CollectorRegistry()))
     with caplog.at_level(logging.INFO, logger="vss_transformers.model"):
         model.stop()  # as KServe calls it: synchronously, on the serving loop's thread
     await client.aclose()  # waits for the close that stop() started
