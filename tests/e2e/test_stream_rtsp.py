@@ -57,15 +57,19 @@ def live_spec(url: str) -> VSSStreamSpec:
 
 
 async def until(condition: Callable[[], object], what: str, deadline_s: float,
-                task: asyncio.Task[StreamReport] | None = None) -> None:
+                task: asyncio.Task[StreamReport] | None = None, server: RtspServer | None = None) -> None:
     """Polls `condition` on the event loop (the worker runs between polls) until it holds; fails after the
-    deadline, or at once if the worker's task ended (with its exception)."""
+    deadline, or at once if the worker's task ended (with its exception) or the RTSP server that should be up
+    exited (with its log: a failure of the test's camera is not the worker's)."""
     end = time.monotonic() + deadline_s
     while not condition():
         if task is not None and task.done():
             raise AssertionError(f"the worker ended while waiting for: {what}: {task.exception()!r}")
+        if server is not None and not server.running:
+            raise AssertionError(f"the RTSP server exited while waiting for: {what}: {server.output()[-3000:]}")
         if time.monotonic() > end:
-            raise AssertionError(f"not within {deadline_s}s: {what}")
+            log = f"; the RTSP server's log: {server.output()[-3000:]}" if server is not None else ""
+            raise AssertionError(f"not within {deadline_s}s: {what}{log}")
         await asyncio.sleep(0.05)
 
 
@@ -179,7 +183,7 @@ def test_a_killed_rtsp_server_that_comes_back_is_reconnected_to_and_counting_goe
         async with running(StreamWorker("gate", live_spec(rtsp.url), client), client) as run:
             state = run.worker.state
             await until(lambda: state.connected and len(run.seen) >= 10 and run.crossings(),
-                        "10 frames inferred and a crossing counted from the first server", 45, run.task)
+                        "10 frames inferred and a crossing counted from the first server", 45, run.task, rtsp)
             before = {"inferred": len(run.seen), "crossings": len(run.crossings()), "reconnects": state.reconnects,
                       "killed_at": time.monotonic() - run.started}
             rtsp.kill()
@@ -194,7 +198,7 @@ def test_a_killed_rtsp_server_that_comes_back_is_reconnected_to_and_counting_goe
             before["restarted_at"] = time.monotonic() - run.started
             await until(lambda: state.connected and len(run.seen) >= inferred_in_gap + 10
                         and len(run.crossings()) > before["crossings"],
-                        "connected again, 10 more frames inferred and a new crossing", 45, run.task)
+                        "connected again, 10 more frames inferred and a new crossing", 45, run.task, rtsp)
             await run.stop()
             return run, before
 
