@@ -3,12 +3,14 @@
 A caller's mistake is a KServe `InvalidInput` (400 on REST, INVALID_ARGUMENT on gRPC, through KServe's own
 handlers); everything else carries its gRPC status (grpc_interceptor's `GrpcException` family), which
 `server` turns into the matching HTTP status with `HTTP_STATUS_BY_GRPC`. So one exception class answers
-right on both protocols, and no caller mistake surfaces as a 500."""
+right on both protocols, and no caller mistake surfaces as a 500. Any other exception is a bug: the caller gets
+a fixed "internal error" naming the request id (500, gRPC INTERNAL: `InternalError`), never the exception's
+type or message, and the traceback is logged once with that id."""
 
 from __future__ import annotations
 
 from grpc import StatusCode
-from grpc_interceptor.exceptions import DeadlineExceeded, ResourceExhausted, Unavailable
+from grpc_interceptor.exceptions import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from kserve.errors import InvalidInput
 
 
@@ -42,6 +44,19 @@ class Overloaded(ServiceUnavailable):
 
 class RequestTimeout(DeadlineExceeded):
     """The request did not complete within its deadline (504)."""
+
+
+INTERNAL_ERROR = "internal error"
+
+
+class InternalError(Internal):
+    """What a gRPC caller is told of a bug met while serving its request (INTERNAL): the request's id and
+    nothing of the exception, whose traceback `server` logged with that id (REST callers get a 500 whose body
+    names the id likewise)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"{INTERNAL_ERROR} (request {request_id})")
+        self.request_id = request_id
 
 
 HTTP_STATUS_BY_GRPC = {

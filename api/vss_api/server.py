@@ -6,33 +6,52 @@ JPEG), a request-size limit answered with 413, a limit on requests served at onc
 `Retry-After` (health probes exempt), each request's deadline (`vss_api.deadlines`) from its gRPC deadline or
 `timeout` parameter, Triton's `/v2/models/{name}/config` extension,
 JSON logs, and the models' response headers (request id, trace context) returned on both protocols: KServe's
-gRPC `ModelInfer` drops them, ours sends them as initial metadata."""
+gRPC `ModelInfer` drops them, ours sends them as initial metadata.
+
+A bug met while serving (any exception that is not a caller's mistake or one of `vss_api.errors`' statuses)
+is answered with a fixed body naming only the request id, REST `500 {"error": "internal error", "requestId":
+...}` and gRPC INTERNAL "internal error (request ...)", never the exception's type or message (KServe's own
+handlers send both), and its traceback is logged once, with that id; the client's connection stays open."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
+import grpc
 import kserve
 import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request, Response
 from grpc_interceptor.exceptions import GrpcException
-from kserve.errors import InvalidInput
+from kserve.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotLive,
+    ServerNotReady,
+    UnsupportedProtocol,
+)
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 from kserve.utils.utils import to_headers
 
 from vss_api.deadlines import deadline_at, earliest, grpc_parameters, timeout_parameter_s
-from vss_api.errors import HTTP_STATUS_BY_GRPC, ServiceUnavailable
-from vss_api.request_context import RequestContextFilter
+from vss_api.errors import HTTP_STATUS_BY_GRPC, INTERNAL_ERROR, InternalError, ServiceUnavailable
+from vss_api.request_context import REQUEST_ID, RequestContext, RequestContextFilter, header_safe
 from vss_api.v2 import datatype_of
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -42,6 +61,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 
 class JsonFormatter(logging.Formatter):
@@ -182,6 +203,143 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _Answering:
+    """The id of the request the current task answers, once a route or `ModelInfer` has read it (a v2 body's
+    `id` comes before `x-request-id`): what an internal error's answer and log line name."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self) -> None:
+        self.request_id: str | None = None
+
+
+# Set per request by `InternalErrors` (REST) and the gRPC methods' wrapper; the slot is mutable so that what the
+# route writes into it, further in (in the same task, or a copy of its context), is seen where the error is caught.
+_answering: ContextVar[_Answering | None] = ContextVar("vss_answering", default=None)
+
+
+@contextmanager
+def _answering_request() -> Iterator[_Answering]:
+    slot = _Answering()
+    token = _answering.set(slot)
+    try:
+        yield slot
+    finally:
+        _answering.reset(token)
+
+
+def request_id_for(headers: dict[str, str], body_id: object = None) -> str:
+    """The request's id as the models read it (`RequestContext.from_headers`), noted for an internal error's
+    answer. One made up here is put into `headers` as `x-request-id`, so the model reads and logs the same id."""
+    request_id = RequestContext.from_headers(headers, body_id=body_id).request_id
+    if (body_id is None or str(body_id) == "") and headers.get(REQUEST_ID, "").strip() != request_id:
+        headers[REQUEST_ID] = request_id
+    slot = _answering.get()
+    if slot is not None:
+        slot.request_id = request_id
+    return request_id
+
+
+def _failed_request_id(headers: Mapping[str, str] | None) -> str:
+    slot = _answering.get()
+    if slot is not None and slot.request_id is not None:
+        return slot.request_id
+    header_id = {k.lower(): v for k, v in (headers or {}).items()}.get(REQUEST_ID, "").strip()
+    return header_id if header_safe(header_id) else uuid.uuid4().hex
+
+
+def _log_internal_error(exc: BaseException, request_id: str, where: str) -> None:
+    log.error("internal error answering request %s (%s): the caller was told only the request id", request_id,
+              where, exc_info=exc, extra={"request_id": request_id})
+
+
+def internal_error_response(request_id: str) -> Response:
+    response = json_response({"error": INTERNAL_ERROR, "requestId": request_id}, status_code=500)
+    if header_safe(request_id):
+        response.headers[REQUEST_ID] = request_id
+    return response
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """A Starlette exception handler: a fixed 500 naming the request id, the traceback logged with it."""
+    request_id = _failed_request_id(request.headers)
+    _log_internal_error(exc, request_id, f"{request.method} {request.url.path}")
+    return internal_error_response(request_id)
+
+
+class InternalErrors:
+    """Pure ASGI middleware: an exception that no handler further in answered (a bug: a caller's mistakes are
+    `InvalidInput` or a `GrpcException`, answered by their handlers) gets `internal_error_response`, its traceback
+    logged here, once. It is not raised further: Starlette's ServerErrorMiddleware, which a handler registered for
+    `Exception` becomes, answers and then re-raises, and uvicorn then logs the traceback again and closes the
+    client's keep-alive connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        with _answering_request():
+            try:
+                await self.app(scope, receive, watched)
+            except Exception as exc:
+                if started:  # half an answer cannot be taken back: uvicorn logs it and drops the connection
+                    raise
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+                request_id = _failed_request_id(headers)
+                _log_internal_error(exc, request_id, f"{scope.get('method')} {scope.get('path')}")
+                await internal_error_response(request_id)(scope, receive, send)
+
+
+# What KServe's gRPC interceptor answers with a status and message of their own: caller mistakes and states
+# (not found, not ready, unimplemented), and an abort the method made itself. Anything else is a bug.
+_GRPC_ANSWERED = (InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady, UnsupportedProtocol,
+                  NotImplementedError, grpc.aio.AbortError)
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _internal_errors_hidden(method: _Method) -> _Method:
+    """A gRPC method whose bugs answer INTERNAL "internal error (request <id>)", the traceback logged with the
+    id; caller mistakes and `vss_api.errors` statuses pass on to KServe's interceptor unchanged."""
+
+    @functools.wraps(method)
+    async def answered(self: Any, request: Any, context: Any) -> Any:
+        with _answering_request():
+            try:
+                return await method(self, request, context)
+            except _GRPC_ANSWERED:
+                raise
+            except Exception as exc:
+                if isinstance(exc, GrpcException) and exc.status_code in HTTP_STATUS_BY_GRPC:
+                    raise
+                request_id = _failed_request_id(to_headers(context))
+                _log_internal_error(exc, request_id, f"gRPC {method.__name__}")
+                raise InternalError(request_id) from None
+
+    return answered  # type: ignore[return-value]
+
+
+def _hiding_internal_errors(cls: type[InferenceServicer]) -> type[InferenceServicer]:
+    """Every gRPC method of the servicer `_internal_errors_hidden` (KServe builds the server's interceptors
+    itself, with no hook to add one)."""
+    for name in vars(GRPCInferenceServiceServicer):
+        method = getattr(cls, name)
+        if not name.startswith("_") and inspect.iscoroutinefunction(method):
+            setattr(cls, name, _internal_errors_hidden(method))
+    return cls
+
+
 def binary_output(name: str, array: npt.NDArray[np.generic]) -> InferOutput:
     """An output tensor held as raw bytes: gRPC sends them as raw contents, REST as binary data when
     asked for and as JSON otherwise, with no detour through Python lists on the binary paths."""
@@ -250,6 +408,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
             raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {declared!r}")
         infer_request = parse_v2_rest_request(body, int(declared) if declared else None, model_name)
         headers = dict(request.headers)
+        request_id_for(headers, infer_request.id)
         deadline = earliest(timeout_parameter_s(infer_request.parameters), now=arrived)
         with deadline_at(deadline):
             result, response_headers = await dataplane.infer(model_name=model_name, request=infer_request,
@@ -282,14 +441,17 @@ def _passed_on(response_headers: dict[str, str] | None) -> dict[str, str]:
             if k.lower() not in ("content-length", "content-type", HEADER_LENGTH)}
 
 
+@_hiding_internal_errors
 class HeaderEchoingServicer(InferenceServicer):
     """KServe's gRPC servicer, but `ModelInfer` sends the model's response headers as initial metadata
-    (KServe 0.21 discards them), so gRPC callers get the request id and trace context back as REST ones do; and
-    the call's deadline (gRPC's own, or the `timeout` parameter if sooner) is the request's deadline."""
+    (KServe 0.21 discards them), so gRPC callers get the request id and trace context back as REST ones do; the
+    call's deadline (gRPC's own, or the `timeout` parameter if sooner) is the request's deadline; and a bug in
+    any method answers INTERNAL naming only the request id (`_internal_errors_hidden`)."""
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         arrived = time.monotonic()
         headers = to_headers(context)
+        request_id_for(headers, request.id)
         self.validate_grpc_request(request)
         deadline = earliest(context.time_remaining(), timeout_parameter_s(grpc_parameters(request.parameters)),
                             now=arrived)
@@ -307,9 +469,11 @@ class HeaderEchoingServicer(InferenceServicer):
         return pb.ModelInferResponse(id=result["id"], model_name=result["model_name"], outputs=result["outputs"])
 
 
-async def grpc_status_error_handler(_: Request, exc: Exception) -> Response:
+async def grpc_status_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GrpcException)
-    status = HTTP_STATUS_BY_GRPC.get(exc.status_code, 500)
+    status = HTTP_STATUS_BY_GRPC.get(exc.status_code)
+    if status is None:  # not a status of ours for the caller: a bug's, whose details are not theirs to read
+        return await internal_error_handler(request, exc)
     response = json_response({"error": exc.details}, status_code=status)
     if isinstance(exc, ServiceUnavailable):
         response.headers["retry-after"] = str(exc.retry_after_s)
@@ -324,12 +488,19 @@ def serve(models: list[kserve.Model], *, max_request_bytes: int, max_concurrency
     (which also answers 503 with `Retry-After` where uvicorn's has neither, and spares the probes)."""
     from kserve import model_server  # the FastAPI app lives at module level in KServe
     from kserve.protocol.grpc import server as grpc_server
+    from kserve.protocol.rest import server as rest_server
 
     # KServe's GRPCServer builds its servicer from this module-level name, with no hook to pass another.
     grpc_server.InferenceServicer = HeaderEchoingServicer
+    # KServe's RESTServer registers its handlers when it starts, after ours, by these module-level names: its
+    # handler for `Exception` (and for its `InferenceError`, a model's output that will not serialize) answers
+    # 500 with the exception's type and message.
+    rest_server.generic_exception_handler = internal_error_handler
+    rest_server.inference_error_handler = internal_error_handler
     server = kserve.ModelServer(**server_args)
     install_routes(model_server.app, server.dataplane, configs or {})
     model_server.app.add_exception_handler(GrpcException, grpc_status_error_handler)
     model_server.app.add_middleware(ConcurrencyLimit, limit=max_concurrency)
-    model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)  # outermost: sizes first
+    model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)  # sizes first
+    model_server.app.add_middleware(InternalErrors)  # outermost: a 413 is not an internal error
     server.start(models)
