@@ -251,7 +251,7 @@ def test_a_hung_rtsp_server_is_noticed_by_the_read_timeout_and_reconnected_to_on
             finally:
                 rtsp.thaw()
             await until(lambda: state.connected and len(run.seen) >= inferred + 5,
-                        "connected again after the thaw and 5 more frames inferred", 45, run.task)
+                        "connected again after the thaw and 5 more frames inferred", 90, run.task)
             await run.stop()
             return run, noticed_after
 
