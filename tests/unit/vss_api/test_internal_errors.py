@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from tests.support.apiserver import free_port
 from vss_api.request_context import RequestContext, serving
 from vss_api.server import request_id_for
 
@@ -70,13 +70,6 @@ def _serve_failing_model(http_port: int, grpc_port: int) -> None:
           grpc_port=grpc_port)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Served:
     http_port: int
@@ -109,7 +102,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     log_path = tmp_path_factory.mktemp("failing") / "server.log"
     with log_path.open("w") as sink:
         process = subprocess.Popen(
