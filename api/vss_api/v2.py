@@ -3,6 +3,8 @@ array type every plane passes around. The transformer and the predictor agree on
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import numpy.typing as npt
 
@@ -24,6 +26,11 @@ V2_DATATYPES: dict[np.dtype[np.generic], str] = {
 NUMPY_DTYPES: dict[str, np.dtype[np.generic]] = {v: k for k, v in V2_DATATYPES.items()}
 
 Array = npt.NDArray[np.generic]
+
+# What KServe's `InferInput.as_numpy` raises for contents that do not fit the tensor's shape or datatype: numpy's
+# reshape and conversion errors, and `struct.error` from a BYTES tensor whose element lengths run past its bytes.
+# All of them are the caller's mistake, to be answered as one (400 / INVALID_ARGUMENT), never as a bug.
+CONTENT_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError, struct.error)
 
 
 def datatype_of(array: Array) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
 from vss_api.errors import InvalidRequest
+from vss_api.v2 import CONTENT_ERRORS
 from vss_transformers.codecs import MAX_PIXELS, Image, SizeHint, check_pixels, decode_image
 from vss_transformers.errors import InvalidImage
 
@@ -51,7 +52,7 @@ class ImageRequests:
                 raise InvalidRequest(f"input 'image' must be BYTES, got {tensor.datatype}")
             try:
                 items = tensor.as_numpy().reshape(-1)
-            except (ValueError, TypeError, OverflowError) as exc:
+            except CONTENT_ERRORS as exc:
                 raise InvalidImage(f"input 'image' does not match its shape {tensor.shape}: {exc}") from exc
             return [_bytes_of(x, i) for i, x in enumerate(items)]
         if tensor.datatype != "UINT8":
@@ -60,8 +61,10 @@ class ImageRequests:
             pixels = tensor.as_numpy()
         except OverflowError as exc:  # JSON `data` with a value outside 0..255
             raise InvalidImage(f"input 'pixels' holds a value outside 0..255 (UINT8): {exc}") from exc
-        except (ValueError, TypeError) as exc:
+        except CONTENT_ERRORS as exc:
             raise InvalidImage(f"input 'pixels' does not match its shape {tensor.shape}: {exc}") from exc
+        if pixels.ndim not in (3, 4):
+            raise InvalidImage(f"pixels must have shape [N, H, W, 3] or [H, W, 3], got {list(pixels.shape)}")
         batch: Image = pixels[None] if pixels.ndim == 3 else pixels
         return batch
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from vss_api.errors import InvalidRequest
-from vss_api.v2 import Array
+from vss_api.v2 import CONTENT_ERRORS, Array
 from vss_transformers.tasks import Result, ServingTask
 
 F32 = npt.NDArray[np.float32]
@@ -84,7 +84,7 @@ class SeriesRequests:
         self._check_shape(shape[-2], shape[-1], names)
         try:
             array = np.asarray(tensor.as_numpy(), dtype=np.float32)
-        except (ValueError, TypeError) as exc:
+        except CONTENT_ERRORS as exc:
             raise InvalidSeries(f"input 'series' does not match its shape {shape}: {exc}") from exc
         batch = array.reshape(shape) if len(shape) == 3 else array.reshape(1, *shape)
         self._check_batch(batch.shape[0])
@@ -100,7 +100,7 @@ class SeriesRequests:
             raise InvalidSeries(f"input 'features' must be BYTES (feature names), got {tensor.datatype}")
         try:
             raw = tensor.as_numpy().reshape(-1)
-        except (ValueError, TypeError) as exc:
+        except CONTENT_ERRORS as exc:
             raise InvalidSeries(f"input 'features' does not match its shape {tensor.shape}: {exc}") from exc
         names = []
         for i, item in enumerate(raw):

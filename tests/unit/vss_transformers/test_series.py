@@ -147,3 +147,13 @@ def test_finite_windows_pass_unchanged() -> None:
 def test_a_model_whose_features_are_not_the_vssmodels_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="not the VSSModel's"):
         SeriesLayout(FEATURES, 5, "window", 4, ("temperature", "humidity", "wind"))
+
+
+def test_a_features_tensor_whose_element_lengths_run_past_its_bytes_is_a_400() -> None:
+    """Found by tests/e2e/test_fuzz_grpc.py: KServe's BYTES decoding raises struct.error, which was a 500."""
+    series = InferInput(name="series", shape=[1, 5, 3], datatype="FP32")
+    features = InferInput(name="features", shape=[3], datatype="BYTES")
+    request = InferRequest(model_name="m", infer_inputs=[series, features], from_grpc=True,
+                           raw_inputs=[np.zeros((1, 5, 3), np.float32).tobytes(), b"\xff\xff\xff\xff"])
+    with pytest.raises(InvalidSeries, match="input 'features' does not match its shape"):
+        requests().parse_v2(request)
