@@ -10,7 +10,7 @@ type or message, and the traceback is logged once with that id."""
 from __future__ import annotations
 
 from grpc import StatusCode
-from grpc_interceptor.exceptions import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
+from grpc_interceptor.exceptions import DeadlineExceeded, Internal, NotFound, ResourceExhausted, Unavailable
 from kserve.errors import InvalidInput
 
 
@@ -19,6 +19,15 @@ class InvalidRequest(InvalidInput):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+
+
+class UnknownVersion(NotFound):
+    """A request to a version of a served model that this server does not serve (404, gRPC NOT_FOUND): each
+    server serves one version of its model, and a rollout sends other versions to other servers."""
+
+    def __init__(self, model_name: str, version: str, served: str | None) -> None:
+        serves = f"it serves version {served!r}" if served else "it serves no version by name"
+        super().__init__(f"model {model_name!r} has no version {version!r} here: {serves}")
 
 
 class PayloadTooLarge(ResourceExhausted):

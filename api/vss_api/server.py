@@ -2,7 +2,9 @@
 
 It adds what KServe 0.21 lacks for a hot path and a hostile network: a v2 REST infer route that keeps
 binary tensors binary (KServe's own turns them into Python lists, and rejects non-UTF-8 BYTES such as
-JPEG), a request-size limit answered with 413, a limit on requests served at once answered with 503 +
+JPEG), a request-size limit answered with 413, a body that stops arriving answered with 408, the
+`/v2/models/{name}/versions/{v}` routes (KServe answers them 501), Starlette's 404/405 in our `{"error": ...}`
+shape, a limit on requests served at once answered with 503 +
 `Retry-After` (health probes exempt), each request's deadline (`vss_api.deadlines`) from its gRPC deadline or
 `timeout` parameter, Triton's `/v2/models/{name}/config` extension,
 JSON logs, and the models' response headers (request id, trace context) returned on both protocols: KServe's
@@ -15,6 +17,7 @@ handlers send both), and its traceback is logged once, with that id; the client'
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -48,9 +51,10 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceSe
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 from kserve.utils.utils import to_headers
+from starlette.exceptions import HTTPException
 
 from vss_api.deadlines import deadline_at, earliest, grpc_parameters, timeout_parameter_s
-from vss_api.errors import HTTP_STATUS_BY_GRPC, INTERNAL_ERROR, InternalError, ServiceUnavailable
+from vss_api.errors import HTTP_STATUS_BY_GRPC, INTERNAL_ERROR, InternalError, ServiceUnavailable, UnknownVersion
 from vss_api.request_context import REQUEST_ID, RequestContext, RequestContextFilter, header_safe
 from vss_api.v2 import datatype_of
 
@@ -142,6 +146,58 @@ class BodySizeLimit:
 
 
 DRAIN_FACTOR = 16
+
+BODY_IDLE_TIMEOUT_S = 15.0  # a body that stops arriving this long is abandoned (nginx's client_body_timeout is 60)
+
+
+class BodyIdleTimeout:
+    """Pure ASGI middleware: a request whose body stops arriving for `idle_s` (a stalled or slowloris client) gets
+    408 and its connection closed, since what is left of its body cannot be told from a next request. Uvicorn
+    times out idle connections between requests, not a body that stops halfway, which held its request (and a
+    `ConcurrencyLimit` slot) for ever."""
+
+    def __init__(self, app: ASGIApp, idle_s: float = BODY_IDLE_TIMEOUT_S) -> None:
+        self.app = app
+        self.idle_s = idle_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        more_body = True
+        started = False
+
+        async def timed() -> Message:
+            nonlocal more_body
+            if not more_body:  # the body is in: waiting for a disconnect is not a stalled body
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyStalled from None
+            more_body = message["type"] == "http.request" and bool(message.get("more_body"))
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed, watched)
+        except _BodyStalled:
+            if started:
+                raise
+            body = orjson.dumps({"error": f"the request body stopped arriving for {self.idle_s:g} s"})
+            await send({"type": "http.response.start", "status": 408,
+                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
+class _BodyStalled(Exception):
+    pass
 
 UNCOUNTED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -424,6 +480,31 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
         response.headers.update(extra)
         return response
 
+    async def served_version(model_name: str, model_version: str) -> None:
+        """A request naming a version: the one the model serves (its `version`), else 404. KServe 0.21 answers
+        every such route 501 "not supported yet"."""
+        model = dataplane.model_registry.get_model(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        served = getattr(model, "version", None)
+        if model_version != served:
+            raise UnknownVersion(model_name, model_version, served if isinstance(served, str) else None)
+
+    async def version_infer(model_name: str, model_version: str, request: Request) -> Response:
+        await served_version(model_name, model_version)
+        return await infer(model_name, request)
+
+    async def version_metadata(model_name: str, model_version: str) -> Response:
+        await served_version(model_name, model_version)
+        metadata = await dataplane.model_metadata(model_name)
+        return json_response({**metadata, "versions": [model_version]})
+
+    async def version_ready(model_name: str, model_version: str) -> Response:
+        await served_version(model_name, model_version)
+        if not await dataplane.model_ready(model_name):
+            raise ModelNotReady(model_name)
+        return json_response({"name": model_name, "ready": True})
+
     async def config(model_name: str) -> Response:
         await dataplane.get_model(model_name)  # 404/503 through KServe's handlers
         describe = configs.get(model_name)
@@ -433,6 +514,9 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
 
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", version_infer, methods=["POST"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}", version_metadata, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready", version_ready, methods=["GET"])
 
 
 def _passed_on(response_headers: dict[str, str] | None) -> dict[str, str]:
@@ -469,6 +553,15 @@ class HeaderEchoingServicer(InferenceServicer):
         return pb.ModelInferResponse(id=result["id"], model_name=result["model_name"], outputs=result["outputs"])
 
 
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (a method the route does not take), in the error shape of every
+    other answer, `{"error": ...}`, instead of Starlette's `{"detail": ...}`."""
+    assert isinstance(exc, HTTPException)
+    response = json_response({"error": str(exc.detail)}, status_code=exc.status_code)
+    response.headers.update(exc.headers or {})
+    return response
+
+
 async def grpc_status_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GrpcException)
     status = HTTP_STATUS_BY_GRPC.get(exc.status_code)
@@ -482,7 +575,7 @@ async def grpc_status_error_handler(request: Request, exc: Exception) -> Respons
 
 def serve(models: list[kserve.Model], *, max_request_bytes: int, max_concurrency: int,
           configs: dict[str, Callable[[], dict[str, Any]]] | None = None,
-          **server_args: Any) -> None:
+          body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S, **server_args: Any) -> None:
     """Start KServe's ModelServer with our routes and limits; blocks until SIGTERM/SIGINT. KServe builds
     uvicorn's configuration itself with no `limit_concurrency` to pass, so the REST limit is our middleware
     (which also answers 503 with `Retry-After` where uvicorn's has neither, and spares the probes)."""
@@ -500,7 +593,9 @@ def serve(models: list[kserve.Model], *, max_request_bytes: int, max_concurrency
     server = kserve.ModelServer(**server_args)
     install_routes(model_server.app, server.dataplane, configs or {})
     model_server.app.add_exception_handler(GrpcException, grpc_status_error_handler)
+    model_server.app.add_exception_handler(HTTPException, http_exception_handler)
     model_server.app.add_middleware(ConcurrencyLimit, limit=max_concurrency)
     model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)  # sizes first
+    model_server.app.add_middleware(BodyIdleTimeout, idle_s=body_idle_timeout_s)
     model_server.app.add_middleware(InternalErrors)  # outermost: a 413 is not an internal error
     server.start(models)

@@ -109,6 +109,11 @@ class PredictorModel(kserve.Model):
         self.batcher: DynamicBatcher | None = None
         self._labels = {"model_name": settings.model_name, "version": settings.version}
 
+    @property
+    def version(self) -> str:
+        """The version served, as the transformer's `version`: what `/v2/models/{name}/versions/{v}` takes."""
+        return self.settings.version
+
     def load(self) -> bool:
         runtime = load_with_retries(self.settings)
         feeds = warmup_feeds(runtime.inputs, self.settings.warmup_shape)

@@ -5,10 +5,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kserve.errors import InvalidInput
+from grpc_interceptor.exceptions import GrpcException
+from kserve.errors import InvalidInput, ModelNotFound
+from starlette.exceptions import HTTPException
 
 from vss_api.errors import Overloaded, RequestTimeout
-from vss_api.server import BodySizeLimit, ConcurrencyLimit, grpc_status_error_handler, parse_v2_rest_request
+from vss_api.server import (
+    BodyIdleTimeout,
+    BodySizeLimit,
+    ConcurrencyLimit,
+    grpc_status_error_handler,
+    http_exception_handler,
+    install_routes,
+    json_response,
+    parse_v2_rest_request,
+)
 
 
 def _binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, int]:
@@ -185,3 +196,110 @@ async def test_every_503_tells_the_client_when_to_retry_and_other_errors_do_not(
     assert unavailable.status_code == 503 and unavailable.headers["retry-after"] == "1"
     assert b"queue is full" in bytes(unavailable.body)
     assert timeout.status_code == 504 and "retry-after" not in timeout.headers
+
+
+async def _stalling_call(idle_s: float, chunks: list[bytes]) -> list[MutableMapping[str, Any]]:
+    """A client that sends `chunks` of a longer body, then nothing."""
+    sent: list[MutableMapping[str, Any]] = []
+    queue = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> MutableMapping[str, Any]:
+        if queue:
+            return queue.pop(0)
+        await asyncio.Event().wait()  # the client went quiet
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await BodyIdleTimeout(app, idle_s)({"type": "http", "headers": []}, receive, send)
+    return sent
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_the_connection_is_closed() -> None:
+    sent = await asyncio.wait_for(_stalling_call(0.05, [b"x" * 10, b"y" * 10]), 5)
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert b"stopped arriving for 0.05 s" in sent[1]["body"]
+
+
+async def test_a_body_that_keeps_arriving_is_not_timed_out_and_a_finished_one_waits_freely() -> None:
+    sent: list[MutableMapping[str, Any]] = []
+    queue = [{"type": "http.request", "body": b"x", "more_body": i < 4} for i in range(5)]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        disconnect = asyncio.ensure_future(receive())  # as a streaming response listens for the client leaving
+        await asyncio.sleep(0.1)  # longer than the idle timeout, after the body
+        assert not disconnect.done()
+        disconnect.cancel()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> MutableMapping[str, Any]:
+        if queue:
+            await asyncio.sleep(0.01)
+            return queue.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(BodyIdleTimeout(app, 0.05)({"type": "http", "headers": []}, receive, send), 5)
+    assert sent[0]["status"] == 200
+
+
+async def test_starlettes_404_and_405_answer_in_the_error_shape_of_every_other_answer() -> None:
+    response = await http_exception_handler(None, HTTPException(405, headers={"Allow": "GET"}))  # type: ignore[arg-type]
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    assert json.loads(bytes(response.body)) == {"error": "Method Not Allowed"}
+
+
+class _Versioned:
+    version = "v3"
+
+
+class _Registry:
+    def get_model(self, name: str) -> object | None:
+        return _Versioned() if name == "m" else None
+
+
+class _DataPlane:
+    model_registry = _Registry()
+
+    async def model_metadata(self, name: str) -> dict[str, Any]:
+        return {"name": name, "platform": "", "inputs": [], "outputs": []}
+
+    async def model_ready(self, name: str) -> bool:
+        return True
+
+
+def _versioned_app() -> Any:
+    import httpx
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    install_routes(app, _DataPlane(), {})  # type: ignore[arg-type]
+    app.add_exception_handler(GrpcException, grpc_status_error_handler)
+    app.add_exception_handler(ModelNotFound, lambda _, exc: json_response({"error": str(exc)}, 404))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_the_served_version_answers_by_name_and_any_other_version_is_404_naming_the_served_one() -> None:
+    async with _versioned_app() as client:
+        assert (await client.get("/v2/models/m/versions/v3")).json()["versions"] == ["v3"]
+        assert (await client.get("/v2/models/m/versions/v3/ready")).json() == {"name": "m", "ready": True}
+        for path, method in (("/v2/models/m/versions/v1", "GET"), ("/v2/models/m/versions/v1/ready", "GET"),
+                             ("/v2/models/m/versions/v1/infer", "POST")):
+            reply = await client.request(method, path, content=b'{"inputs": []}')
+            assert reply.status_code == 404, reply.text
+            assert reply.json() == {"error": "model 'm' has no version 'v1' here: it serves version 'v3'"}
+        assert (await client.get("/v2/models/other/versions/v3")).status_code == 404
