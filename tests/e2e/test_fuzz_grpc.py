@@ -11,6 +11,7 @@ printed at the end (and appended to the file VSS_FUZZ_REPORT names, if set; docs
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -68,17 +69,20 @@ def test_every_fuzzed_model_infer_ends_ok_or_with_a_callers_status_in_time_never
     @given(generated=requests(served.name, VERSION))
     def fuzz(generated: object) -> None:
         message = as_grpc(generated)  # type: ignore[arg-type]
+        started = time.monotonic()
         try:
             stub.ModelInfer(message, timeout=DEADLINE_S)
             code, details = grpc.StatusCode.OK, ""
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details()
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        # DEADLINE_EXCEEDED from the server (a `timeout` parameter of a microsecond) is an answer; ours, a hang
+        hung = code is grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started >= DEADLINE_S * 0.9
+        if hung:
             tally.hang(row)
         else:
             tally.answered(row, code.name, server_error=code not in ALLOWED)
         assert code in ALLOWED, f"{code.name}: {details}\n{message}"[:3000]
-        assert code is not grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {DEADLINE_S}s to:\n{message}"[:3000]
+        assert not hung, f"no answer within {DEADLINE_S}s to:\n{message}"[:3000]
 
     try:
         fuzz()
