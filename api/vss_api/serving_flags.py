@@ -228,6 +228,10 @@ class TransformerFlags:
     predictor_timeout_s: int
     http_port: int
     grpc_port: int
+    # The vision tasks' limits before work (`vss_transformers.images.ImageRequests`).
+    max_image_pixels: int = 7680 * 4320
+    max_batch_images: int = 64
+    max_batch_pixels: int = 2 * 7680 * 4320
 
     def args(self) -> list[str]:
         params = self.params.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -240,6 +244,9 @@ class TransformerFlags:
             "--max_request_bytes", str(self.max_request_bytes),
             "--max_concurrency", str(self.max_concurrency),
             "--request_timeout_ms", str(self.request_timeout_ms),
+            "--max_image_pixels", str(self.max_image_pixels),
+            "--max_batch_images", str(self.max_batch_images),
+            "--max_batch_pixels", str(self.max_batch_pixels),
             "--grpc_max_receive_message_length", str(self.max_request_bytes),
             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
         ]
@@ -253,7 +260,9 @@ def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: s
         predictor_grpc=predictor_grpc, predictor_rest=predictor_rest,
         max_request_bytes=spec.transformer.max_request_bytes, max_concurrency=spec.transformer.max_concurrency,
         request_timeout_ms=spec.transformer.request_timeout_ms,
-        predictor_timeout_s=spec.transformer.predictor_timeout_seconds, http_port=http_port, grpc_port=grpc_port)
+        predictor_timeout_s=spec.transformer.predictor_timeout_seconds, http_port=http_port, grpc_port=grpc_port,
+        max_image_pixels=spec.transformer.max_image_pixels, max_batch_images=spec.transformer.max_batch_images,
+        max_batch_pixels=spec.transformer.max_batch_pixels)
 
 
 def transformer_args(spec: VSSModelSpec, model_name: str, predictor_grpc: str, predictor_rest: str,
@@ -273,7 +282,11 @@ def transformer_parser(*parents: argparse.ArgumentParser, description: str | Non
     parser.add_argument("--model_version", default="v1")
     parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
     parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024)
-    parser.add_argument("--max_batch_images", type=int, default=64)
+    parser.add_argument("--max_image_pixels", type=int, default=7680 * 4320,
+                        help="largest image (width x height), read from its header before decoding")
+    parser.add_argument("--max_batch_images", type=int, default=64, help="most images in one request")
+    parser.add_argument("--max_batch_pixels", type=int, default=2 * 7680 * 4320,
+                        help="most pixels the images of one request hold together")
     parser.add_argument("--max_concurrency", type=int, default=64,
                         help="requests served at once, REST and gRPC; one more gets 503 / UNAVAILABLE")
     parser.add_argument("--request_timeout_ms", type=int, default=30_000,
@@ -311,7 +324,8 @@ def transformer_flags(args: argparse.Namespace) -> TransformerFlags:
         predictor_rest=args.predictor_rest_host, max_request_bytes=args.max_request_bytes,
         max_concurrency=args.max_concurrency, request_timeout_ms=args.request_timeout_ms,
         predictor_timeout_s=args.predictor_request_timeout_seconds, http_port=args.http_port,
-        grpc_port=args.grpc_port)
+        grpc_port=args.grpc_port, max_image_pixels=args.max_image_pixels, max_batch_images=args.max_batch_images,
+        max_batch_pixels=args.max_batch_pixels)
 
 
 def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None:

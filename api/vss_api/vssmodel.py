@@ -217,6 +217,17 @@ class TransformerSpec(SpecModel):
     forecasting: ForecastingParams | None = None
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30, description=(
         "Largest request body accepted; larger ones get 413."))] = 32 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1, le=16384 * 16384, description=(
+        "Largest image (width x height) a vision request may send, read from the image's header before "
+        "any of it is decoded (JPEG, PNG, BMP) or from a `pixels` tensor's shape; a larger one gets 413. "
+        "The default fits an 8K UHD frame (7680x4320)."))] = 7680 * 4320
+    max_batch_images: Annotated[int, Field(ge=1, le=1024, description=(
+        "Most images in one vision request; more get 400."))] = 64
+    max_batch_pixels: Annotated[int, Field(ge=1, le=1 << 32, description=(
+        "Most pixels all the images of one vision request may hold together, checked from their headers "
+        "before any is decoded; more get 413. It bounds what one request decodes (3 bytes a pixel): the "
+        "default, 32 full-HD frames or two 8K UHD ones, about 200 MB. A pod's worst case is "
+        "maxConcurrency requests of this size."))] = 2 * 7680 * 4320
     max_concurrency: Annotated[int, Field(ge=1, le=100000, description=(
         "Requests the transformer serves at once, REST and gRPC together; one more is refused at once with "
         "503 and Retry-After (gRPC UNAVAILABLE). Health probes are never counted."))] = 64

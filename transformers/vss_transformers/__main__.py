@@ -24,7 +24,7 @@ def read_flags(argv: Sequence[str] | None = None) -> tuple[TransformerFlags, arg
         raise SystemExit(f"vss_transformers: {exc}") from exc
 
 
-def build_task(flags: TransformerFlags, max_batch_images: int) -> ServingTask[Any, Any, Any]:
+def build_task(flags: TransformerFlags) -> ServingTask[Any, Any, Any]:
     """The task the flags name; each one's own types are checked where it subclasses `ServingTask`."""
     params = flags.params
     if flags.task is Task.ANOMALY:
@@ -37,7 +37,8 @@ def build_task(flags: TransformerFlags, max_batch_images: int) -> ServingTask[An
 
         assert isinstance(params, ForecastingParams)
         return ForecastingTask(params)
-    images = ImageRequests(max_batch_images=max_batch_images)
+    images = ImageRequests(max_batch_images=flags.max_batch_images, max_pixels=flags.max_image_pixels,
+                           max_batch_pixels=flags.max_batch_pixels)
     if flags.task is Task.DETECTION:
         assert isinstance(params, DetectionParams)
         return DetectionTask(params, images)
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                              rest_base=f"http://{flags.predictor_rest}",
                              timeout_s=float(flags.predictor_timeout_s),
                              max_message_bytes=flags.max_request_bytes * 8)
-    task = build_task(flags, args.max_batch_images)
+    task = build_task(flags)
     model = TransformerModel(flags.model_name, flags.model_version, task, client, ServingMetrics.create(),
                              predictor_wait_s=args.predictor_wait_s, max_concurrency=flags.max_concurrency,
                              request_timeout_s=flags.request_timeout_ms / 1000)

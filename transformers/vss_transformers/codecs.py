@@ -21,13 +21,12 @@ SizeHint = Callable[[int, int], tuple[int, int]]
 
 JPEG_MAGIC = b"\xff\xd8"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MAX_PIXELS = 8192 * 8192
+MAX_PIXELS = 7680 * 4320  # transformer.maxImagePixels' default: an 8K UHD frame
 
 
-def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, size_hint: SizeHint | None = None
-                 ) -> tuple[Image, tuple[int, int]]:
-    """RGB uint8 HxWx3 from encoded JPEG or PNG bytes, and the source's (height, width). With a size hint,
-    a JPEG may come back smaller than its source, never smaller than the hint."""
+def image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) of encoded JPEG, PNG or BMP bytes, from the header alone: what the limits are checked
+    against before a byte is decoded."""
     if not data:
         raise InvalidImage("image is empty (0 bytes)")
     if data[:2] == JPEG_MAGIC:
@@ -35,7 +34,21 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, size_hint: SizeHi
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as exc:
             raise InvalidImage(f"not a readable JPEG header: {exc}") from exc
-        _check_pixels(width * height, max_pixels)
+        return int(height), int(width)
+    if data[:8] == PNG_MAGIC:
+        return _png_size(data)
+    if data[:2] == b"BM":
+        return _bmp_size(data)
+    raise InvalidImage(f"not a JPEG or PNG image (starts with {data[:8].hex()})")
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, size_hint: SizeHint | None = None
+                 ) -> tuple[Image, tuple[int, int]]:
+    """RGB uint8 HxWx3 from encoded JPEG or PNG bytes, and the source's (height, width). With a size hint,
+    a JPEG may come back smaller than its source, never smaller than the hint."""
+    height, width = image_size(data)
+    _check_pixels(width * height, max_pixels)  # from the header, before a byte is decoded
+    if data[:2] == JPEG_MAGIC:
         min_h, min_w = size_hint(height, width) if size_hint is not None else (height, width)
         reduce = {"min_height": min_h, "min_width": min_w} if min_h < height and min_w < width else {}
         try:
@@ -43,17 +56,12 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, size_hint: SizeHi
         except ValueError as exc:
             raise InvalidImage(f"corrupt or truncated JPEG: {exc}") from exc
         return image, (height, width)
-    if data[:8] == PNG_MAGIC or data[:2] == b"BM":
-        height, width = _png_size(data) if data[:8] == PNG_MAGIC else _bmp_size(data)
-        _check_pixels(width * height, max_pixels)  # from the header, before a byte is decoded
-        buffer = np.frombuffer(data, dtype=np.uint8)
-        decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-        if decoded is None:
-            raise InvalidImage("corrupt or truncated PNG/BMP image")
-        _check_pixels(decoded.shape[0] * decoded.shape[1], max_pixels)
-        rgb: Image = np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-        return rgb, (rgb.shape[0], rgb.shape[1])
-    raise InvalidImage(f"not a JPEG or PNG image (starts with {data[:8].hex()})")
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise InvalidImage("corrupt or truncated PNG/BMP image")
+    _check_pixels(decoded.shape[0] * decoded.shape[1], max_pixels)
+    rgb: Image = np.asarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+    return rgb, (rgb.shape[0], rgb.shape[1])
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -76,7 +84,8 @@ def _bmp_size(data: bytes) -> tuple[int, int]:
 
 def _check_pixels(pixels: int, max_pixels: int) -> None:
     if pixels > max_pixels:
-        raise PayloadTooLarge(f"image has {pixels} pixels, more than the limit of {max_pixels}")
+        raise PayloadTooLarge(f"image has {pixels} pixels, more than the limit of {max_pixels} "
+                              "(transformer.maxImagePixels)")
     if pixels == 0:
         raise InvalidImage("image has no pixels")
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
-from vss_api.errors import InvalidRequest
+from vss_api.errors import InvalidRequest, PayloadTooLarge
 from vss_api.v2 import CONTENT_ERRORS
-from vss_transformers.codecs import MAX_PIXELS, Image, SizeHint, check_pixels, decode_image
+from vss_transformers.codecs import MAX_PIXELS, Image, SizeHint, check_pixels, decode_image, image_size
 from vss_transformers.errors import InvalidImage
 
 Encoded = list[bytes] | Image
@@ -33,7 +33,8 @@ def _bytes_of(item: Any, index: int) -> bytes:
 @dataclass(frozen=True)
 class ImageRequests:
     max_batch_images: int = 64
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = MAX_PIXELS  # one image
+    max_batch_pixels: int = 2 * MAX_PIXELS  # all the images of one request together
 
     @staticmethod
     def v2_inputs() -> list[dict[str, Any]]:
@@ -91,8 +92,17 @@ class ImageRequests:
         if count > self.max_batch_images:
             raise InvalidRequest(f"a batch of {count} images is over the limit of {self.max_batch_images}")
         if isinstance(encoded, np.ndarray):
+            self._check_batch_pixels(count * encoded.shape[1] * encoded.shape[2] if encoded.ndim == 4 else 0)
             pixels = [check_pixels(p, max_pixels=self.max_pixels) for p in encoded]
             return pixels, [(p.shape[0], p.shape[1]) for p in pixels]
+        total = 0
+        for i, data in enumerate(encoded):  # every header first: nothing is decoded for a batch over the limit
+            try:
+                height, width = image_size(data)
+            except InvalidImage as exc:
+                raise InvalidImage(f"image[{i}]: {exc.reason}") from exc
+            total += height * width
+        self._check_batch_pixels(total)
         images, sources = [], []
         for i, data in enumerate(encoded):
             try:
@@ -102,3 +112,8 @@ class ImageRequests:
             images.append(image)
             sources.append(source)
         return images, sources
+
+    def _check_batch_pixels(self, total: int) -> None:
+        if total > self.max_batch_pixels:
+            raise PayloadTooLarge(f"the images of this request hold {total} pixels together, more than the "
+                                  f"limit of {self.max_batch_pixels} (transformer.maxBatchPixels)")

@@ -53,7 +53,9 @@ def _variants(model: VSSModel) -> Iterator[tuple[str, VSSModel]]:
         "device": "gpu", "threads": 3,
         "batching": {"maxBatchSize": 17, "maxLatencyMs": 2.5, "maxInFlight": 3, "maxQueueSize": 19}})
     body["spec"]["transformer"].update({"maxRequestBytes": 2 * 1024 * 1024 + 1, "maxConcurrency": 23,
-                                        "requestTimeoutMs": 2500, "predictorTimeoutSeconds": 7})
+                                        "requestTimeoutMs": 2500, "predictorTimeoutSeconds": 7,
+                                        "maxImagePixels": 1_000_003, "maxBatchImages": 5,
+                                        "maxBatchPixels": 2_000_011})
     yield "every flag set", VSSModel.model_validate(body)
 
 
@@ -121,7 +123,7 @@ def test_the_transformer_reads_back_every_setting_the_operator_renders(model: VS
     container = _containers(model)[TRANSFORMER_CONTAINER]
 
     flags, args = transformer_main.read_flags(container["args"])
-    task = transformer_main.build_task(flags, args.max_batch_images)
+    task = transformer_main.build_task(flags)
 
     assert (flags.model_name, flags.model_version, flags.task) == (
         model.metadata.name, spec.version, spec.task)
@@ -138,6 +140,10 @@ def test_the_transformer_reads_back_every_setting_the_operator_renders(model: VS
     assert (flags.http_port, flags.grpc_port) == (TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT)
     assert type(task) is TASK_CLASSES[spec.task]
     assert task.params == flags.params  # type: ignore[attr-defined]
+    images = getattr(task, "requests", None)
+    if spec.task.value in ("detection", "classification"):
+        assert (images.max_pixels, images.max_batch_images, images.max_batch_pixels) == (  # type: ignore[union-attr]
+            spec.transformer.max_image_pixels, spec.transformer.max_batch_images, spec.transformer.max_batch_pixels)
 
 
 @pytest.mark.parametrize("model", cases())
