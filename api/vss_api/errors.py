@@ -10,7 +10,14 @@ type or message, and the traceback is logged once with that id."""
 from __future__ import annotations
 
 from grpc import StatusCode
-from grpc_interceptor.exceptions import DeadlineExceeded, Internal, NotFound, ResourceExhausted, Unavailable
+from grpc_interceptor.exceptions import (
+    DeadlineExceeded,
+    Internal,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from kserve.errors import InvalidInput
 
 
@@ -28,6 +35,15 @@ class UnknownVersion(NotFound):
     def __init__(self, model_name: str, version: str, served: str | None) -> None:
         serves = f"it serves version {served!r}" if served else "it serves no version by name"
         super().__init__(f"model {model_name!r} has no version {version!r} here: {serves}")
+
+
+class RepositoryClosed(PermissionDenied):
+    """A call to KServe's model repository extension (load, unload), which the data plane refuses (403, gRPC
+    PERMISSION_DENIED): anyone who could reach the port could unload the model. The operator decides what runs."""
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(f"loading and unloading models is not served here (model {model_name!r}): each server "
+                         "serves the model its VSSModel names, and the operator changes that")
 
 
 class PayloadTooLarge(ResourceExhausted):
@@ -69,6 +85,7 @@ class InternalError(Internal):
 
 
 HTTP_STATUS_BY_GRPC = {
-    StatusCode.INVALID_ARGUMENT: 400, StatusCode.FAILED_PRECONDITION: 400, StatusCode.NOT_FOUND: 404,
+    StatusCode.INVALID_ARGUMENT: 400, StatusCode.FAILED_PRECONDITION: 400, StatusCode.PERMISSION_DENIED: 403,
+    StatusCode.NOT_FOUND: 404,
     StatusCode.RESOURCE_EXHAUSTED: 413, StatusCode.UNAVAILABLE: 503, StatusCode.DEADLINE_EXCEEDED: 504,
 }

@@ -3,7 +3,8 @@
 It adds what KServe 0.21 lacks for a hot path and a hostile network: a v2 REST infer route that keeps
 binary tensors binary (KServe's own turns them into Python lists, and rejects non-UTF-8 BYTES such as
 JPEG), a request-size limit answered with 413, a body that stops arriving answered with 408, the
-`/v2/models/{name}/versions/{v}` routes (KServe answers them 501), Starlette's 404/405 in our `{"error": ...}`
+`/v2/models/{name}/versions/{v}` routes (KServe answers them 501), KServe's model repository extension
+(load/unload) refused on both protocols, Starlette's 404/405 in our `{"error": ...}`
 shape, a limit on requests served at once answered with 503 +
 `Retry-After` (health probes exempt), each request's deadline (`vss_api.deadlines`) from its gRPC deadline or
 `timeout` parameter, Triton's `/v2/models/{name}/config` extension,
@@ -18,7 +19,9 @@ handlers send both), and its traceback is logged once, with that id; the client'
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import gc
 import inspect
 import json
 import logging
@@ -26,6 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -54,7 +58,14 @@ from kserve.utils.utils import to_headers
 from starlette.exceptions import HTTPException
 
 from vss_api.deadlines import deadline_at, earliest, grpc_parameters, timeout_parameter_s
-from vss_api.errors import HTTP_STATUS_BY_GRPC, INTERNAL_ERROR, InternalError, ServiceUnavailable, UnknownVersion
+from vss_api.errors import (
+    HTTP_STATUS_BY_GRPC,
+    INTERNAL_ERROR,
+    InternalError,
+    RepositoryClosed,
+    ServiceUnavailable,
+    UnknownVersion,
+)
 from vss_api.request_context import REQUEST_ID, RequestContext, RequestContextFilter, header_safe
 from vss_api.v2 import datatype_of
 
@@ -363,6 +374,7 @@ _GRPC_ANSWERED = (InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, Ser
                   NotImplementedError, grpc.aio.AbortError)
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+_Result = TypeVar("_Result")
 
 
 def _internal_errors_hidden(method: _Method) -> _Method:
@@ -452,9 +464,68 @@ def parse_v2_rest_request(body: bytes, json_length: int | None, model_name: str)
                         parameters=header.get("parameters"), request_outputs=outputs)
 
 
+# JSON larger than this is parsed in a thread, not on the event loop: 17 MB of v1 series took 0.3 s in orjson
+# and as long again in the collector, during which no health probe was answered. Smaller bodies (every binary
+# request's header, a JSON frame) are parsed in place: the hop costs more than they take.
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+
+
+class JsonParsing:
+    """Large request bodies parsed one at a time in a thread of their own. One, not a pool: orjson holds the GIL
+    for the whole of a body, so parses in several threads take turns anyway and the event loop waits behind all
+    of them."""
+
+    # While a large JSON request is alive the cyclic garbage collector waits: its full collections scan every
+    # list the parsed body holds (pauses grew to 0.6 s each with six 17 MB series in flight, probes then waited
+    # over 2 s). Those lists are freed by reference counting; cycles others make wait at most this long.
+    MAX_COLLECTOR_PAUSE_S = 10.0
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vss-json")
+        self._large = 0
+        self._paused_at: float | None = None
+
+    @contextmanager
+    def request(self, size: int) -> Iterator[None]:
+        """Around the whole of a request whose JSON is `size` bytes; called on the event loop only."""
+        if size <= PARSE_OFF_LOOP_BYTES:
+            yield
+            return
+        now = time.monotonic()
+        if self._paused_at is None and gc.isenabled():
+            gc.disable()
+            self._paused_at = now
+        elif self._paused_at is not None and now - self._paused_at > self.MAX_COLLECTOR_PAUSE_S:
+            gc.collect()
+            self._paused_at = now
+        self._large += 1
+        try:
+            yield
+        finally:
+            self._large -= 1
+            if self._large == 0 and self._paused_at is not None:
+                gc.enable()
+                self._paused_at = None
+
+    async def run(self, function: Callable[..., _Result], *args: Any) -> _Result:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(contextvars.copy_context().run,
+                                                                          function, *args))
+
+    async def body(self, body: bytes) -> Any:
+        """A request body as JSON, off the event loop when it is large; bad JSON is the caller's mistake."""
+        try:
+            if len(body) > PARSE_OFF_LOOP_BYTES:
+                return await self.run(orjson.loads, body)
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"request is not valid JSON: {exc}") from exc
+
+
 def install_routes(app: FastAPI, dataplane: DataPlane,
                    configs: dict[str, Callable[[], dict[str, Any]]]) -> None:
     """Routes registered before KServe's own, so they take precedence for the same paths."""
+    parsing = JsonParsing()  # its idle thread ends with the process (concurrent.futures joins it at exit)
 
     async def infer(model_name: str, request: Request) -> Response:
         arrived = time.monotonic()
@@ -462,7 +533,17 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
         declared = request.headers.get(HEADER_LENGTH)
         if declared is not None and not declared.isdigit():
             raise InvalidInput(f"{HEADER_LENGTH} must be an integer, got {declared!r}")
-        infer_request = parse_v2_rest_request(body, int(declared) if declared else None, model_name)
+        json_length = int(declared) if declared else None
+        json_size = len(body) if json_length is None else json_length
+        with parsing.request(json_size):
+            return await answer(model_name, request, arrived, body, json_length, json_size)
+
+    async def answer(model_name: str, request: Request, arrived: float, body: bytes, json_length: int | None,
+                     json_size: int) -> Response:
+        if json_size > PARSE_OFF_LOOP_BYTES:
+            infer_request = await parsing.run(parse_v2_rest_request, body, json_length, model_name)
+        else:
+            infer_request = parse_v2_rest_request(body, json_length, model_name)
         headers = dict(request.headers)
         request_id_for(headers, infer_request.id)
         deadline = earliest(timeout_parameter_s(infer_request.parameters), now=arrived)
@@ -479,6 +560,25 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
         response = json_response(content)
         response.headers.update(extra)
         return response
+
+    async def v1_predict(model_name: str, request: Request) -> Response:
+        """KServe's v1 predict, with a large body parsed off the event loop (KServe parses it in place)."""
+        if not await dataplane.model_ready(model_name, True):
+            raise ModelNotReady(model_name)
+        body = await request.body()
+        with parsing.request(len(body)):
+            payload = await parsing.body(body)
+            if not isinstance(payload, dict):
+                raise InvalidInput('a v1 request is a JSON object: {"instances": [...]}')
+            result, response_headers = await dataplane.infer(model_name=model_name, request=payload,
+                                                             headers=dict(request.headers))
+            del payload
+        response = json_response(result)
+        response.headers.update(_passed_on(response_headers))
+        return response
+
+    async def repository(model_name: str) -> None:
+        raise RepositoryClosed(model_name)
 
     async def served_version(model_name: str, model_version: str) -> None:
         """A request naming a version: the one the model serves (its `version`), else 404. KServe 0.21 answers
@@ -513,6 +613,9 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
         return json_response(describe())
 
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
+    app.add_api_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
+    for action in ("load", "unload"):
+        app.add_api_route(f"/v2/repository/models/{{model_name}}/{action}", repository, methods=["POST"])
     app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", version_infer, methods=["POST"])
     app.add_api_route("/v2/models/{model_name}/versions/{model_version}", version_metadata, methods=["GET"])
@@ -531,6 +634,14 @@ class HeaderEchoingServicer(InferenceServicer):
     (KServe 0.21 discards them), so gRPC callers get the request id and trace context back as REST ones do; the
     call's deadline (gRPC's own, or the `timeout` parameter if sooner) is the request's deadline; and a bug in
     any method answers INTERNAL naming only the request id (`_internal_errors_hidden`)."""
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,  # noqa: N802
+                                  context: Any) -> pb.RepositoryModelLoadResponse:
+        raise RepositoryClosed(request.model_name)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,  # noqa: N802
+                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+        raise RepositoryClosed(request.model_name)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         arrived = time.monotonic()

@@ -196,3 +196,21 @@ def test_tritonclient_grpc_with_its_own_parameters_still_gets_the_detections(det
     assert refused["status"] == "StatusCode.INVALID_ARGUMENT"
     assert "request parameter 'confidenceThreshold' ('abc') is not one this server takes" in refused["error"]
     _good_request_succeeds(detector)
+
+
+def test_the_model_repository_extension_is_refused_on_rest_and_grpc_and_the_model_keeps_serving(
+        detector: Served) -> None:
+    """KServe serves load/unload on the data plane to whoever reaches the port: one request would stop the model."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    for action in ("unload", "load"):
+        status, reply = post(f"http://{detector.rest_url}/v2/repository/models/{detector.name}/{action}", b"")
+        assert status == 403 and b"not served here" in reply, (status, reply)
+    with grpc.insecure_channel(detector.grpc_url) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=detector.name), timeout=30)
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED, caught.value
+    _good_request_succeeds(detector)

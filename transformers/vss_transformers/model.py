@@ -82,6 +82,16 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         finally:
             self.in_flight -= 1
 
+    def _prepare(self, payload: InferRequest | dict[str, Any]) -> tuple[Any, Any]:
+        """Parse and preprocess one request, in the executor: `task.prepare`'s feeds and context."""
+        if isinstance(payload, InferRequest):
+            self.parameters.check_v2(payload)
+            parsed = self.task.parse_v2(payload)
+        else:
+            self.parameters.check_v1(payload)
+            parsed = self.task.parse_v1(payload)
+        return self.task.prepare(parsed)
+
     async def _serve(self, payload: Any, headers: dict[str, str] | None,
                      response_headers: dict[str, str] | None) -> InferResponse | dict[str, Any]:
         deadline = current_deadline(self.request_timeout_s)
@@ -93,15 +103,11 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         echoed: dict[str, str] = {}
         with serving(context):  # log lines of this request carry its id
             try:
-                if isinstance(payload, InferRequest):
-                    self.parameters.check_v2(payload)
-                    parsed = self.task.parse_v2(payload)
-                elif isinstance(payload, dict):
-                    self.parameters.check_v1(payload)
-                    parsed = self.task.parse_v1(payload)
-                else:
+                if not isinstance(payload, (InferRequest, dict)):
                     raise InvalidRequest(f"unsupported request type {type(payload).__name__}")
-                feeds, task_context = await loop.run_in_executor(None, self.task.prepare, parsed)
+                # Parsing (a v1 series is checked number by number) and preprocessing in one hop off the
+                # event loop, so a large body never holds up health probes or other requests.
+                feeds, task_context = await loop.run_in_executor(None, self._prepare, payload)
                 t_pre = time.perf_counter()
                 outputs, echoed = await self.client.infer(feeds, context, deadline=deadline)
                 t_pred = time.perf_counter()

@@ -303,3 +303,26 @@ async def test_the_served_version_answers_by_name_and_any_other_version_is_404_n
             assert reply.status_code == 404, reply.text
             assert reply.json() == {"error": "model 'm' has no version 'v1' here: it serves version 'v3'"}
         assert (await client.get("/v2/models/other/versions/v3")).status_code == 404
+
+
+def test_the_collector_waits_while_large_json_requests_are_alive_and_runs_again_after_the_last() -> None:
+    import gc
+
+    from vss_api.server import PARSE_OFF_LOOP_BYTES, JsonParsing
+
+    parsing = JsonParsing()
+    assert gc.isenabled()
+    with parsing.request(PARSE_OFF_LOOP_BYTES):  # small: nothing changes
+        assert gc.isenabled()
+    try:
+        with parsing.request(PARSE_OFF_LOOP_BYTES + 1):
+            assert not gc.isenabled()
+            with parsing.request(PARSE_OFF_LOOP_BYTES + 1):
+                assert not gc.isenabled()
+            assert not gc.isenabled(), "re-enabled while a large request was still alive"
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError), parsing.request(PARSE_OFF_LOOP_BYTES + 1):
+            raise RuntimeError("a failed request")
+        assert gc.isenabled()
+    finally:
+        gc.enable()

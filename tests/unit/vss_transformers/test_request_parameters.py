@@ -3,6 +3,9 @@ client error (400) that never reaches the model."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from typing import Any, cast
 
 import pytest
@@ -53,3 +56,37 @@ async def test_a_v1_request_with_parameters_is_refused_before_its_instances_are_
     with pytest.raises(InvalidRequest, match=r"^v1 request parameter 'iou_threshold' .*iouThreshold"):
         await _model(client, CollectorRegistry()).predict(payload)
     assert client.calls == 0
+
+
+class SlowParse(DetectionTask):
+    """A detection task whose parsing blocks until the test lets it go, and says which thread it ran on."""
+
+    def __init__(self) -> None:
+        super().__init__(DetectionParams())
+        self.started, self.release = threading.Event(), threading.Event()
+        self.thread: int | None = None
+        self.released_in_time = False
+
+    def parse_v2(self, request: InferRequest) -> Any:
+        self.thread = threading.get_ident()
+        self.started.set()
+        self.released_in_time = self.release.wait(timeout=10)
+        raise InvalidRequest("parsed")
+
+
+async def test_a_request_is_parsed_off_the_event_loop_so_the_loop_serves_others_meanwhile() -> None:
+    """A v1 series is checked number by number: done on the event loop, a large body would hold up every health
+    probe and request behind it. Here the loop itself must let the parse go on while it runs."""
+    task = SlowParse()
+    model = TransformerModel("cells", "v1", task, cast(Any, NoPredictor()), ServingMetrics.create(CollectorRegistry()))
+    request = InferRequest("cells", [InferInput("image", [1], "BYTES", data=[b"x"])])
+    pending = asyncio.ensure_future(model.predict(request))
+    deadline = time.monotonic() + 10
+    while not task.started.is_set():  # the loop runs this while the parse blocks, or never gets here in time
+        assert time.monotonic() < deadline, "the parse never started"
+        await asyncio.sleep(0.01)
+    task.release.set()
+    with pytest.raises(InvalidRequest, match="parsed"):
+        await pending
+    assert task.released_in_time, "the parse held the event loop"
+    assert task.thread != threading.get_ident()
