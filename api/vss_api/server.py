@@ -507,7 +507,10 @@ class JsonParsing:
                 gc.enable()
                 self._paused_at = None
 
-    async def run(self, function: Callable[..., _Result], *args: Any) -> _Result:
+    async def parse(self, size: int, function: Callable[..., _Result], *args: Any) -> _Result:
+        """`function(*args)` parsing `size` bytes of JSON: in place when small, in the parsing thread when not."""
+        if size <= PARSE_OFF_LOOP_BYTES:
+            return function(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, functools.partial(contextvars.copy_context().run,
                                                                           function, *args))
@@ -515,9 +518,7 @@ class JsonParsing:
     async def body(self, body: bytes) -> Any:
         """A request body as JSON, off the event loop when it is large; bad JSON is the caller's mistake."""
         try:
-            if len(body) > PARSE_OFF_LOOP_BYTES:
-                return await self.run(orjson.loads, body)
-            return orjson.loads(body)
+            return await self.parse(len(body), orjson.loads, body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request is not valid JSON: {exc}") from exc
 
@@ -540,10 +541,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
 
     async def answer(model_name: str, request: Request, arrived: float, body: bytes, json_length: int | None,
                      json_size: int) -> Response:
-        if json_size > PARSE_OFF_LOOP_BYTES:
-            infer_request = await parsing.run(parse_v2_rest_request, body, json_length, model_name)
-        else:
-            infer_request = parse_v2_rest_request(body, json_length, model_name)
+        infer_request = await parsing.parse(json_size, parse_v2_rest_request, body, json_length, model_name)
         headers = dict(request.headers)
         request_id_for(headers, infer_request.id)
         deadline = earliest(timeout_parameter_s(infer_request.parameters), now=arrived)
