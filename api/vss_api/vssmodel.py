@@ -58,6 +58,8 @@ class SpecModel(BaseModel):
 
 
 class Task(StrEnum):
+    """What the model does; it picks the transformer block, the v2 inputs and outputs and the result shapes."""
+
     DETECTION = "detection"
     CLASSIFICATION = "classification"
     ANOMALY = "anomaly"
@@ -89,10 +91,13 @@ class ModelVersion(SpecModel):
     storage_uri: Annotated[str, Field(min_length=1, description=(
         "Where the weights are: any KServe storage URI (s3://, gs://, pvc://, https://), "
         "or a local path / file:// URI for `vss run`."))]
-    format: ModelFormat = ModelFormat.ONNX
+    format: ModelFormat = Field(default=ModelFormat.ONNX, description=(
+        "How the weights are stored: onnx (ONNX Runtime) or torchscript (PyTorch's TorchScript)."))
 
 
 class Batching(SpecModel):
+    """How the predictor merges concurrent requests into one batch (a lone request never waits)."""
+
     max_batch_size: Annotated[int, Field(ge=1, le=256, description="Largest merged batch.")] = 8
     max_latency_ms: Annotated[float, Field(ge=0, le=1000, description=(
         "Longest a request waits for others to join its batch."))] = 5.0
@@ -106,19 +111,28 @@ class Batching(SpecModel):
 
 
 class Resources(SpecModel):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    """Kubernetes resource requests and limits of the container (cpu, memory, nvidia.com/gpu, ...)."""
+
+    requests: dict[str, str] = Field(default_factory=dict, description=(
+        "Resources the scheduler reserves, as Kubernetes quantities, e.g. {cpu: \"2\", memory: 4Gi}."))
+    limits: dict[str, str] = Field(default_factory=dict, description=(
+        "Most the container may use, as Kubernetes quantities; a GPU is asked for here (nvidia.com/gpu: 1)."))
 
 
 class PredictorSpec(SpecModel):
+    """The predictor container: where the model runs, its replicas, threads and batching."""
+
     model_config = ConfigDict(json_schema_extra=_validations(cel(
         "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
         "predictor.maxReplicas must be >= predictor.minReplicas", ".maxReplicas")))
 
-    device: Device = Device.CPU
+    device: Device = Field(default=Device.CPU, description=(
+        "cpu, or gpu: ONNX Runtime's TensorRT and CUDA providers (falling back to CPU), TorchScript on CUDA."))
     resources: Resources = Field(default_factory=Resources)
-    min_replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    max_replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    min_replicas: Annotated[int, Field(ge=0, le=100, description=(
+        "Fewest pods of each version; 0 lets an idle version scale to zero (Serverless mode only)."))] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=100, description=(
+        "Most pods of each version the autoscaler may run."))] = 1
     threads: Annotated[int | None, Field(ge=1, le=256, description=(
         "Intra-op threads of the runtime; unset means one per available core."))] = None
     batching: Batching = Field(default_factory=Batching)
@@ -131,10 +145,17 @@ class PredictorSpec(SpecModel):
 
 
 class DetectionParams(SpecModel):
-    input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
-    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
-    max_detections: Annotated[int, Field(ge=1, le=10000)] = 300
+    """Object detection (Ultralytics YOLO exports): letterbox, decode, NMS."""
+
+    input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32, description=(
+        "Side in pixels the frame is letterboxed to (the model's imgsz), a multiple of 32."))] = 640
+    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0, description=(
+        "Lowest score a detection may have to be returned."))] = 0.5
+    iou_threshold: Annotated[float, Field(ge=0.0, le=1.0, description=(
+        "Non-maximum suppression: a box overlapping a better one of its class by more than this "
+        "intersection over union is dropped."))] = 0.4
+    max_detections: Annotated[int, Field(ge=1, le=10000, description=(
+        "Most detections returned per image, best first."))] = 300
     classes: list[str] | None = Field(default=None, description=(
         "Class names by id; unset means the names stored in the model's metadata."))
     layout: YoloLayout = YoloLayout.AUTO
@@ -144,16 +165,25 @@ class DetectionParams(SpecModel):
 
 
 class ClassificationParams(SpecModel):
-    input_size: Annotated[int, Field(ge=16, le=1024)] = 224
+    """Image classification: resize, center crop, normalise, top-k."""
+
+    input_size: Annotated[int, Field(ge=16, le=1024, description=(
+        "Side in pixels of the square center crop the model reads."))] = 224
     resize_size: Annotated[int | None, Field(ge=16, le=2048, description=(
         "Shorter side before the center crop; unset means inputSize * 256 / 224."))] = None
-    top_k: Annotated[int, Field(ge=1, le=1000)] = 5
-    mean: Annotated[list[float], Field(min_length=3, max_length=3)] = [0.485, 0.456, 0.406]
-    std: Annotated[list[float], Field(min_length=3, max_length=3, json_schema_extra=_validations(
-        cel("self.all(s, s > 0.0)", "classification.std values must be > 0")))] = [0.229, 0.224, 0.225]
+    top_k: Annotated[int, Field(ge=1, le=1000, description="Labels returned per image, best first.")] = 5
+    mean: Annotated[list[float], Field(min_length=3, max_length=3, description=(
+        "Per-channel (R, G, B) mean subtracted from pixels scaled to 0..1 (ImageNet's by default)."))] = [
+        0.485, 0.456, 0.406]
+    std: Annotated[list[float], Field(
+        min_length=3, max_length=3,
+        description="Per-channel (R, G, B) standard deviation pixels are divided by after the mean.",
+        json_schema_extra=_validations(cel("self.all(s, s > 0.0)", "classification.std values must be > 0")),
+    )] = [0.229, 0.224, 0.225]
     softmax: Literal["auto", "always", "never"] = Field(default="auto", description=(
         "Apply softmax to the model output: auto applies it unless rows already sum to 1."))
-    classes: list[str] | None = None
+    classes: list[str] | None = Field(default=None, description=(
+        "Class names by index; unset means the names stored in the model's metadata."))
 
     @model_validator(mode="after")
     def _std_positive(self) -> Self:
@@ -181,6 +211,8 @@ def _unique_features(task: str, features: list[str]) -> None:
 
 
 class AnomalyParams(SpecModel):
+    """Anomaly detection on windows of sensor readings."""
+
     features: list[Annotated[str, Field(pattern=FEATURE_NAME, max_length=64)]] = _sensor_features()
     window: Annotated[int, Field(ge=2, le=100000, description=(
         "Readings per window, as the model reads them."))] = 100
@@ -196,6 +228,8 @@ class AnomalyParams(SpecModel):
 
 
 class ForecastingParams(SpecModel):
+    """Forecasting sensor readings with prediction intervals."""
+
     features: list[Annotated[str, Field(pattern=FEATURE_NAME, max_length=64)]] = _sensor_features()
     lookback: Annotated[int, Field(ge=2, le=100000, description="Readings the model reads.")] = 24
     horizon: Annotated[int, Field(ge=1, le=10000, description=(
@@ -211,10 +245,16 @@ class ForecastingParams(SpecModel):
 
 
 class TransformerSpec(SpecModel):
-    detection: DetectionParams | None = None
-    classification: ClassificationParams | None = None
-    anomaly: AnomalyParams | None = None
-    forecasting: ForecastingParams | None = None
+    """The transformer container: the task's pre- and post-processing and the limits on what a request may send."""
+
+    detection: DetectionParams | None = Field(default=None, description=(
+        "Detection parameters (spec.task detection only); unset means their defaults."))
+    classification: ClassificationParams | None = Field(default=None, description=(
+        "Classification parameters (spec.task classification only); unset means their defaults."))
+    anomaly: AnomalyParams | None = Field(default=None, description=(
+        "Anomaly detection parameters (spec.task anomaly only); unset means their defaults."))
+    forecasting: ForecastingParams | None = Field(default=None, description=(
+        "Forecasting parameters (spec.task forecasting only); unset means their defaults."))
     max_request_bytes: Annotated[int, Field(ge=1024, le=1 << 30, description=(
         "Largest request body accepted; larger ones get 413."))] = 32 * 1024 * 1024
     max_image_pixels: Annotated[int, Field(ge=1, le=16384 * 16384, description=(
@@ -241,11 +281,17 @@ class TransformerSpec(SpecModel):
 
 
 class RolloutStep(SpecModel):
-    weight: Annotated[int, Field(ge=1, le=99)]
-    pause: Annotated[str, Field(pattern=DURATION)] = "1m"
+    """One canary step: a share of the traffic, held while the analysis judges it."""
+
+    weight: Annotated[int, Field(ge=1, le=99, description=(
+        "Percent of traffic sent to the new version during this step; weights rise from step to step."))]
+    pause: Annotated[str, Field(pattern=DURATION, description=(
+        "Least time the step lasts (a duration: 30s, 2m, 1h); it ends after that once a check passes."))] = "1m"
 
 
 class PrometheusSource(SpecModel):
+    """The Prometheus the analysis queries for the canary's metrics."""
+
     endpoint: Annotated[str, Field(pattern=DNS_LABEL, max_length=63, description=(
         "Name of a Prometheus the operator is configured with (`vss operator --prometheus NAME=URL`, the "
         "chart's `prometheus.endpoints`). A VSSModel picks among those and names no URL, so whoever may "
@@ -269,6 +315,8 @@ class PrometheusSource(SpecModel):
 
 
 class Analysis(SpecModel):
+    """How the canary is judged: every interval its error rate and p95 latency against these thresholds."""
+
     interval: Annotated[str, Field(pattern=DURATION, description=(
         "How often the canary is judged; also the window of every query, so keep it at least twice "
         "Prometheus' scrape interval."))] = "1m"
@@ -299,17 +347,23 @@ class Shadow(SpecModel):
 
 
 class RolloutSpec(SpecModel):
+    """How a new spec.version replaces the serving one: canary steps, analysis, promotion."""
+
     model_config = ConfigDict(json_schema_extra=_validations(
         cel("self.strategy != 'Canary' || size(self.steps) > 0",
             "rollout.steps must hold at least one step when rollout.strategy is Canary", ".steps"),
         cel("self.trafficRouter == 'gatewayapi' || (!has(self.shadow) && !has(self.stickyHeader))",
             "rollout.shadow and rollout.stickyHeader need rollout.trafficRouter gatewayapi")))
 
-    strategy: Literal["Canary", "Immediate"] = "Canary"
-    traffic_router: Literal["gatewayapi", "knative"] = "gatewayapi"
+    strategy: Literal["Canary", "Immediate"] = Field(default="Canary", description=(
+        "Canary: move traffic step by step while the analysis passes; Immediate: all traffic to the new "
+        "version as soon as it is ready."))
+    traffic_router: Literal["gatewayapi", "knative"] = Field(default="gatewayapi", description=(
+        "Who splits traffic: gatewayapi (an HTTPRoute with weighted backends, one InferenceService per "
+        "version) or knative (KServe's canaryTrafficPercent on one InferenceService, Serverless mode only)."))
     steps: list[RolloutStep] = Field(
         default_factory=lambda: [RolloutStep(weight=10, pause="2m"), RolloutStep(weight=50, pause="5m")],
-        max_length=20,
+        max_length=20, description="The canary steps, in order; after the last one passes the new version is promoted.",
         json_schema_extra=_validations(cel(
             "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
             "rollout.steps weights must rise strictly from step to step")))
@@ -339,6 +393,8 @@ class RolloutSpec(SpecModel):
 
 
 class VSSModelSpec(SpecModel):
+    """What to serve and how to roll it out."""
+
     model_config = ConfigDict(json_schema_extra=_validations(
         cel("self.versions.exists(v, v.name == self.version)",
             "spec.version must name an entry of spec.versions", ".version"),

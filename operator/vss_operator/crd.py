@@ -47,10 +47,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "description": "The version under a canary rollout"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight",
      "description": "Percent of traffic on the canary"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
+     "description": "Stable, Progressing, Promoted, RolledBack or Failed"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Task", "type": "string", "jsonPath": ".spec.task", "priority": 1},
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion", "priority": 1,
+     "description": "The version that serves the stable traffic"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
 ]
 
@@ -114,6 +117,20 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     return out
 
 
+def fields(schema: Schema, path: str = "") -> list[tuple[str, Schema]]:
+    """Every field under `schema` with its dotted path as `kubectl explain` spells it (`spec.rollout.steps.weight`:
+    a list's items and a map's values are no fields of their own), depth first."""
+    found: list[tuple[str, Schema]] = []
+    node = schema
+    while "properties" not in node and isinstance(node.get("items"), dict):
+        node = node["items"]
+    for name, child in node.get("properties", {}).items():
+        child_path = f"{path}.{name}" if path else name
+        found.append((child_path, child))
+        found.extend(fields(child, child_path))
+    return found
+
+
 def openapi_schema(model: type[BaseModel], *, defaults: bool = True) -> Schema:
     """The structural OpenAPI v3 schema of a pydantic model, camelCase field names."""
     raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_WithFactoryDefaults)
@@ -164,9 +181,16 @@ def _definition(*, kind: str, plural: str, singular: str, short_names: tuple[str
         "description": description,
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # controller-gen's words, so `kubectl explain` reads as it does for built-in kinds.
+            "apiVersion": {"type": "string", "description": (
+                "APIVersion defines the versioned schema of this representation of an object. Servers should "
+                "convert recognized schemas to the latest internal value, and may reject unrecognized values.")},
+            "kind": {"type": "string", "description": (
+                "Kind is a string value representing the REST resource this object represents. Servers may "
+                "infer this from the endpoint the client submits requests to. In CamelCase.")},
+            "metadata": {"type": "object", "description": (
+                "Standard object's metadata: name (a DNS label of at most 40 characters), namespace, labels, "
+                "annotations.")},
             "spec": {"description": spec_description, **spec},
             # The operator writes status; defaults there would only hide what it did not write.
             "status": {"description": "What the operator observed (kstatus conditions Ready, Reconciling, "

@@ -83,13 +83,16 @@ class _StatusModel(BaseModel):
 class Check(_StatusModel):
     """One analysis of the canary over one interval."""
 
-    verdict: Verdict
-    at: datetime
+    verdict: Verdict = Field(description=(
+        "Pass, Fail (counts toward failureLimit), NoData (too little traffic, counts toward noDataLimit) or "
+        "Error (the metrics could not be read: the rollout pauses)."))
+    at: datetime = Field(description="When the check ran; it covers the analysis interval before.")
     requests: Annotated[float | None, Field(ge=0, description="Canary requests in the interval.")] = None
     error_rate: Annotated[float | None, Field(ge=0, le=1, description=(
         "Share of the canary's requests that ended in a server error."))] = None
-    p95_latency_ms: Annotated[float | None, Field(ge=0)] = None
-    message: Annotated[str, Field(max_length=1024)] = ""
+    p95_latency_ms: Annotated[float | None, Field(ge=0, description=(
+        "95th percentile of the canary's request duration, milliseconds."))] = None
+    message: Annotated[str, Field(max_length=1024, description="The verdict in words, with the thresholds.")] = ""
 
 
 class RolloutProgress(_StatusModel):
@@ -102,14 +105,15 @@ class RolloutProgress(_StatusModel):
         "Percent of requests mirrored to the canary (shadow stage)."))] = 0
     started_at: datetime | None = Field(default=None, description="When this rollout began.")
     stage_started_at: datetime | None = Field(default=None, description="When the current stage or step began.")
-    last_analysis_at: datetime | None = None
+    last_analysis_at: datetime | None = Field(default=None, description="When the canary was last checked.")
     failed_checks: Annotated[int, Field(ge=0, description="Failed checks in this rollout.")] = 0
     no_data_checks: Annotated[int, Field(ge=0, description="Checks without data in a row.")] = 0
     passed_checks: Annotated[int, Field(ge=0, description="Passed checks in the current stage or step.")] = 0
-    last_check: Check | None = None
+    last_check: Check | None = Field(default=None, description="The last check of the current stage or step.")
     reason: Annotated[str | None, Field(max_length=64, description=(
         "Reason of the last transition (RolledBack: why)."))] = None
-    message: Annotated[str | None, Field(max_length=1024)] = None
+    message: Annotated[str | None, Field(max_length=1024, description=(
+        "The last transition in words."))] = None
     last_retry: Annotated[str | None, Field(max_length=256, description=(
         f"The {RETRY_ANNOTATION} value already acted on."))] = None
 

@@ -51,34 +51,46 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: Annotated[str, Field(pattern=CONDITION_TYPE_PATTERN, max_length=316)]
-    status: ConditionStatus
-    reason: Annotated[str, Field(pattern=REASON_PATTERN, min_length=1, max_length=1024)]
-    message: Annotated[str, Field(max_length=MAX_MESSAGE)] = ""
-    last_transition_time: datetime
-    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    """One condition (metav1.Condition's fields)."""
+
+    type: Annotated[str, Field(pattern=CONDITION_TYPE_PATTERN, max_length=316, description=(
+        "Ready (the versions that take traffic are ready), Reconciling (a rollout or a child is under way), "
+        "Stalled (nothing changes without a person) or RolloutSucceeded (how the last rollout ended)."))]
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, Field(pattern=REASON_PATTERN, min_length=1, max_length=1024, description=(
+        "Why, as one CamelCase word (InferenceServicesReady, StepAdvanced, AnalysisFailed, ...)."))]
+    message: Annotated[str, Field(max_length=MAX_MESSAGE, description="Why, in words for a person.")] = ""
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: Annotated[int | None, Field(ge=0, description=(
+        "The metadata.generation this condition was set for."))] = None
 
 
 class HistoryEntry(StatusModel):
-    version: Annotated[str, Field(max_length=20)]
-    result: Literal["Promoted", "RolledBack", "Failed"]
-    at: datetime
-    message: Annotated[str | None, Field(max_length=1024)] = None
+    """A rollout that ended."""
+
+    version: Annotated[str, Field(max_length=20, description="The version that was rolled out.")]
+    result: Literal["Promoted", "RolledBack", "Failed"] = Field(description=(
+        "Promoted (it serves all traffic now), RolledBack (traffic went back to the stable version) or Failed."))
+    at: datetime = Field(description="When the rollout ended.")
+    message: Annotated[str | None, Field(max_length=1024, description="Why it ended so, with the numbers.")] = None
 
 
 class VSSModelStatus(StatusModel):
     observed_generation: Annotated[int | None, Field(ge=0, description=(
         "The metadata.generation this status describes."))] = None
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, description=(
+        "kstatus conditions Ready, Reconciling and Stalled, and RolloutSucceeded, keyed by type."),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     stable_version: Annotated[str | None, Field(max_length=20, description=(
         "The version that serves the stable traffic."))] = None
     canary_version: Annotated[str | None, Field(max_length=20, description=(
         "The version under a canary rollout, if any."))] = None
     canary_weight: Annotated[int | None, Field(ge=0, le=100, description=(
         "Percent of traffic sent to the canary version."))] = None
-    phase: Phase | None = None
-    url: str | None = None
+    phase: Phase | None = Field(default=None, description=(
+        "Stable, Progressing (a rollout is under way), Promoted, RolledBack, or Failed (the version that "
+        "should serve will not start without a change)."))
+    url: str | None = Field(default=None, description="Where clients reach the model (the stable route's host).")
     history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY, description=(
         "Rollouts that ended, oldest first (the last 20)."))
     rollout: RolloutProgress | None = Field(default=None, description=(

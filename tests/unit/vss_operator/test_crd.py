@@ -57,7 +57,8 @@ def test_spec_carries_enums_defaults_patterns_and_bounds_from_the_models() -> No
     assert set(spec["required"]) == {"task", "version", "versions"}
     version = props["versions"]["items"]["properties"]
     assert version["name"]["pattern"] == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-    assert version["format"] == {"type": "string", "enum": ["onnx", "torchscript"], "default": "onnx"}
+    assert {k: v for k, v in version["format"].items() if k != "description"} == {
+        "type": "string", "enum": ["onnx", "torchscript"], "default": "onnx"}
     predictor = props["predictor"]["properties"]
     assert predictor["device"]["default"] == "cpu"
     assert predictor["batching"]["properties"]["maxBatchSize"] == {
@@ -133,10 +134,30 @@ def test_printer_columns_show_version_canary_weight_ready_age_and_wide_extras() 
     columns = crd.crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     default = [c["name"] for c in columns if not c.get("priority")]
     wide = [c["name"] for c in columns if c.get("priority")]
-    assert default == ["Version", "Canary", "Weight", "Ready", "Age"]
-    assert {"Task", "Phase"} <= set(wide)
+    assert default == ["Version", "Canary", "Weight", "Phase", "Ready", "Age"]
+    assert {"Task", "Stable", "URL"} <= set(wide)
     ready = next(c for c in columns if c["name"] == "Ready")
     assert ready["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
+
+
+def test_every_field_of_both_crds_at_every_depth_has_a_description_for_kubectl_explain() -> None:
+    deepest = {"VSSModel": "spec.rollout.analysis.prometheus.timeout", "VSSStream": "spec.analytics.zones.polygon"}
+    for definition in (crd.crd(), crd.stream_crd()):
+        kind = definition["spec"]["names"]["kind"]
+        paths = crd.fields(definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        assert deepest[kind] in dict(paths), f"{kind}: the walk missed {deepest[kind]}"
+        undescribed = [path for path, node in paths if not node.get("description", "").strip()]
+        assert undescribed == [], (
+            f"{kind}: fields without a description (kubectl explain shows nothing): {undescribed}; "
+            "give them Field(description=...) or, for a nested model, a class docstring")
+
+
+def test_fields_walks_lists_and_nested_objects_as_kubectl_explain_names_them() -> None:
+    schema = {"type": "object", "properties": {
+        "a": {"type": "array", "items": {"type": "object", "properties": {"b": {"type": "string"}}}},
+        "c": {"type": "object", "additionalProperties": {"type": "string"}}}}
+
+    assert [path for path, _ in crd.fields(schema)] == ["a", "a.b", "c"]
 
 
 def test_main_writes_the_crd_to_the_given_path(tmp_path: Any) -> None:
