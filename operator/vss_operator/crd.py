@@ -188,9 +188,8 @@ def _definition(*, kind: str, plural: str, singular: str, short_names: tuple[str
             "kind": {"type": "string", "description": (
                 "Kind is a string value representing the REST resource this object represents. Servers may "
                 "infer this from the endpoint the client submits requests to. In CamelCase.")},
-            "metadata": {"type": "object", "description": (
-                "Standard object's metadata: name (a DNS label of at most 40 characters), namespace, labels, "
-                "annotations.")},
+            # The apiserver refuses anything but a type here and explains metadata as ObjectMeta itself.
+            "metadata": {"type": "object"},
             "spec": {"description": spec_description, **spec},
             # The operator writes status; defaults there would only hide what it did not write.
             "status": {"description": "What the operator observed (kstatus conditions Ready, Reconciling, "
