@@ -1,5 +1,5 @@
-"""The `vss` command: `run`, `stream`, `render`, `crd`, `operator` and `models`, each delegating to the package that
-owns it."""
+"""The `vss` command: `run`, `predict`, `stream`, `render`, `crd`, `operator` and `models`, each delegating to the
+package that owns it."""
 
 from __future__ import annotations
 
@@ -61,10 +61,33 @@ def _parser() -> argparse.ArgumentParser:
                          "default=http://prometheus.monitoring:9090, or VSS_PROMETHEUS_ENDPOINTS=NAME=URL,...)")
     _render_options(op, defaults)
 
-    run = commands.add_parser("run", help="serve FILE locally: predictor and transformer on loopback")
-    run.add_argument("file", type=Path, metavar="FILE")
+    run = commands.add_parser("run", help="serve FILE (a VSSModel), or --model PATH (an ONNX/TorchScript export), "
+                                          "locally: predictor and transformer on loopback")
+    run.add_argument("file", type=Path, metavar="FILE", nargs="?")
+    run.add_argument("--model", type=Path, default=None, metavar="PATH",
+                     help="an ONNX (.onnx) or TorchScript (.pt, .torchscript) export instead of FILE: the VSSModel "
+                          "is built from its metadata and output shape, printed, and served")
+    run.add_argument("--name", default=None, help="with --model: the VSSModel's name (default: from the file name)")
+    run.add_argument("--storage-uri", default=None, metavar="URI",
+                     help="with --model: the storageUri the printed VSSModel carries (default: PATH, absolute)")
+    run.add_argument("--imgsz", type=int, default=None, metavar="N",
+                     help="with --model: the input size when the export has dynamic H/W and no imgsz metadata")
+    run.add_argument("--dry-run", action="store_true", help="with --model: print the VSSModel and exit")
     run.add_argument("--http-port", type=int, default=8080)
     run.add_argument("--grpc-port", type=int, default=8081)
+
+    predict = commands.add_parser("predict", help="call a served model over v2 REST with each INPUT and write it "
+                                                  "annotated (images) or plotted (series); answers as JSON lines")
+    predict.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                         help="images (.jpg, .png, ...) for detection and classification; series (.csv with a "
+                              "header of feature names, or .npy [readings, features]) for anomaly and forecasting")
+    predict.add_argument("--url", default="http://127.0.0.1:8080",
+                         help="the model's v2 REST address (default: the local `vss run`)")
+    predict.add_argument("--model", default=None, metavar="NAME",
+                         help="the model's name (default: the one model the URL serves)")
+    predict.add_argument("--out", type=Path, default=Path("vss-predictions"), metavar="DIR",
+                         help="where the annotated images and plots go (default: ./vss-predictions)")
+    predict.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
 
     stream = commands.add_parser("stream", help="run the VSSStream in FILE here, against a local `vss run` of "
                                                 "its model; events as JSON lines on stdout")
@@ -211,9 +234,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "operator":
             return _operator(args)
         if args.command == "run":
+            if (args.file is None) == (args.model is None):
+                raise InvalidSpec("vss run takes a VSSModel FILE or --model PATH (an export), one of them")
+            if args.model is not None:
+                from vss_cli.exports import run_export
+
+                return run_export(args.model, name=args.name, storage_uri=args.storage_uri, imgsz=args.imgsz,
+                                  http_port=args.http_port, grpc_port=args.grpc_port, dry_run=args.dry_run)
             from vss_cli.run import run_local
 
             return run_local(args.file, args.http_port, args.grpc_port)
+        if args.command == "predict":
+            from vss_cli.predict import predict as predict_inputs
+
+            return predict_inputs(args.inputs, url=args.url, model=args.model, out_dir=args.out,
+                                  timeout_s=args.timeout)
         if args.command == "stream":
             from vss_cli.stream import stream_local
 

@@ -45,13 +45,15 @@ class Served:
 
 
 @contextmanager
-def vss_run(yaml_path: Path, name: str, log_dir: Path, deadline_s: float = 240.0) -> Iterator[Served]:
-    """`vss run FILE` on free ports; yields once it printed that it is serving, stops it with SIGTERM."""
+def vss_run(yaml_path: Path, name: str, log_dir: Path, deadline_s: float = 240.0,
+            args: tuple[str, ...] | None = None) -> Iterator[Served]:
+    """`vss run FILE` (or `vss run ARGS...`, e.g. `--model PATH`) on free ports; yields once it printed that it is
+    serving, stops it with SIGTERM."""
     http_port, grpc_port = free_port(), free_port()
     log = log_dir / f"vss-run-{name}-{http_port}.log"
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vss_cli.main", "run", str(yaml_path),
+            [sys.executable, "-m", "vss_cli.main", "run", *(args or (str(yaml_path),)),
              "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
             stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
