@@ -104,6 +104,60 @@ def _format_shape(shape: tuple[int, int]) -> str:
     return f"{shape[0]},{shape[1]}"
 
 
+# --- tracing (both processes) --------------------------------------------------------------------------
+
+TRACES_PATH = "/v1/traces"  # OTLP/HTTP's traces path under a collector's base URL
+
+
+def traces_url(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL of a collector's base URL (`http://collector:4318` -> `.../v1/traces`); a URL
+    that already ends in the traces path is kept."""
+    base = endpoint.rstrip("/")
+    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+
+
+@dataclass(frozen=True)
+class TracingFlags:
+    """Where a serving process sends its spans (`endpoint`, the full OTLP/HTTP traces URL; None: tracing off)
+    and the share of the traces starting there that it keeps (`vss_api.tracing`)."""
+
+    endpoint: str | None = None
+    sampling_ratio: float = 1.0
+
+    def args(self) -> list[str]:
+        if self.endpoint is None:
+            return []
+        return ["--otlp_traces_endpoint", self.endpoint, "--trace_sampling_ratio", repr(self.sampling_ratio)]
+
+
+def tracing_flags(spec: VSSModelSpec, default_endpoint: str | None = None) -> TracingFlags:
+    """`spec.tracing` as both processes are told it; `default_endpoint` (the operator's, or `vss run
+    --tracing-endpoint`) serves a spec that names no collector."""
+    endpoint = spec.tracing.endpoint or default_endpoint
+    return TracingFlags(None if endpoint is None else traces_url(endpoint), spec.tracing.sampling_ratio)
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}") from exc
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number within 0..1, got {text!r}")
+    return value
+
+
+def _tracing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--otlp_traces_endpoint", default=None,
+                        help="OTLP/HTTP traces URL (http://collector:4318/v1/traces); tracing is off without it")
+    parser.add_argument("--trace_sampling_ratio", type=_ratio, default=1.0,
+                        help="share of the traces starting here that are kept (a caller's sampled flag wins)")
+
+
+def _tracing_flags(args: argparse.Namespace) -> TracingFlags:
+    return TracingFlags(args.otlp_traces_endpoint or None, args.trace_sampling_ratio)
+
+
 # --- predictor -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -126,6 +180,7 @@ class PredictorFlags:
     http_port: int
     grpc_port: int
     max_message_bytes: int  # gRPC receive and send limits: a batch of frames is larger than one request
+    tracing: TracingFlags = TracingFlags()
 
     def args(self) -> list[str]:
         return [
@@ -142,6 +197,7 @@ class PredictorFlags:
             "--grpc_max_receive_message_length", str(self.max_message_bytes),
             "--grpc_max_send_message_length", str(self.max_message_bytes),
             *([] if self.threads is None else ["--threads", str(self.threads)]),
+            *self.tracing.args(),
         ]
 
 
@@ -153,7 +209,7 @@ def predictor_concurrency(spec: VSSModelSpec) -> int:
 
 
 def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
-                        grpc_port: int, *, model_name: str) -> PredictorFlags:
+                        grpc_port: int, *, model_name: str, tracing: TracingFlags | None = None) -> PredictorFlags:
     batching = spec.predictor.batching
     return PredictorFlags(
         model_name=model_name, model_version=version.name, model_path=model_path,
@@ -162,12 +218,14 @@ def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: s
         max_batch_size=batching.max_batch_size, max_latency_ms=batching.max_latency_ms,
         max_inflight_batches=batching.max_in_flight, max_queue_size=batching.max_queue_size,
         max_concurrency=predictor_concurrency(spec), threads=spec.predictor.threads, http_port=http_port,
-        grpc_port=grpc_port, max_message_bytes=spec.transformer.max_request_bytes * 8)
+        grpc_port=grpc_port, max_message_bytes=spec.transformer.max_request_bytes * 8,
+        tracing=tracing or tracing_flags(spec))
 
 
 def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
-                   grpc_port: int, *, model_name: str) -> list[str]:
-    return predictor_flags_for(spec, version, model_path, http_port, grpc_port, model_name=model_name).args()
+                   grpc_port: int, *, model_name: str, tracing: TracingFlags | None = None) -> list[str]:
+    return predictor_flags_for(spec, version, model_path, http_port, grpc_port, model_name=model_name,
+                               tracing=tracing).args()
 
 
 def predictor_parser(*parents: argparse.ArgumentParser, description: str | None = None
@@ -196,6 +254,7 @@ def predictor_parser(*parents: argparse.ArgumentParser, description: str | None 
     parser.add_argument("--warmup_shape", type=_shape, default=(640, 640), help="H,W of the warm-up input")
     parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--log_level", default="INFO")
+    _tracing_arguments(parser)
     return parser
 
 
@@ -207,7 +266,7 @@ def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
         max_latency_ms=args.max_latency_ms, max_inflight_batches=args.max_inflight_batches,
         max_queue_size=args.max_queue_size, max_concurrency=args.max_concurrency, threads=args.threads,
         http_port=args.http_port, grpc_port=args.grpc_port,
-        max_message_bytes=args.grpc_max_receive_message_length)
+        max_message_bytes=args.grpc_max_receive_message_length, tracing=_tracing_flags(args))
 
 
 # --- transformer ---------------------------------------------------------------------------------------
@@ -232,6 +291,7 @@ class TransformerFlags:
     max_image_pixels: int = 7680 * 4320
     max_batch_images: int = 64
     max_batch_pixels: int = 2 * 7680 * 4320
+    tracing: TracingFlags = TracingFlags()
 
     def args(self) -> list[str]:
         params = self.params.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -249,11 +309,13 @@ class TransformerFlags:
             "--max_batch_pixels", str(self.max_batch_pixels),
             "--grpc_max_receive_message_length", str(self.max_request_bytes),
             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+            *self.tracing.args(),
         ]
 
 
 def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: str, predictor_rest: str,
-                          http_port: int, grpc_port: int, *, version: str | None = None) -> TransformerFlags:
+                          http_port: int, grpc_port: int, *, version: str | None = None,
+                          tracing: TracingFlags | None = None) -> TransformerFlags:
     block: SpecModel = getattr(spec.transformer, spec.task.value)
     return TransformerFlags(
         model_name=model_name, model_version=version or spec.version, task=spec.task, params=block,
@@ -262,13 +324,15 @@ def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: s
         request_timeout_ms=spec.transformer.request_timeout_ms,
         predictor_timeout_s=spec.transformer.predictor_timeout_seconds, http_port=http_port, grpc_port=grpc_port,
         max_image_pixels=spec.transformer.max_image_pixels, max_batch_images=spec.transformer.max_batch_images,
-        max_batch_pixels=spec.transformer.max_batch_pixels)
+        max_batch_pixels=spec.transformer.max_batch_pixels,
+        tracing=tracing or tracing_flags(spec))
 
 
 def transformer_args(spec: VSSModelSpec, model_name: str, predictor_grpc: str, predictor_rest: str,
-                     http_port: int, grpc_port: int, *, version: str | None = None) -> list[str]:
+                     http_port: int, grpc_port: int, *, version: str | None = None,
+                     tracing: TracingFlags | None = None) -> list[str]:
     return transformer_flags_for(spec, model_name, predictor_grpc, predictor_rest, http_port, grpc_port,
-                                 version=version).args()
+                                 version=version, tracing=tracing).args()
 
 
 def transformer_parser(*parents: argparse.ArgumentParser, description: str | None = None
@@ -325,7 +389,8 @@ def transformer_flags(args: argparse.Namespace) -> TransformerFlags:
         max_concurrency=args.max_concurrency, request_timeout_ms=args.request_timeout_ms,
         predictor_timeout_s=args.predictor_request_timeout_seconds, http_port=args.http_port,
         grpc_port=args.grpc_port, max_image_pixels=args.max_image_pixels, max_batch_images=args.max_batch_images,
-        max_batch_pixels=args.max_batch_pixels)
+        max_batch_pixels=args.max_batch_pixels, tracing=_tracing_flags(args))
+    _tracing_arguments(parser)
 
 
 def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.serving_flags import TracingFlags, predictor_args, tracing_flags, transformer_args
 from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel
 from vss_operator.objects import Manifest
 
@@ -58,6 +58,8 @@ class RenderConfig:
     transformer_memory_limit: str = "1Gi"
     # The ServiceAccount KServe's storage initializer reads storage credentials from; None: the default.
     model_service_account: str | None = None
+    # The OTLP/HTTP collector of a VSSModel whose spec.tracing names none; None: those are not traced.
+    tracing_endpoint: str | None = None
 
 
 DEFAULT_CONFIG = RenderConfig()
@@ -174,9 +176,21 @@ _CONTAINER_SECURITY = {
 _TMP_MOUNT = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - an emptyDir: the root fs is read-only
 
 
+def _tracing_env(model: VSSModel, tracing: TracingFlags) -> list[dict[str, Any]]:
+    """The pod's OpenTelemetry resource attributes, read by the SDK beside the service name and version each
+    process gives itself (`vss_api.tracing`): which pod of which namespace a span comes from."""
+    if tracing.endpoint is None:
+        return []
+    return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "OTEL_RESOURCE_ATTRIBUTES",
+             "value": f"k8s.namespace.name={model.metadata.namespace},k8s.pod.name=$(POD_NAME)"}]
+
+
 def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVersion, name: str, *,
                        knative: bool) -> Manifest:
     spec = model.spec
+    tracing = tracing_flags(spec, config.tracing_endpoint)
+    tracing_env = _tracing_env(model, tracing)
     gpu = spec.predictor.device is Device.GPU
     labels = _labels(model, name, "inference", version.name)
 
@@ -190,8 +204,9 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "vss_predictors"],
         "args": predictor_args(spec, version, model_path(version.storage_uri),
-                               PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT, model_name=model.metadata.name),
-        "env": [{"name": "STORAGE_URI", "value": version.storage_uri}],
+                               PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT, model_name=model.metadata.name,
+                               tracing=tracing),
+        "env": [{"name": "STORAGE_URI", "value": version.storage_uri}, *tracing_env],
         "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
         "securityContext": _CONTAINER_SECURITY,
         "volumeMounts": _TMP_MOUNT,
@@ -199,14 +214,14 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
     # Clients call the model by the VSSModel's name whichever version answers, so both share it.
     args = transformer_args(spec, model.metadata.name, f"localhost:{PREDICTOR_GRPC_PORT}",
                             f"localhost:{PREDICTOR_HTTP_PORT}", TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT,
-                            version=version.name)
+                            version=version.name, tracing=tracing)
     transformer: dict[str, Any] = {
         "name": TRANSFORMER_CONTAINER,
         "image": config.cpu_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "vss_transformers"],
         "args": args,
-        "env": [{"name": "PROTOCOL", "value": "v2"}],
+        "env": [{"name": "PROTOCOL", "value": "v2"}, *tracing_env],
         # Knative serves exactly one port per pod; raw mode also publishes gRPC on the Service.
         "ports": [{"name": "http1", "containerPort": TRANSFORMER_HTTP_PORT, "protocol": "TCP"}] + (
             [] if knative else [{"name": "grpc", "containerPort": TRANSFORMER_GRPC_PORT, "protocol": "TCP"}]),

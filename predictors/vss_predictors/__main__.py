@@ -29,16 +29,25 @@ def settings_from(flags: PredictorFlags) -> PredictorSettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     flags, max_request_bytes, log_level = read_flags(argv)
+    from kserve.errors import InvalidInput
+
+    from vss_api.metrics import PREDICTOR
     from vss_api.server import configure_json_logging, serve
     from vss_api.serving_metrics import ServingMetrics
+    from vss_api.tracing import Tracing
     from vss_predictors.model import PredictorModel
 
     configure_json_logging(log_level)
-    model = PredictorModel(settings_from(flags), ServingMetrics.create())
-    model.load()
-    serve([model], max_request_bytes=max_request_bytes, max_concurrency=flags.max_concurrency,
-          configs={model.name: model.describe},
-          http_port=flags.http_port, grpc_port=flags.grpc_port)
+    tracing = Tracing.start(flags.tracing, model_name=flags.model_name, version=flags.model_version,
+                            component=PREDICTOR, caller_errors=(InvalidInput,))
+    model = PredictorModel(settings_from(flags), ServingMetrics.create(), tracing)
+    try:
+        model.load()
+        serve([model], max_request_bytes=max_request_bytes, max_concurrency=flags.max_concurrency,
+              configs={model.name: model.describe},
+              http_port=flags.http_port, grpc_port=flags.grpc_port)
+    finally:
+        tracing.shutdown()  # the spans still queued go out before the process ends
 
 
 if __name__ == "__main__":

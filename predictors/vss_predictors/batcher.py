@@ -15,6 +15,9 @@ request may carry a deadline (`time.monotonic()`): its caller is answered `Deadl
 if the request had not started by then the batcher never runs it, so work nobody waits for does not keep the
 runtime from work somebody does.
 
+A caller may pass a `RunTiming`, which the batcher fills in: when the request was queued, when its batch
+started and ended (wall-clock nanoseconds, for the predictor's trace spans), and how large the batch was.
+
 `close()` stops it (KServe's shutdown calls the predictor model's `stop()`, which calls it): what has not
 started fails with `PredictorStopping`, what is running finishes and answers, and the threads exit."""
 
@@ -37,6 +40,17 @@ STOPPING = "the predictor is shutting down: the request was not run"
 
 
 @dataclass
+class RunTiming:
+    """One request's time in the batcher (`time.time_ns()`; 0: did not happen) and the batch it ran in."""
+
+    queued_ns: int = 0
+    started_ns: int = 0
+    ended_ns: int = 0
+    batch_rows: int = 0
+    batch_requests: int = 0
+
+
+@dataclass
 class _Pending:
     feeds: Mapping[str, Array]
     rows: int
@@ -45,6 +59,7 @@ class _Pending:
     deadline: float | None = None
     queued_at: float = 0.0
     waiting: bool = True  # counted against `max_queue_size`: neither started nor given up yet
+    timing: RunTiming | None = None
 
 
 def batch_key(feeds: Mapping[str, Array]) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
@@ -85,8 +100,10 @@ class DynamicBatcher:
         """Requests queued or being gathered, not yet started."""
         return self._waiting
 
-    async def submit(self, feeds: Mapping[str, Array], *, deadline: float | None = None) -> dict[str, Array]:
-        """The outputs of `feeds`, run alone or merged; `deadline` is a `time.monotonic()` instant."""
+    async def submit(self, feeds: Mapping[str, Array], *, deadline: float | None = None,
+                     timing: RunTiming | None = None) -> dict[str, Array]:
+        """The outputs of `feeds`, run alone or merged; `deadline` is a `time.monotonic()` instant; `timing`, when
+        given, is filled in as the request is queued and its batch runs."""
         if self._closed:
             raise PredictorStopping(STOPPING)
         now = time.monotonic()
@@ -101,7 +118,9 @@ class DynamicBatcher:
             self._queue = asyncio.Queue()
             self._slots = asyncio.Semaphore(self._max_in_flight)
             self._worker = loop.create_task(self._work(), name="vss-batcher")
-        pending = _Pending(feeds, rows, batch_key(feeds), loop.create_future(), deadline, now)
+        pending = _Pending(feeds, rows, batch_key(feeds), loop.create_future(), deadline, now, timing=timing)
+        if timing is not None:
+            timing.queued_ns = time.time_ns()
         self._waiting += 1
         self._queue.put_nowait(pending)
         if deadline is None:
@@ -230,8 +249,18 @@ class DynamicBatcher:
             if self._closed:  # closed between gathering and this task's first step
                 raise PredictorStopping(STOPPING)
             merged = _concat([p.feeds for p in live]) if len(live) > 1 else live[0].feeds
-            self._on_batch(sum(p.rows for p in live))
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, merged)
+            rows = sum(p.rows for p in live)
+            self._on_batch(rows)
+            timed = [p.timing for p in live if p.timing is not None]
+            started_ns = time.time_ns() if timed else 0
+            try:
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, merged)
+            finally:
+                if timed:
+                    ended_ns = time.time_ns()
+                    for timing in timed:
+                        timing.started_ns, timing.ended_ns = started_ns, ended_ns
+                        timing.batch_rows, timing.batch_requests = rows, len(live)
         except asyncio.CancelledError:  # given up (`aclose` past its timeout, or the loop is ending)
             _fail_stopping(live)
             raise

@@ -1,6 +1,7 @@
 """The predictor as a KServe `Model`: loads a runtime with retries, warms it up, validates v2 inputs,
 answers through the dynamic batcher (echoing the request id and trace context) within the request's deadline, and
-stops it on shutdown."""
+stops it on shutdown. A traced request (`vss_api.tracing`) gets a SERVER span, `predictor.infer`, with its time in
+the batcher's queue (`batch_wait`) and its batch's run (`infer`) as children."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from vss_api.request_context import RequestContext, serving
 from vss_api.server import binary_output
 from vss_api.serving_flags import Normalization
 from vss_api.serving_metrics import ServingMetrics, track_gpu_memory
+from vss_api.tracing import Tracing, annotate, record, traced
 from vss_api.v2 import Array
-from vss_predictors.batcher import DynamicBatcher
+from vss_predictors.batcher import DynamicBatcher, RunTiming
 from vss_predictors.errors import InvalidTensor, ModelLoadError, UnsupportedModel
 from vss_predictors.runtime import Runtime, TensorSpec, has_dynamic_batch
 
@@ -101,10 +103,12 @@ def warmup_feeds(inputs: list[TensorSpec], hw: tuple[int, int]) -> dict[str, Arr
 
 
 class PredictorModel(kserve.Model):
-    def __init__(self, settings: PredictorSettings, metrics: ServingMetrics) -> None:
+    def __init__(self, settings: PredictorSettings, metrics: ServingMetrics, tracing: Tracing | None = None) -> None:
         super().__init__(settings.model_name, return_response_headers=True)
         self.settings = settings
         self.metrics = metrics
+        self.tracing = tracing or Tracing.off()
+        self._span_attributes = {"vss.model.name": settings.model_name, "vss.model.version": settings.version}
         self.runtime: Runtime | None = None
         self.batcher: DynamicBatcher | None = None
         self._labels = {"model_name": settings.model_name, "version": settings.version}
@@ -203,7 +207,8 @@ class PredictorModel(kserve.Model):
             raise InvalidInput("the predictor speaks the v2 protocol: send v2 tensors to /v2/models/"
                                f"{self.name}/infer")
         context = RequestContext.from_headers(headers, body_id=payload.id)
-        with serving(context):
+        with serving(context), self.tracing.request("predictor.infer", context, {
+                **self._span_attributes, "vss.request.id": context.request_id}):
             outputs = await self._infer(payload)
         if response_headers is not None:
             response_headers.update(context.headers())
@@ -219,7 +224,12 @@ class PredictorModel(kserve.Model):
         try:
             feeds = self.feeds(payload)
             assert self.batcher is not None
-            outputs = await self.batcher.submit(feeds, deadline=current_deadline())
+            timing = RunTiming() if traced() else None
+            try:
+                outputs = await self.batcher.submit(feeds, deadline=current_deadline(), timing=timing)
+            finally:
+                if timing is not None:
+                    self._record_batch(timing, rows=int(next(iter(feeds.values())).shape[0]))
         except InvalidInput:
             status = CLIENT_ERROR
             raise
@@ -240,3 +250,14 @@ class PredictorModel(kserve.Model):
             log.debug("inference done", extra={"model": self.name, "rows": int(next(iter(feeds.values())).shape[0]),
                                                "duration_ms": round(seconds * 1000, 2)})
         return outputs
+
+    def _record_batch(self, timing: RunTiming, *, rows: int) -> None:
+        """The request's `batch_wait` (queued until its batch started, or until now if it never did) and
+        `infer` (its batch's run) spans, from what the batcher timed."""
+        batch: dict[str, str | int] = {**self._span_attributes, "vss.request.rows": rows}
+        if timing.started_ns:
+            batch |= {"vss.batch.size": timing.batch_rows, "vss.batch.requests": timing.batch_requests}
+            annotate({"vss.batch.size": timing.batch_rows})
+        record("batch_wait", timing.queued_ns, timing.started_ns or time.time_ns(), batch)
+        if timing.started_ns:
+            record("infer", timing.started_ns, timing.ended_ns or time.time_ns(), batch)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,31 +75,34 @@ def _ready(process: Process, name: str) -> bool | None:
         return None
 
 
-def _start(role: str, module: str, args: list[str], http_port: int, grpc_port: int, workdir: Path) -> Process:
+def _start(role: str, module: str, args: list[str], http_port: int, grpc_port: int, workdir: Path,
+           env: Mapping[str, str] | None = None) -> Process:
     log = workdir / f"{role}-{http_port}.log"
     with log.open("w") as sink:
         process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=sink, stderr=subprocess.STDOUT,
-                                   cwd=REPO, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   cwd=REPO, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     return Process(role, http_port, grpc_port, process, log)
 
 
 @contextmanager
 def serving_pair(spec: VSSModelSpec, name: str, model_path: Path, workdir: Path, *,
-                 predictor_log_level: str = "INFO", deadline_s: float = 180.0) -> Iterator[Pair]:
-    """Predictor, then transformer in front of it; yields once both answer ready. Whatever still runs at the
-    end gets SIGTERM, then SIGKILL after 20 s."""
+                 predictor_log_level: str = "INFO", deadline_s: float = 180.0,
+                 env: Mapping[str, str] | None = None) -> Iterator[Pair]:
+    """Predictor, then transformer in front of it (each with `env` added to this process's environment); yields
+    once both answer ready. Whatever still runs at the end gets SIGTERM, then SIGKILL after 20 s."""
     version = spec.served_version()
     p_http, p_grpc, t_http, t_grpc = free_port(), free_port(), free_port(), free_port()
     started: list[Process] = []
     try:
         predictor = _start("predictor", "vss_predictors",
                            [*predictor_args(spec, version, str(model_path), p_http, p_grpc, model_name=name),
-                            "--log_level", predictor_log_level], p_http, p_grpc, workdir)
+                            "--log_level", predictor_log_level], p_http, p_grpc, workdir, env)
         started.append(predictor)
         wait_until(f"predictor of {name} ready", lambda: _ready(predictor, name), deadline_s)
         transformer = _start("transformer", "vss_transformers",
                              transformer_args(spec, name, predictor.grpc_url, predictor.rest_url, t_http, t_grpc),
-                             t_http, t_grpc, workdir)
+                             t_http, t_grpc, workdir, env)
         started.append(transformer)
         wait_until(f"transformer of {name} ready", lambda: _ready(transformer, name), deadline_s)
         yield Pair(name, predictor, transformer)

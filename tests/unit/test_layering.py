@@ -41,7 +41,8 @@ PURE_OPERATOR_MODULES = ("vss_operator.rollout", "vss_operator.status", "vss_ope
                          "vss_operator.crd", "vss_operator.promql", "vss_operator.objects")
 # What each image leaves out (pyproject extras): a plane that reaches one of these would not start there.
 NOT_IN_IMAGE = {
-    "vss_operator": {"kserve", "numpy", "onnxruntime", "onnx", "cv2", "simplejpeg", "torch", "grpc", "pynvml"},
+    "vss_operator": {"kserve", "numpy", "onnxruntime", "onnx", "cv2", "simplejpeg", "torch", "grpc", "pynvml",
+                     "opentelemetry"},
     "vss_predictors": {"kopf", "kubernetes", "aiohttp"},
     "vss_transformers": {"kopf", "kubernetes", "aiohttp", "torch", "onnxruntime"},
     "vss_api": {"kopf", "kubernetes", "aiohttp", "torch", "onnxruntime", "cv2"},

@@ -48,8 +48,12 @@ def build_task(flags: TransformerFlags) -> ServingTask[Any, Any, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     flags, args = read_flags(argv)
+    from kserve.errors import InvalidInput
+
+    from vss_api.metrics import TRANSFORMER
     from vss_api.server import configure_json_logging, serve
     from vss_api.serving_metrics import ServingMetrics
+    from vss_api.tracing import Tracing
     from vss_transformers.model import TransformerModel
     from vss_transformers.predictor_client import PredictorClient
 
@@ -59,13 +63,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                              timeout_s=float(flags.predictor_timeout_s),
                              max_message_bytes=flags.max_request_bytes * 8)
     task = build_task(flags)
+    tracing = Tracing.start(flags.tracing, model_name=flags.model_name, version=flags.model_version,
+                            component=TRANSFORMER, caller_errors=(InvalidInput,))
     model = TransformerModel(flags.model_name, flags.model_version, task, client, ServingMetrics.create(),
                              predictor_wait_s=args.predictor_wait_s, max_concurrency=flags.max_concurrency,
-                             request_timeout_s=flags.request_timeout_ms / 1000)
-    model.load()
-    serve([model], max_request_bytes=flags.max_request_bytes, max_concurrency=flags.max_concurrency,
-          http_port=flags.http_port,
-          grpc_port=flags.grpc_port)
+                             request_timeout_s=flags.request_timeout_ms / 1000, tracing=tracing)
+    try:
+        model.load()
+        serve([model], max_request_bytes=flags.max_request_bytes, max_concurrency=flags.max_concurrency,
+              http_port=flags.http_port,
+              grpc_port=flags.grpc_port)
+    finally:
+        tracing.shutdown()  # the spans still queued go out before the process ends
 
 
 if __name__ == "__main__":

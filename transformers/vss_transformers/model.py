@@ -2,11 +2,15 @@
 in, task results out; the model itself runs in the predictor, one gRPC hop away. Each request's `parameters`
 are checked against the task's table (`vss_api.request_parameters`) before anything else is read of it. At most
 `max_concurrency` requests are served at once (one more is refused at once, 503 / UNAVAILABLE), each within its
-deadline, which the hop to the predictor carries on."""
+deadline, which the hop to the predictor carries on. A traced request (`vss_api.tracing`) gets a SERVER span,
+`transformer.infer`, with `parse`, the task's `decode` and `preprocess`, the CLIENT span `predictor.infer` (whose
+context the predictor's spans are children of) and `postprocess` inside it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
 from typing import Any, Generic
@@ -22,6 +26,7 @@ from vss_api.request_context import RequestContext, serving
 from vss_api.request_parameters import RequestParameters
 from vss_api.server import binary_output
 from vss_api.serving_metrics import ServingMetrics
+from vss_api.tracing import CLIENT, Tracing, annotate, inject, stage
 from vss_api.vssmodel import Task
 from vss_transformers.predictor_client import PredictorClient
 from vss_transformers.tasks import Context, Parsed, Result, ServingTask
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
     def __init__(self, name: str, version: str, task: ServingTask[Parsed, Context, Result], client: PredictorClient,
                  metrics: ServingMetrics, *, predictor_wait_s: float = 300.0, max_concurrency: int = 64,
-                 request_timeout_s: float = 30.0) -> None:
+                 request_timeout_s: float = 30.0, tracing: Tracing | None = None) -> None:
         super().__init__(name, return_response_headers=True)
         self.version = version
         self.task = task
@@ -42,6 +47,10 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         self.max_concurrency = max_concurrency
         self.request_timeout_s = request_timeout_s
         self.in_flight = 0
+        self.tracing = tracing or Tracing.off()
+        self._span_attributes = {"vss.model.name": name, "vss.model.version": version, "vss.task": task.name}
+        self._call_attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
+                                 "rpc.method": "ModelInfer"}
         self.parameters = RequestParameters(Task(task.name), task.params)
         self._labels = {"model_name": name, "version": version, "component": TRANSFORMER}
 
@@ -84,13 +93,20 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
 
     def _prepare(self, payload: InferRequest | dict[str, Any]) -> tuple[Any, Any]:
         """Parse and preprocess one request, in the executor: `task.prepare`'s feeds and context."""
-        if isinstance(payload, InferRequest):
-            self.parameters.check_v2(payload)
-            parsed = self.task.parse_v2(payload)
-        else:
-            self.parameters.check_v1(payload)
-            parsed = self.task.parse_v1(payload)
-        return self.task.prepare(parsed)
+        with stage("parse"):
+            if isinstance(payload, InferRequest):
+                self.parameters.check_v2(payload)
+                parsed = self.task.parse_v2(payload)
+            else:
+                self.parameters.check_v1(payload)
+                parsed = self.task.parse_v1(payload)
+        feeds, context = self.task.prepare(parsed)  # its `decode` and `preprocess` stages
+        annotate({"vss.batch.size": int(next(iter(feeds.values())).shape[0])})
+        return feeds, context
+
+    def _postprocess(self, outputs: Any, context: Any) -> list[Any]:
+        with stage("postprocess"):
+            return self.task.postprocess(outputs, context)
 
     async def _serve(self, payload: Any, headers: dict[str, str] | None,
                      response_headers: dict[str, str] | None) -> InferResponse | dict[str, Any]:
@@ -101,18 +117,25 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         context = RequestContext.from_headers(
             headers, body_id=payload.id if isinstance(payload, InferRequest) else None)
         echoed: dict[str, str] = {}
-        with serving(context):  # log lines of this request carry its id
+        traced: dict[str, str] = {}  # this request's span as the caller's traceparent, when it is traced
+        with serving(context), self.tracing.request("transformer.infer", context, {  # log lines carry its id
+                **self._span_attributes, "vss.request.id": context.request_id}):
             try:
                 if not isinstance(payload, (InferRequest, dict)):
                     raise InvalidRequest(f"unsupported request type {type(payload).__name__}")
                 # Parsing (a v1 series is checked number by number) and preprocessing in one hop off the
                 # event loop, so a large body never holds up health probes or other requests.
-                feeds, task_context = await loop.run_in_executor(None, self._prepare, payload)
+                # The executor runs them in a copy of this task's context: its span and log fields.
+                feeds, task_context = await loop.run_in_executor(None, functools.partial(
+                    contextvars.copy_context().run, self._prepare, payload))
                 t_pre = time.perf_counter()
-                outputs, echoed = await self.client.infer(feeds, context, deadline=deadline)
+                with stage("predictor.infer", kind=CLIENT, attributes=self._call_attributes):
+                    outputs, echoed = await self.client.infer(feeds, context, deadline=deadline)
                 t_pred = time.perf_counter()
-                results = await loop.run_in_executor(None, self.task.postprocess, outputs, task_context)
+                results = await loop.run_in_executor(None, functools.partial(
+                    contextvars.copy_context().run, self._postprocess, outputs, task_context))
                 t_post = time.perf_counter()
+                inject(traced)
             except InvalidInput:
                 status = CLIENT_ERROR
                 raise
@@ -121,11 +144,11 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
                 raise
             finally:
                 self.metrics.requests.labels(**self._labels, status=status).inc()
-        for stage, seconds in (("preprocess", t_pre - started), ("predict", t_pred - t_pre),
-                               ("postprocess", t_post - t_pred), ("total", t_post - started)):
-            self.metrics.duration.labels(**self._labels, stage=stage).observe(seconds)
-        if response_headers is not None:  # the trace context as the predictor saw it, else as it came
-            response_headers.update({**context.headers(), **echoed})
+        for name, seconds in (("preprocess", t_pre - started), ("predict", t_pred - t_pre),
+                              ("postprocess", t_post - t_pred), ("total", t_post - started)):
+            self.metrics.duration.labels(**self._labels, stage=name).observe(seconds)
+        if response_headers is not None:  # this request's span, else the context as the predictor saw it
+            response_headers.update({**context.headers(), **echoed, **traced})
         if isinstance(payload, dict):
             return {"predictions": [self.task.v1_result(r, t_post - started) for r in results]}
         tensors = self.task.v2_outputs(results)

@@ -1,6 +1,6 @@
 """The transformer's side of the hop to the predictor: gRPC v2 with raw binary tensor contents (no JSON,
-one copy per tensor) carrying the request id and trace context as metadata, and the predictor's `/config`
-read once at start-up."""
+one copy per tensor) carrying the request id and trace context as metadata (the caller's, or the current span's
+when the request is traced), and the predictor's `/config` read once at start-up."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from vss_api.request_context import TRACE_HEADERS, RequestContext
+from vss_api.tracing import inject
 from vss_api.v2 import NUMPY_DTYPES, V2_DATATYPES, Array
 from vss_transformers.errors import PredictorTimeout, PredictorUnavailable
 
@@ -105,7 +106,9 @@ class PredictorClient:
             self._channel = grpc.aio.insecure_channel(self.grpc_target, options=self._options)
             self._stub = GRPCInferenceServiceStub(self._channel)
         request = encode_request(self.model_name, feeds, context.request_id if context else "")
-        metadata = tuple(context.headers().items()) if context else None
+        headers = context.headers() if context else {}
+        inject(headers)
+        metadata = tuple(headers.items()) or None
         try:
             call = self._stub.ModelInfer(request, metadata=metadata, timeout=timeout_s)
             response = await call

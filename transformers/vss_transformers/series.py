@@ -23,6 +23,7 @@ import numpy.typing as npt
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from vss_api.errors import InvalidRequest
+from vss_api.tracing import stage
 from vss_api.v2 import CONTENT_ERRORS, Array
 from vss_transformers.tasks import Result, ServingTask
 
@@ -233,7 +234,8 @@ class SeriesTask(ServingTask[F32, None, Result]):
 
     def prepare(self, parsed: F32) -> tuple[dict[str, Array], None]:
         order = self.requests.layout.model_order or self.requests.layout.features
-        return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
+        with stage("preprocess"):
+            return {self.input_name: check_finite(np.ascontiguousarray(parsed), order)}, None
 
 
 def series_input(config: Mapping[str, Any], steps: int, width: int, steps_field: str) -> str:

@@ -14,6 +14,7 @@ from kserve.protocol.infer_type import InferRequest
 from pydantic import BaseModel
 
 from vss_api.errors import InvalidRequest
+from vss_api.tracing import stage
 from vss_api.v2 import Array
 from vss_api.vssmodel import ClassificationParams, DetectionParams, YoloLayout
 from vss_transformers import classification, detection
@@ -94,8 +95,10 @@ class ImageTask(ServingTask[Encoded, Context, Result]):
         return self.warmup_images()[None]
 
     def prepare(self, parsed: Encoded) -> tuple[dict[str, Array], Context]:
-        images, sources = self.requests.decode(parsed, self.size_hint)
-        batch, context = self.preprocess(images, sources)
+        with stage("decode"):
+            images, sources = self.requests.decode(parsed, self.size_hint)
+        with stage("preprocess"):
+            batch, context = self.preprocess(images, sources)
         return {self.input_name: batch}, context
 
     def size_hint(self, height: int, width: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vss_api.v2 import Array
-from vss_predictors.batcher import DynamicBatcher
+from vss_predictors.batcher import DynamicBatcher, RunTiming
 from vss_predictors.errors import DeadlineExpired, PredictorStopping, QueueFull
 
 
@@ -353,3 +353,24 @@ async def test_a_request_its_caller_gave_up_frees_its_place_in_the_queue_and_is_
     await batcher.aclose()
 
     assert runtime.ran == [0.0, 4.0]
+
+
+async def test_a_timed_request_learns_when_it_was_queued_and_when_its_merged_batch_ran() -> None:
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=0.05, merge=True, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit({"x": np.zeros((1, 2))}))
+    await asyncio.sleep(0.05)  # the first batch holds the runtime: the next two queue and then run together
+    timings = [RunTiming(), RunTiming()]
+    rest = [asyncio.create_task(batcher.submit({"x": np.zeros((n, 2))}, timing=t))
+            for n, t in zip((1, 2), timings, strict=True)]
+    await asyncio.sleep(0.05)
+    before_release = time.time_ns()
+    gate.set()
+    await asyncio.gather(first, *rest)
+    await batcher.aclose()
+    assert run.sizes == [1, 3]
+    for timing in timings:
+        assert 0 < timing.queued_ns < before_release < timing.started_ns <= timing.ended_ns
+        assert (timing.batch_rows, timing.batch_requests) == (3, 2)
+    assert timings[0].started_ns == timings[1].started_ns

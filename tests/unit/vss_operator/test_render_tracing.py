@@ -1,0 +1,50 @@
+"""render and spec.tracing: both containers of a version are told the same collector and sampling ratio (the
+flags `vss_api.serving_flags` owns) and the pod's resource attributes; a model nobody asked to trace is rendered
+exactly as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vss_api.serving_flags import predictor_flags, predictor_parser, transformer_flags, transformer_parser
+from vss_api.vssmodel import VSSModel
+from vss_operator.render import PREDICTOR_CONTAINER, TRANSFORMER_CONTAINER, RenderConfig, render
+
+
+def _model(**spec: Any) -> VSSModel:
+    return VSSModel.model_validate({
+        "metadata": {"name": "yolo", "namespace": "vision"},
+        "spec": {"task": "detection", "version": "v1",
+                 "versions": [{"name": "v1", "storageUri": "s3://models/yolo/v1/model.onnx"}], **spec}})
+
+
+def _containers(model: VSSModel, config: RenderConfig | None = None) -> dict[str, dict[str, Any]]:
+    isvc = render(model, config or RenderConfig())[0]
+    return {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
+
+
+def test_both_containers_send_their_spans_to_the_collector_the_spec_names_at_its_sampling_ratio() -> None:
+    containers = _containers(_model(tracing={"endpoint": "http://otel.observability:4318", "samplingRatio": 0.2}))
+    predictor = predictor_flags(predictor_parser().parse_args(containers[PREDICTOR_CONTAINER]["args"]))
+    transformer = transformer_flags(transformer_parser().parse_args(containers[TRANSFORMER_CONTAINER]["args"]))
+    assert predictor.tracing == transformer.tracing
+    assert (predictor.tracing.endpoint, predictor.tracing.sampling_ratio) == (
+        "http://otel.observability:4318/v1/traces", 0.2)
+    for container in containers.values():
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "k8s.namespace.name=vision,k8s.pod.name=$(POD_NAME)"
+
+
+def test_the_operators_default_collector_serves_a_spec_that_names_none_and_the_specs_own_wins() -> None:
+    config = RenderConfig(tracing_endpoint="http://default-collector:4318")
+    default = _containers(_model(), config)[TRANSFORMER_CONTAINER]["args"]
+    own = _containers(_model(tracing={"endpoint": "https://tempo.example.com"}), config)[TRANSFORMER_CONTAINER]["args"]
+    assert default[default.index("--otlp_traces_endpoint") + 1] == "http://default-collector:4318/v1/traces"
+    assert own[own.index("--otlp_traces_endpoint") + 1] == "https://tempo.example.com/v1/traces"
+
+
+def test_without_a_collector_neither_container_is_told_to_trace_or_given_tracing_env() -> None:
+    for container in _containers(_model(tracing={"samplingRatio": 0.5})).values():
+        assert not [a for a in container["args"] if "trac" in a]
+        assert not [e for e in container["env"] if e["name"] in ("POD_NAME", "OTEL_RESOURCE_ATTRIBUTES")]
