@@ -392,6 +392,21 @@ class RolloutSpec(SpecModel):
         return self
 
 
+OTLP_HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class TracingSpec(SpecModel):
+    """OpenTelemetry traces of each request through the transformer and the predictor, over OTLP/HTTP."""
+
+    endpoint: Annotated[str | None, Field(pattern=OTLP_HTTP_URL, max_length=2048, description=(
+        "OTLP/HTTP base URL of a collector (OpenTelemetry Collector, Jaeger, Tempo), e.g. "
+        "http://otel-collector.observability:4318: spans go to its /v1/traces. Unset: the operator's default "
+        "(chart value tracing.endpoint); with neither, nothing is traced and tracing costs nothing."))] = None
+    sampling_ratio: Annotated[float, Field(ge=0.0, le=1.0, description=(
+        "Share of the traces starting at the transformer that are kept. A request whose caller sent a "
+        "traceparent follows the caller's sampled flag instead."))] = 1.0
+
+
 class VSSModelSpec(SpecModel):
     """What to serve and how to roll it out."""
 
@@ -417,6 +432,7 @@ class VSSModelSpec(SpecModel):
     predictor: PredictorSpec = Field(default_factory=PredictorSpec)
     transformer: TransformerSpec = Field(default_factory=TransformerSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    tracing: TracingSpec = Field(default_factory=TracingSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -425,21 +441,6 @@ class VSSModelSpec(SpecModel):
             raise ValueError("spec.versions names must be unique")
         if self.version not in names:
             raise ValueError(f"spec.version {self.version!r} must name an entry of spec.versions {names}")
-OTLP_HTTP_URL = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
-
-
-class TracingSpec(SpecModel):
-    """OpenTelemetry traces of each request through the transformer and the predictor, over OTLP/HTTP."""
-
-    endpoint: Annotated[str | None, Field(pattern=OTLP_HTTP_URL, max_length=2048, description=(
-        "OTLP/HTTP base URL of a collector (OpenTelemetry Collector, Jaeger, Tempo), e.g. "
-        "http://otel-collector.observability:4318: spans go to its /v1/traces. Unset: the operator's default "
-        "(chart value tracing.endpoint); with neither, nothing is traced and tracing costs nothing."))] = None
-    sampling_ratio: Annotated[float, Field(ge=0.0, le=1.0, description=(
-        "Share of the traces starting at the transformer that are kept. A request whose caller sent a "
-        "traceparent follows the caller's sampled flag instead."))] = 1.0
-
-
         for task in Task:
             block = getattr(self.transformer, task.value)
             if task is not self.task and block is not None:
