@@ -323,8 +323,8 @@ def judge(analysis: Analysis, sample: Sample, now: datetime) -> Check:
     if sample.p95_ms is None:
         return Check(verdict="NoData", at=now, **measured, message="no request durations observed")
     return Check(verdict="Pass", at=now, **measured, message=(
-        f"error rate {sample.error_ratio:.2%}, p95 latency {sample.p95_ms:.1f}ms "
-        f"over {sample.requests:.0f} requests"))
+        f"error rate {sample.error_ratio:.2%} <= {analysis.max_error_rate:.2%}, p95 latency "
+        f"{sample.p95_ms:.1f}ms <= {analysis.max_p95_latency_ms:g}ms, {sample.requests:.0f} requests"))
 
 
 def rollout_conditions(status: RolloutStatus) -> tuple[RolloutCondition, ...]:
@@ -513,19 +513,21 @@ def _advance(spec: VSSModelSpec, status: RolloutStatus, now: datetime) -> Rollou
     canary = status.canary_version
     progress = status.progress
     steps = rollout.steps
+    # The passing check's numbers go into the message, so the Event and the condition show them.
+    numbers = f" ({progress.last_check.message})" if progress.last_check is not None else ""
     if progress.stage == "Shadow":
         return _enter(spec, status, "Canary", 0, now, STEP_ADVANCED,
-                      f"shadow of {canary} passed: {steps[0].weight}% of traffic (step 1 of {len(steps)})")
+                      f"shadow of {canary} passed{numbers}: {steps[0].weight}% of traffic (step 1 of {len(steps)})")
     step = progress.step or 0
     if step + 1 < len(steps):
         return _enter(spec, status, "Canary", step + 1, now, STEP_ADVANCED,
-                      f"{canary} passed step {step + 1}: {steps[step + 1].weight}% of traffic "
+                      f"{canary} passed step {step + 1}{numbers}: {steps[step + 1].weight}% of traffic "
                       f"(step {step + 2} of {len(steps)})")
     if rollout.promotion == "Manual":
         return _enter(spec, status, "AwaitingPromotion", step, now, AWAITING_PROMOTION,
-                      f"{canary} passed every step: waiting for the annotation {PROMOTE_ANNOTATION}: {canary}",
-                      keep_checks=True)
-    return _promote(status, f"{canary} passed every step", now)
+                      f"{canary} passed every step{numbers}: waiting for the annotation "
+                      f"{PROMOTE_ANNOTATION}: {canary}", keep_checks=True)
+    return _promote(status, f"{canary} passed every step{numbers}", now)
 
 
 def _record(progress: RolloutProgress, check: Check) -> RolloutProgress:

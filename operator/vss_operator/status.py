@@ -18,10 +18,12 @@ from vss_operator.objects import Event
 from vss_operator.render import VERSION_LABEL
 from vss_operator.rollout import (
     ROLLED_BACK_REASONS,
+    Check,
     Readiness,
     RolloutDecision,
     RolloutProgress,
     RolloutStatus,
+    Verdict,
 )
 
 # Condition reasons (CamelCase constants, as metav1.Condition wants them).
@@ -73,6 +75,34 @@ class HistoryEntry(StatusModel):
         "Promoted (it serves all traffic now), RolledBack (traffic went back to the stable version) or Failed."))
     at: datetime = Field(description="When the rollout ended.")
     message: Annotated[str | None, Field(max_length=1024, description="Why it ended so, with the numbers.")] = None
+    reason: Annotated[str | None, Field(max_length=64, description=(
+        "Why, as one CamelCase word (Promoted, AnalysisFailed, NoAnalysisData, RolloutAborted, ...)."))] = None
+    stable_version: Annotated[str | None, Field(max_length=20, description=(
+        "The version that served the stable traffic while this one rolled out."))] = None
+    started_at: datetime | None = Field(default=None, description="When the rollout began.")
+
+
+class LastAnalysis(StatusModel):
+    """The last check of a canary, with the thresholds it was judged against: what `kubectl describe` shows
+    after the rollout's own block is gone."""
+
+    version: Annotated[str, Field(max_length=20, description="The canary version that was checked.")]
+    weight: Annotated[int, Field(ge=0, le=100, description=(
+        "Percent of traffic the canary took during the check (0 in the shadow stage)."))] = 0
+    verdict: Verdict = Field(description="Pass, Fail, NoData (too little traffic) or Error (metrics unreadable).")
+    at: datetime = Field(description="When the check ran; it covers spec.rollout.analysis.interval before.")
+    requests: Annotated[float | None, Field(ge=0, description="Canary requests in the interval.")] = None
+    error_rate: Annotated[float | None, Field(ge=0, le=1, description=(
+        "Share of the canary's requests that ended in a server error."))] = None
+    p95_latency_ms: Annotated[float | None, Field(ge=0, description=(
+        "95th percentile of the canary's request duration, milliseconds."))] = None
+    max_error_rate: Annotated[float, Field(ge=0, le=1, description=(
+        "The threshold: spec.rollout.analysis.maxErrorRate."))]
+    max_p95_latency_ms: Annotated[float, Field(gt=0, description=(
+        "The threshold: spec.rollout.analysis.maxP95LatencyMs."))]
+    min_requests: Annotated[int, Field(ge=1, description=(
+        "Fewest requests for the check to count: spec.rollout.analysis.minRequests."))]
+    message: Annotated[str, Field(max_length=1024, description="The verdict in words.")] = ""
 
 
 class VSSModelStatus(StatusModel):
@@ -92,7 +122,8 @@ class VSSModelStatus(StatusModel):
         "should serve will not start without a change)."))
     url: str | None = Field(default=None, description="Where clients reach the model (the stable route's host).")
     history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY, description=(
-        "Rollouts that ended, oldest first (the last 20)."))
+        f"Rollouts that ended, oldest first (the last {MAX_HISTORY})."))
+    last_analysis: LastAnalysis | None = None
     rollout: RolloutProgress | None = Field(default=None, description=(
         "Where the rollout is, in enough detail for a restarted operator to resume it."))
 
@@ -264,7 +295,15 @@ def status_for(
         phase = "Failed"  # the version that should serve will not start without a change
     history = list(previous.history)
     if decision.history is not None:
-        history = [*history, HistoryEntry.model_validate(decision.history.as_json())][-MAX_HISTORY:]
+        entry = HistoryEntry.model_validate({
+            **decision.history.as_json(),
+            "reason": decision.transition.reason if decision.transition is not None else None,
+            "stableVersion": previous.stable_version,
+            "startedAt": previous.rollout.started_at if previous.rollout is not None else None})
+        history = [*history, entry][-MAX_HISTORY:]
+    last_analysis = previous.last_analysis
+    if decision.check is not None:
+        last_analysis = _last_analysis(model, previous, decision.check)
     return previous.model_copy(update={
         "observed_generation": observed_generation,
         "conditions": _ordered(conditions),
@@ -274,8 +313,20 @@ def status_for(
         "phase": phase,
         "rollout": decision.status.progress,
         "history": history,
+        "last_analysis": last_analysis,
         "url": _url(desired, children),
     })
+
+
+def _last_analysis(model: VSSModel, previous: VSSModelStatus, check: Check) -> LastAnalysis:
+    """The check with what it was judged against; the version and weight are those it ran at, before the
+    decision moved on."""
+    analysis = model.spec.rollout.analysis
+    return LastAnalysis(
+        version=previous.canary_version or model.spec.version, weight=previous.canary_weight or 0,
+        verdict=check.verdict, at=check.at, requests=check.requests, error_rate=check.error_rate,
+        p95_latency_ms=check.p95_latency_ms, max_error_rate=analysis.max_error_rate,
+        max_p95_latency_ms=analysis.max_p95_latency_ms, min_requests=analysis.min_requests, message=check.message)
 
 
 def _serving_versions(decision: RolloutDecision) -> set[str | None]:

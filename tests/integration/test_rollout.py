@@ -11,8 +11,11 @@ VSS_ROLLOUT_TIMELINES=FILE they are also appended to FILE (docs/gitops.md quotes
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,7 @@ from tests.integration.rollout_fixtures import (  # noqa: F401 - the fixtures
     FAILURE_LIMIT,
     INTERVAL_S,
     SIDE,
+    Rollout,
     RolloutFactory,
     history,
     is_subsequence,
@@ -75,6 +79,31 @@ def test_a_healthy_canary_is_shadowed_then_promoted_through_every_step(
     assert is_subsequence(["RolloutStarted", "ShadowStarted", "StepAdvanced", "StepAdvanced", "Promoted",
                            "RolloutCompleted"], setup.rollout_reasons())
     assert wall < DEADLINE
+    _describe_tells_the_story(k8s_cluster, setup)
+
+
+def _describe_tells_the_story(k8s_cluster: LocalCluster, setup: Rollout) -> None:
+    """`kubectl describe vssm` after a promotion shows the last analysis with its numbers and thresholds, the
+    rollout history with why each ended, and Events whose messages carry the numbers."""
+    described = k8s_cluster.kubectl("describe", "vssm", setup.name, "-n", setup.namespace).stdout
+    print(described)
+    if target := os.environ.get("VSS_DESCRIBE_SAMPLE"):
+        Path(target).write_text(described)
+    words = " ".join(described.split())
+    model = setup.get() or {}
+    last, limits = model["status"]["lastAnalysis"], model["spec"]["rollout"]["analysis"]
+    for shown in ("Last Analysis:", f"Error Rate: {last['errorRate']:g}", f"Requests: {last['requests']:g}",
+                  # kubectl describe spells out camelCase names, except those with a digit.
+                  f"p95LatencyMs: {last['p95LatencyMs']:g}", f"Max Error Rate: {limits['maxErrorRate']:g}",
+                  f"maxP95LatencyMs: {limits['maxP95LatencyMs']:g}", f"Min Requests: {limits['minRequests']}",
+                  "Verdict: Pass", "Version: v2", "History:", "Reason: Promoted", "Result: Promoted",
+                  "Stable Version: v1", "Started At:"):
+        assert shown in words, f"kubectl describe does not show {shown!r}:\n{described}"
+    events = " ".join(described.split("Events:", 1)[1].split())
+    numbers = (rf"\(error rate [0-9.]+% <= {limits['maxErrorRate']:.2%}, p95 latency [0-9.]+ms <= "
+               rf"{limits['maxP95LatencyMs']:g}ms, [0-9]+ requests\)")
+    assert re.search(rf"StepAdvanced .*v2 passed step 1 {numbers}", events), events
+    assert re.search(r"Promoted .*v2 passed every step \(error rate", events), events
 
 
 @pytest.mark.parametrize("fault", ["erroring", "slow"])

@@ -366,6 +366,19 @@ def test_a_healthy_canary_is_promoted_through_every_step() -> None:
     assert reasons == ["RolloutStarted", "StepAdvanced", "StepAdvanced", "Promoted", "RolloutCompleted"]
 
 
+def test_step_and_promotion_events_carry_the_passing_checks_numbers_and_thresholds() -> None:
+    spec = make_spec()
+    calls = [(0, Observations()), (20, READY)] + [(20 + 60 * i, Observations("Ready", GOOD)) for i in range(1, 6)]
+    events = [e for d in drive(spec, stable("v1"), calls) for e in d.events
+              if e.reason in ("StepAdvanced", "Promoted")]
+    numbers = "(error rate 0.00% <= 1.00%, p95 latency 22.0ms <= 80ms, 120 requests)"
+    assert [e.message for e in events] == [
+        "v2 is ready: 10% of traffic (step 1 of 2)",
+        f"v2 passed step 1 {numbers}: 50% of traffic (step 2 of 2)",
+        f"v2 promoted: v2 passed every step {numbers}; v1 will be removed",
+    ]
+
+
 def test_an_erroring_canary_rolls_back_within_failure_limit_intervals() -> None:
     spec = make_spec()
     calls = [(0, Observations()), (20, READY)] + [(20 + 60 * i, Observations("Ready", ERRORS))

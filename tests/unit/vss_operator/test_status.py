@@ -231,6 +231,41 @@ def test_history_keeps_the_last_entries_only() -> None:
     assert status.history[-1].message == "v2 promoted"
 
 
+def test_the_last_check_stays_in_last_analysis_with_its_thresholds_after_the_promotion() -> None:
+    model = _model("v2")
+    canary = VSSModelStatus.model_validate(_progressing("Canary", 50, step=1).as_status_fields() | {
+        "stableVersion": "v1"})
+    check = Check(verdict="Pass", at=T1, requests=240.0, error_rate=0.0, p95_latency_ms=12.5,
+                  message="error rate 0.00% <= 1.00%, p95 latency 12.5ms <= 80ms, 240 requests")
+    promoted = RolloutStatus(phase="Promoted", stable_version="v2",
+                             progress=RolloutProgress(reason="Promoted", message="v2 promoted"))
+    decision = RolloutDecision(promoted, check=check, history=HistoryRecord("v2", "Promoted", T1, "v2 promoted"))
+
+    status = _status([_ready_isvc("yolo-v2")], canary, T1, model=model, decision=decision)
+    later = _status([_ready_isvc("yolo-v2")], status, T1 + timedelta(minutes=1), model=model)
+
+    for kept in (status, later):
+        assert kept.last_analysis is not None
+        assert kept.last_analysis.model_dump(by_alias=True, exclude={"at", "message"}) == {
+            "version": "v2", "weight": 50, "verdict": "Pass", "requests": 240.0, "errorRate": 0.0,
+            "p95LatencyMs": 12.5, "maxErrorRate": 0.01, "maxP95LatencyMs": 80.0, "minRequests": 10}
+
+
+def test_a_history_entry_says_why_it_ended_what_served_meanwhile_and_when_it_began() -> None:
+    model = _model("v2")
+    before = _status([_ready_isvc()])
+    started = _status([_ready_isvc()], before, T0, model=model)  # RolloutStarted: v2 initializing
+    rolled_back = decide(model.spec, RolloutStatus.from_status(started.as_patch()),
+                         Observations(canary="Failed"), T1)
+
+    status = _status([_ready_isvc()], started, T1, model=model, decision=rolled_back)
+
+    entry = status.history[-1]
+    assert (entry.version, entry.result, entry.reason, entry.stable_version) == (
+        "v2", "RolledBack", "CanaryFailed", "v1")
+    assert entry.started_at == T0 and entry.at == T1
+
+
 def test_a_stable_version_that_will_not_start_makes_the_phase_failed() -> None:
     isvc = _isvc(conditions=[_ready("False", "ModelLoadFailed", "bad onnx")],
                  modelStatus={"transitionStatus": "BlockedByFailedLoad"})
