@@ -29,3 +29,16 @@ STATUSES: tuple[Status, ...] = (SUCCESS, CLIENT_ERROR, SERVER_ERROR)
 PREDICTOR_STAGES = ("predict",)
 TRANSFORMER_STAGES = ("preprocess", "predict", "postprocess", "total")
 WHOLE_REQUEST: dict[Component, str] = {PREDICTOR: "predict", TRANSFORMER: "total"}
+
+# The transformer's result cache (`transformer.cache`), labelled model_name and version; the hit ratio is
+# hits / (hits + misses). An error is a Redis call that failed or took longer than timeoutMs (by `reason`);
+# bypassed counts the calls left out while the breaker was open after one.
+CACHE_HITS = "result_cache_hits"
+CACHE_MISSES = "result_cache_misses"
+CACHE_ERRORS = "result_cache_errors"
+CACHE_BYPASSED = "result_cache_bypassed"
+CACHE_STORES = "result_cache_stores"
+CACHE_TOO_LARGE = "result_cache_too_large"
+CACHE_BREAKER_OPEN = "result_cache_breaker_open"
+CacheErrorReason = Literal["timeout", "connection", "redis", "corrupt"]
+CACHE_ERROR_REASONS: tuple[CacheErrorReason, ...] = ("timeout", "connection", "redis", "corrupt")

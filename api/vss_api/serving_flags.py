@@ -271,6 +271,25 @@ def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
 
 # --- transformer ---------------------------------------------------------------------------------------
 
+# The result cache's Redis URL reaches the transformer in this environment variable (in a pod from the Secret
+# `transformer.cache.secretRef` names; for `vss run` from the caller's environment), never on the command line,
+# where `ps` and the InferenceService would show its password.
+CACHE_URL_ENV = "VSS_CACHE_URL"
+
+
+@dataclass(frozen=True)
+class CacheFlags:
+    """`transformer.cache` as the transformer is told it, less the URL (in $VSS_CACHE_URL)."""
+
+    ttl_seconds: int = 3600
+    max_entry_bytes: int = 1024 * 1024
+    timeout_ms: int = 50
+
+    def args(self) -> list[str]:
+        return ["--cache", "--cache_ttl_seconds", str(self.ttl_seconds),
+                "--cache_max_entry_bytes", str(self.max_entry_bytes), "--cache_timeout_ms", str(self.timeout_ms)]
+
+
 @dataclass(frozen=True)
 class TransformerFlags:
     """What the transformer container is told; `transformer_args` writes it, `transformer_flags` reads it."""
@@ -291,6 +310,7 @@ class TransformerFlags:
     max_image_pixels: int = 7680 * 4320
     max_batch_images: int = 64
     max_batch_pixels: int = 2 * 7680 * 4320
+    cache: CacheFlags | None = None  # the result cache, off when None
     tracing: TracingFlags = TracingFlags()
 
     def args(self) -> list[str]:
@@ -309,6 +329,7 @@ class TransformerFlags:
             "--max_batch_pixels", str(self.max_batch_pixels),
             "--grpc_max_receive_message_length", str(self.max_request_bytes),
             "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+            *([] if self.cache is None else self.cache.args()),
             *self.tracing.args(),
         ]
 
@@ -317,6 +338,7 @@ def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: s
                           http_port: int, grpc_port: int, *, version: str | None = None,
                           tracing: TracingFlags | None = None) -> TransformerFlags:
     block: SpecModel = getattr(spec.transformer, spec.task.value)
+    cache = spec.transformer.cache
     return TransformerFlags(
         model_name=model_name, model_version=version or spec.version, task=spec.task, params=block,
         predictor_grpc=predictor_grpc, predictor_rest=predictor_rest,
@@ -325,6 +347,9 @@ def transformer_flags_for(spec: VSSModelSpec, model_name: str, predictor_grpc: s
         predictor_timeout_s=spec.transformer.predictor_timeout_seconds, http_port=http_port, grpc_port=grpc_port,
         max_image_pixels=spec.transformer.max_image_pixels, max_batch_images=spec.transformer.max_batch_images,
         max_batch_pixels=spec.transformer.max_batch_pixels,
+        cache=None if cache is None else CacheFlags(ttl_seconds=cache.ttl_seconds,
+                                                    max_entry_bytes=cache.max_entry_bytes,
+                                                    timeout_ms=cache.timeout_ms),
         tracing=tracing or tracing_flags(spec))
 
 
@@ -356,7 +381,13 @@ def transformer_parser(*parents: argparse.ArgumentParser, description: str | Non
     parser.add_argument("--request_timeout_ms", type=int, default=30_000,
                         help="deadline of a request that brings none shorter")
     parser.add_argument("--predictor_wait_s", type=float, default=300.0)
+    parser.add_argument("--cache", action="store_true",
+                        help=f"answer repeated inputs from the Redis at ${CACHE_URL_ENV} (transformer.cache)")
+    parser.add_argument("--cache_ttl_seconds", type=int, default=CacheFlags.ttl_seconds)
+    parser.add_argument("--cache_max_entry_bytes", type=int, default=CacheFlags.max_entry_bytes)
+    parser.add_argument("--cache_timeout_ms", type=int, default=CacheFlags.timeout_ms)
     parser.add_argument("--log_level", default="INFO")
+    _tracing_arguments(parser)
     return parser
 
 
@@ -389,8 +420,19 @@ def transformer_flags(args: argparse.Namespace) -> TransformerFlags:
         max_concurrency=args.max_concurrency, request_timeout_ms=args.request_timeout_ms,
         predictor_timeout_s=args.predictor_request_timeout_seconds, http_port=args.http_port,
         grpc_port=args.grpc_port, max_image_pixels=args.max_image_pixels, max_batch_images=args.max_batch_images,
-        max_batch_pixels=args.max_batch_pixels, tracing=_tracing_flags(args))
-    _tracing_arguments(parser)
+        max_batch_pixels=args.max_batch_pixels, cache=_cache_flags(args), tracing=_tracing_flags(args))
+
+
+def _cache_flags(args: argparse.Namespace) -> CacheFlags | None:
+    if not args.cache:
+        return None
+    for flag, value, low in (("--cache_ttl_seconds", args.cache_ttl_seconds, 1),
+                             ("--cache_max_entry_bytes", args.cache_max_entry_bytes, 1),
+                             ("--cache_timeout_ms", args.cache_timeout_ms, 1)):
+        if value < low:
+            raise InvalidFlags(f"{flag} must be at least {low}, got {value}")
+    return CacheFlags(ttl_seconds=args.cache_ttl_seconds, max_entry_bytes=args.cache_max_entry_bytes,
+                      timeout_ms=args.cache_timeout_ms)
 
 
 def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None:

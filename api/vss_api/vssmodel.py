@@ -244,6 +244,36 @@ class ForecastingParams(SpecModel):
         return self
 
 
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - the pattern of a Secret's data keys, as Kubernetes allows them
+
+
+class SecretKeySelector(SpecModel):
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253, description=(
+        "A Secret in the VSSModel's namespace. The kubelet reads it into the transformer's environment; the "
+        "VSSModel, the rendered InferenceService and the logs never hold its value."))]
+    key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253, description=(
+        "The key of that Secret whose value is the Redis URL, e.g. redis://:PASSWORD@redis.cache:6379/0 "
+        "(rediss:// for TLS)."))] = "url"
+
+
+class ResultCache(SpecModel):
+    """The transformer's result cache on Redis, off unless this block is present. A request whose input bytes,
+    served model version and settings were answered before (within `ttlSeconds`) gets that answer again without
+    the predictor; a Redis that is down or slow never fails or holds up a request: it is counted
+    (`result_cache_errors_total`) and left alone for a while."""
+
+    secret_ref: Annotated[SecretKeySelector, Field(description=(
+        "Where the Redis URL is: a key of a Secret, so no password is written in the VSSModel."))]
+    ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400, description=(
+        "How long an answer is kept, in seconds (Redis expires it); at most a week."))] = 3600
+    max_entry_bytes: Annotated[int, Field(ge=256, le=64 * 1024 * 1024, description=(
+        "Largest answer stored, serialized (JSON); a larger one is served and not stored "
+        "(`result_cache_too_large_total`)."))] = 1024 * 1024
+    timeout_ms: Annotated[int, Field(ge=1, le=5000, description=(
+        "Longest one Redis call may take before it is counted as an error and the request goes on without "
+        "the cache."))] = 50
+
+
 class TransformerSpec(SpecModel):
     """The transformer container: the task's pre- and post-processing and the limits on what a request may send."""
 
@@ -278,6 +308,9 @@ class TransformerSpec(SpecModel):
     predictor_timeout_seconds: Annotated[int, Field(ge=1, le=600, description=(
         "Longest the transformer waits for the predictor on one call (sooner if the request's deadline is "
         "sooner); past it the request gets 504."))] = 10
+    cache: Annotated[ResultCache | None, Field(description=(
+        "Opt-in result cache on Redis: repeated inputs (the same frame sent again) are answered from it. Off "
+        "when absent."))] = None
 
 
 class RolloutStep(SpecModel):
@@ -466,7 +499,6 @@ class VSSModelSpec(SpecModel):
         assert self.transformer.classification is not None, "task is not classification"
         return self.transformer.classification
 
-    tracing: TracingSpec = Field(default_factory=TracingSpec)
     @property
     def anomaly(self) -> AnomalyParams:
         assert self.transformer.anomaly is not None, "task is not anomaly"

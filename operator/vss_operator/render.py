@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from vss_api.serving_flags import TracingFlags, predictor_args, tracing_flags, transformer_args
-from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel
+from vss_api.serving_flags import CACHE_URL_ENV, TracingFlags, predictor_args, tracing_flags, transformer_args
+from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel, VSSModelSpec
 from vss_operator.objects import Manifest
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
@@ -176,6 +176,16 @@ _CONTAINER_SECURITY = {
 _TMP_MOUNT = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - an emptyDir: the root fs is read-only
 
 
+def _cache_env(spec: VSSModelSpec) -> list[dict[str, Any]]:
+    """The result cache's Redis URL from the Secret the spec names: the kubelet reads it, so neither the
+    InferenceService nor the command line holds a password, and the operator needs no access to Secrets."""
+    cache = spec.transformer.cache
+    if cache is None:
+        return []
+    ref = cache.secret_ref
+    return [{"name": CACHE_URL_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
 def _tracing_env(model: VSSModel, tracing: TracingFlags) -> list[dict[str, Any]]:
     """The pod's OpenTelemetry resource attributes, read by the SDK beside the service name and version each
     process gives itself (`vss_api.tracing`): which pod of which namespace a span comes from."""
@@ -221,7 +231,7 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "vss_transformers"],
         "args": args,
-        "env": [{"name": "PROTOCOL", "value": "v2"}, *tracing_env],
+        "env": [{"name": "PROTOCOL", "value": "v2"}, *_cache_env(spec), *tracing_env],
         # Knative serves exactly one port per pod; raw mode also publishes gRPC on the Service.
         "ports": [{"name": "http1", "containerPort": TRANSFORMER_HTTP_PORT, "protocol": "TCP"}] + (
             [] if knative else [{"name": "grpc", "containerPort": TRANSFORMER_GRPC_PORT, "protocol": "TCP"}]),

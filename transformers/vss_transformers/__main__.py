@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from vss_api.serving_flags import InvalidFlags, TransformerFlags, transformer_flags, transformer_parser
+from vss_api.serving_flags import CACHE_URL_ENV, InvalidFlags, TransformerFlags, transformer_flags, transformer_parser
 from vss_api.vssmodel import AnomalyParams, ClassificationParams, DetectionParams, ForecastingParams, Task
 from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, ServingTask
+
+if TYPE_CHECKING:
+    from vss_transformers.result_cache import ResultCache
+
+log = logging.getLogger(__name__)
 
 
 def read_flags(argv: Sequence[str] | None = None) -> tuple[TransformerFlags, argparse.Namespace]:
@@ -46,6 +54,28 @@ def build_task(flags: TransformerFlags) -> ServingTask[Any, Any, Any]:
     return ClassificationTask(params, images)
 
 
+def build_cache(flags: TransformerFlags, url: str | None) -> ResultCache | None:
+    """The result cache the flags ask for, on the Redis at `url` ($VSS_CACHE_URL); None when it is off. Nothing
+    connects yet: the client connects on the serving loop, at the first request, and a Redis that is down then
+    only costs the cache (a wrong URL must not keep the model from serving)."""
+    if flags.cache is None:
+        return None
+    from vss_transformers.result_cache import CacheMetrics, RedisStore, ResultCache
+
+    if not url:
+        raise SystemExit(f"vss_transformers: --cache needs the Redis URL in ${CACHE_URL_ENV} "
+                         "(transformer.cache.secretRef in a cluster)")
+    try:
+        store = RedisStore(url, timeout_s=flags.cache.timeout_ms / 1000, max_connections=2 * flags.max_concurrency)
+    except ValueError as exc:  # redis-py's message names the schemes it takes, never the URL (a password)
+        raise SystemExit(f"vss_transformers: ${CACHE_URL_ENV} is not a Redis URL: {exc}") from exc
+    where = urlsplit(url)
+    log.info("result cache on", extra={"redis": f"{where.scheme}://{where.hostname}:{where.port or 6379}{where.path}",
+                                       "ttl_s": flags.cache.ttl_seconds, "max_entry_bytes": flags.cache.max_entry_bytes,
+                                       "timeout_ms": flags.cache.timeout_ms})
+    return ResultCache(store, flags.cache, CacheMetrics.create(), flags.model_name, flags.model_version)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     flags, args = read_flags(argv)
     from kserve.errors import InvalidInput
@@ -63,11 +93,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                              timeout_s=float(flags.predictor_timeout_s),
                              max_message_bytes=flags.max_request_bytes * 8)
     task = build_task(flags)
+    cache = build_cache(flags, os.environ.get(CACHE_URL_ENV))
     tracing = Tracing.start(flags.tracing, model_name=flags.model_name, version=flags.model_version,
                             component=TRANSFORMER, caller_errors=(InvalidInput,))
     model = TransformerModel(flags.model_name, flags.model_version, task, client, ServingMetrics.create(),
                              predictor_wait_s=args.predictor_wait_s, max_concurrency=flags.max_concurrency,
-                             request_timeout_s=flags.request_timeout_ms / 1000, tracing=tracing)
+                             request_timeout_s=flags.request_timeout_ms / 1000, tracing=tracing, cache=cache)
     try:
         model.load()
         serve([model], max_request_bytes=flags.max_request_bytes, max_concurrency=flags.max_concurrency,

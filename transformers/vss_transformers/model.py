@@ -4,7 +4,8 @@ are checked against the task's table (`vss_api.request_parameters`) before anyth
 `max_concurrency` requests are served at once (one more is refused at once, 503 / UNAVAILABLE), each within its
 deadline, which the hop to the predictor carries on. A traced request (`vss_api.tracing`) gets a SERVER span,
 `transformer.infer`, with `parse`, the task's `decode` and `preprocess`, the CLIENT span `predictor.infer` (whose
-context the predictor's spans are children of) and `postprocess` inside it."""
+context the predictor's spans are children of) and `postprocess` inside it. With `transformer.cache` on, a request
+seen before is answered from Redis (`vss_transformers.result_cache`) without preprocessing or the predictor."""
 
 from __future__ import annotations
 
@@ -27,9 +28,24 @@ from vss_api.request_parameters import RequestParameters
 from vss_api.server import binary_output
 from vss_api.serving_metrics import ServingMetrics
 from vss_api.tracing import CLIENT, Tracing, annotate, inject, stage
+from vss_api.v2 import CONTENT_ERRORS
 from vss_api.vssmodel import Task
 from vss_transformers.predictor_client import PredictorClient
+from vss_transformers.result_cache import (
+    CorruptEntry,
+    ResultCache,
+    Tensors,
+    decode_v1,
+    decode_v2,
+    encode_v1,
+    encode_v2,
+    model_identity,
+    v1_key,
+    v2_key,
+)
 from vss_transformers.tasks import Context, Parsed, Result, ServingTask
+
+CACHE_HEADER = "x-vss-cache"  # hit or miss, on the REST answers of a model with the result cache on
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +53,8 @@ log = logging.getLogger(__name__)
 class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
     def __init__(self, name: str, version: str, task: ServingTask[Parsed, Context, Result], client: PredictorClient,
                  metrics: ServingMetrics, *, predictor_wait_s: float = 300.0, max_concurrency: int = 64,
-                 request_timeout_s: float = 30.0, tracing: Tracing | None = None) -> None:
+                 request_timeout_s: float = 30.0, tracing: Tracing | None = None,
+                 cache: ResultCache | None = None) -> None:
         super().__init__(name, return_response_headers=True)
         self.version = version
         self.task = task
@@ -47,6 +64,9 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         self.max_concurrency = max_concurrency
         self.request_timeout_s = request_timeout_s
         self.in_flight = 0
+        self.cache = cache
+        self._identity = ""  # of the served model, in the cache's keys: known once the predictor answers
+        self._closing: set[asyncio.Task[None]] = set()
         self.tracing = tracing or Tracing.off()
         self._span_attributes = {"vss.model.name": name, "vss.model.version": version, "vss.task": task.name}
         self._call_attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
@@ -57,6 +77,8 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
     def load(self) -> bool:
         config = self.client.fetch_config(self.predictor_wait_s)
         self.task.configure(config)
+        self._identity = model_identity(self.name, self.version, self.task.name,
+                                        self.task.params.model_dump(mode="json", by_alias=True), config)
         feeds, context = self.task.prepare(self.task.warmup_request())
         self.task.postprocess(self.client.infer_blocking(feeds), context)
         log.info("transformer ready", extra={"model": self.name, "task": self.task.name,
@@ -69,6 +91,13 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         """Called by KServe's ModelServer on SIGTERM/SIGINT (`ModelRepository.unload`): closes the channel to
         the predictor. The pre/post-processing runs in the loop's default executor, which asyncio shuts down."""
         self.client.close()
+        if self.cache is not None:
+            try:  # the cache's connections belong to the serving loop: closed there, stores under way first
+                task = asyncio.get_running_loop().create_task(self.cache.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            except RuntimeError:
+                pass  # no loop any more: its connections went with it
         super().stop()
         log.info("model stopped", extra={"model": self.name, "version": self.version})
 
@@ -87,9 +116,76 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
                              "retry later")
         self.in_flight += 1
         try:
+            if self.cache is not None and isinstance(payload, (InferRequest, dict)):
+                return await self._serve_cached(self.cache, payload, headers, response_headers)
             return await self._serve(payload, headers, response_headers)
         finally:
             self.in_flight -= 1
+
+    # --- the result cache ---------------------------------------------------------------------------
+    def _key(self, payload: InferRequest | dict[str, Any]) -> str | None:
+        """The request's cache key, in the executor (it hashes every input byte) and after its parameters are
+        checked, so a refused parameter is refused before Redis is asked. None: a body the cache cannot key."""
+        if isinstance(payload, InferRequest):
+            self.parameters.check_v2(payload)
+            try:
+                return v2_key(self._identity, payload)
+            except CONTENT_ERRORS:  # contents that do not fit the tensor: `_serve` refuses them with the reason
+                return None
+        self.parameters.check_v1(payload)
+        try:
+            return v1_key(self._identity, payload)
+        except TypeError:  # orjson's error for a body nested too deep to write again: served, not cached
+            return None
+
+    async def _serve_cached(self, cache: ResultCache, payload: InferRequest | dict[str, Any],
+                            headers: dict[str, str] | None, response_headers: dict[str, str] | None
+                            ) -> InferResponse | dict[str, Any]:
+        """A stored answer to the same request if Redis has one; else the request as `_serve` answers it, stored
+        in the background when it succeeded (an error is raised before anything is stored)."""
+        started = time.perf_counter()
+        try:
+            key = await asyncio.get_running_loop().run_in_executor(None, self._key, payload)
+        except InvalidInput:
+            self.metrics.requests.labels(**self._labels, status=CLIENT_ERROR).inc()
+            raise
+        v1 = isinstance(payload, dict)
+        value = None if key is None else await cache.lookup(key)
+        if key is not None and value is not None:
+            try:
+                answer = decode_v1(value) if v1 else decode_v2(value)
+            except CorruptEntry as exc:
+                cache.corrupt(key, exc)
+            else:
+                return self._answer_from_cache(answer, payload, headers, response_headers, started)
+        response = await self._serve(payload, headers, response_headers)
+        if key is not None:
+            cache.keep(key, encode_v1(response["predictions"]) if isinstance(response, dict)
+                       else encode_v2({o.name: o.as_numpy() for o in response.outputs}))
+        if response_headers is not None:
+            response_headers[CACHE_HEADER] = "miss"
+        return response
+
+    def _answer_from_cache(self, answer: Tensors | list[dict[str, object]], payload: InferRequest | dict[str, Any],
+                           headers: dict[str, str] | None, response_headers: dict[str, str] | None,
+                           started: float) -> InferResponse | dict[str, Any]:
+        context = RequestContext.from_headers(
+            headers, body_id=payload.id if isinstance(payload, InferRequest) else None)
+        seconds = time.perf_counter() - started
+        self.metrics.requests.labels(**self._labels, status=SUCCESS).inc()
+        self.metrics.duration.labels(**self._labels, stage="total").observe(seconds)
+        if response_headers is not None:
+            response_headers.update({**context.headers(), CACHE_HEADER: "hit"})
+        if isinstance(answer, list):
+            for prediction in answer:  # the v1 field says how long this answer took
+                if "processing_time" in prediction:
+                    prediction["processing_time"] = round(seconds, 4)
+            return {"predictions": answer}
+        assert isinstance(payload, InferRequest)
+        return InferResponse(response_id=payload.id or context.request_id, model_name=self.name,
+                             infer_outputs=[binary_output(n, a) for n, a in answer.items()],
+                             model_version=self.version, use_binary_outputs=payload.use_binary_outputs,
+                             requested_outputs=payload.request_outputs)
 
     def _prepare(self, payload: InferRequest | dict[str, Any]) -> tuple[Any, Any]:
         """Parse and preprocess one request, in the executor: `task.prepare`'s feeds and context."""

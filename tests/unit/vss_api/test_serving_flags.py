@@ -55,7 +55,9 @@ def _variants(model: VSSModel) -> Iterator[tuple[str, VSSModel]]:
     body["spec"]["transformer"].update({"maxRequestBytes": 2 * 1024 * 1024 + 1, "maxConcurrency": 23,
                                         "requestTimeoutMs": 2500, "predictorTimeoutSeconds": 7,
                                         "maxImagePixels": 1_000_003, "maxBatchImages": 5,
-                                        "maxBatchPixels": 2_000_011})
+                                        "maxBatchPixels": 2_000_011,
+                                        "cache": {"secretRef": {"name": "redis", "key": "url"}, "ttlSeconds": 61,
+                                                  "maxEntryBytes": 4097, "timeoutMs": 7}})
     yield "every flag set", VSSModel.model_validate(body)
 
 
@@ -138,6 +140,12 @@ def test_the_transformer_reads_back_every_setting_the_operator_renders(model: VS
         f"localhost:{PREDICTOR_GRPC_PORT}", f"localhost:{PREDICTOR_HTTP_PORT}")
     assert (args.predictor_protocol, args.enable_predictor_health_check) == ("grpc-v2", True)
     assert (flags.http_port, flags.grpc_port) == (TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT)
+    cache = spec.transformer.cache
+    assert (flags.cache is None) is (cache is None)
+    if cache is not None:
+        assert flags.cache is not None
+        assert (flags.cache.ttl_seconds, flags.cache.max_entry_bytes, flags.cache.timeout_ms) == (
+            cache.ttl_seconds, cache.max_entry_bytes, cache.timeout_ms)
     assert type(task) is TASK_CLASSES[spec.task]
     assert task.params == flags.params  # type: ignore[attr-defined]
     images = getattr(task, "requests", None)
@@ -181,6 +189,10 @@ def test_the_variants_really_move_every_predictor_setting_off_its_default() -> N
     assert t_flags.max_concurrency == 23 != t_defaults.max_concurrency
     assert t_flags.request_timeout_ms == 2500 != t_defaults.request_timeout_ms
     assert t_flags.predictor_timeout_s == 7 != t_defaults.predictor_request_timeout_seconds
+    assert t_flags.cache is not None and not t_defaults.cache
+    assert (t_flags.cache.ttl_seconds, t_flags.cache.max_entry_bytes, t_flags.cache.timeout_ms) == (61, 4097, 7)
+    assert (t_defaults.cache_ttl_seconds, t_defaults.cache_max_entry_bytes,
+            t_defaults.cache_timeout_ms) != (61, 4097, 7)
     assert flags.normalization != defaults.normalize
     assert {p.stem for p in EXAMPLES} >= {"detection", "classification", "anomaly", "forecasting"}
     assert any(VSSModel.from_yaml_file(p).spec.served_version().format is ModelFormat.TORCHSCRIPT

@@ -166,6 +166,31 @@ def test_transformer_talks_to_the_predictor_on_localhost_with_its_health_check()
     assert args[args.index("--grpc_port") + 1] == "8081"
 
 
+def test_the_result_cache_url_reaches_the_transformer_from_its_secret_and_never_in_the_manifest() -> None:
+    cache = {"secretRef": {"name": "redis-auth", "key": "redis-url"}, "ttlSeconds": 120,
+             "maxEntryBytes": 65536, "timeoutMs": 20}
+    manifests = render(_model(transformer={"cache": cache}), stable_version="v1", canary_version="v2",
+                       canary_weight=10)
+    services = [m for m in manifests if m["kind"] == "InferenceService"]
+    assert len(services) == 2 and "redis" not in str(manifests).replace("redis-auth", "").replace("redis-url", "")
+    for isvc in services:  # the stable and the canary version alike
+        containers = _containers(isvc)
+        transformer, predictor = containers["transformer-container"], containers["kserve-container"]
+        assert {"name": "VSS_CACHE_URL", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "redis-url"}}
+                } in transformer["env"]
+        args = transformer["args"]
+        assert "--cache" in args
+        assert (args[args.index("--cache_ttl_seconds") + 1], args[args.index("--cache_max_entry_bytes") + 1],
+                args[args.index("--cache_timeout_ms") + 1]) == ("120", "65536", "20")
+        assert all(e["name"] != "VSS_CACHE_URL" for e in predictor["env"])  # the predictor never talks to Redis
+
+
+def test_without_a_cache_block_the_transformer_gets_no_cache_flags_or_secret() -> None:
+    transformer = _containers(render(_model())[0])["transformer-container"]
+    assert not any(a.startswith("--cache") for a in transformer["args"])
+    assert all("valueFrom" not in e for e in transformer["env"])
+
+
 def test_gpu_device_asks_for_one_gpu_and_uses_the_gpu_image_for_the_predictor_only() -> None:
     model = _model(predictor={"device": "gpu", "resources": {"limits": {"memory": "4Gi"}}})
     config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1")
