@@ -138,3 +138,21 @@ def test_a_file_that_is_no_export_is_refused(tmp_path: Path) -> None:
 def test_the_name_comes_from_the_file_as_a_dns_label() -> None:
     assert model_name(Path("YOLOv8n_best.onnx")) == "yolov8n-best"
     assert model_name(Path("___.onnx")) == "model"
+
+
+def test_vss_run_takes_a_file_or_an_export_never_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vss_cli import main as cli
+
+    assert cli.main(["run", str(tmp_path / "m.yaml"), "--model", str(tmp_path / "m.onnx")]) == 2
+    assert "a VSSModel FILE or --model PATH" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_vssmodel_and_serves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from vss_cli import main as cli
+
+    export = exports.detect_onnx(tmp_path / "cells.onnx")
+    assert cli.main(["run", "--model", str(export), "--dry-run", "--storage-uri", "s3://m/cells.onnx"]) == 0
+    model = VSSModel.model_validate(yaml.safe_load(capsys.readouterr().out))
+    assert model.metadata.name == "cells" and model.spec.served_version().storage_uri == "s3://m/cells.onnx"
