@@ -6,6 +6,9 @@ endpoint, nothing is sent, even to an OTLP endpoint that the standard environmen
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
 
 from tests.e2e.conftest import CLASSIFICATION_YAML, jpeg
 from tests.e2e.prometheus_server import wait_until
-from tests.e2e.serving_pair import Pair, serving_pair
+from tests.e2e.serving_pair import REPO, Pair, serving_pair
 from tests.fixtures.onnx_graphs import mean_colour_classifier, save
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from vss_api.vssmodel import VSSModelSpec
@@ -123,19 +125,22 @@ def test_one_rest_requests_spans_from_both_processes_form_one_trace_under_the_cl
 
 
 def test_a_grpc_request_without_a_traceparent_gets_a_trace_of_its_own_and_learns_it_from_the_answer(
-        traced: Pair, receiver: OtlpReceiver) -> None:
-    client = grpcclient.InferenceServerClient(traced.transformer.grpc_url)
-    tensor = grpcclient.InferInput("image", [1], "BYTES")
-    tensor.set_data_from_numpy(_image())
-    # tritonclient returns no initial metadata: the REST answer's headers carry the same context (the servers'
-    # gRPC side sends the model's response headers as initial metadata, tested in test_serving_pair.py).
-    result = client.infer(traced.name, [tensor], request_id="traced-grpc")
-    assert result.as_numpy("labels")[0][0].decode() == "red"
-    roots = wait_until("the gRPC request's root span", lambda: next(
-        (s for s in receiver.spans() if s.name == "transformer.infer"
-         and s.attributes.get("vss.request.id") == "traced-grpc"), None), 30, every_s=0.05)
-    assert roots.parent_span_id == "" and roots.trace_id != TRACE_ID
-    spans = _trace(receiver, roots.trace_id)
+        traced: Pair, receiver: OtlpReceiver, tmp_path: Path) -> None:
+    image = tmp_path / "red.jpg"
+    image.write_bytes(RED)
+    # In a child process: tritonclient.grpc and kserve register clashing protobuf symbols.
+    done = subprocess.run([sys.executable, "-m", "tests.e2e.triton_grpc_trace_call", traced.transformer.grpc_url,
+                           traced.name, "traced-grpc", str(image)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    assert answer["labels"][0] == "red"
+    _, trace_id, span_id, flags = answer["initial_metadata"]["traceparent"].split("-")
+    spans = _trace(receiver, trace_id)
+    root = spans["traced-transformer", "transformer.infer"]
+    assert (root.span_id, root.parent_span_id) == (span_id, "")
+    assert int(flags, 16) & 1  # sampled (the SDK also sets W3C level 2's random-trace-id flag, 02)
+    assert root.attributes["vss.request.id"] == "traced-grpc"
     assert spans["traced-predictor", "predictor.infer"].parent_span_id == \
         spans["traced-transformer", "predictor.infer"].span_id
 
