@@ -434,7 +434,8 @@ class TracingSpec(SpecModel):
     endpoint: Annotated[str | None, Field(pattern=OTLP_HTTP_URL, max_length=2048, description=(
         "OTLP/HTTP base URL of a collector (OpenTelemetry Collector, Jaeger, Tempo), e.g. "
         "http://otel-collector.observability:4318: spans go to its /v1/traces. Unset: the operator's default "
-        "(chart value tracing.endpoint); with neither, nothing is traced and tracing costs nothing."))] = None
+        "(vss operator --tracing-endpoint, $VSS_TRACING_ENDPOINT); with neither, nothing is traced and tracing "
+        "costs nothing."))] = None
     sampling_ratio: Annotated[float, Field(ge=0.0, le=1.0, description=(
         "Share of the traces starting at the transformer that are kept. A request whose caller sent a "
         "traceparent follows the caller's sampled flag instead."))] = 1.0

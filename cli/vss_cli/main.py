@@ -152,6 +152,9 @@ def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> 
                         help="ServiceAccount holding the storage credentials of the model pods")
     parser.add_argument("--stream-image", default=get("VSS_STREAM_IMAGE", defaults.stream_image),
                         help="image of the VSSStream workers")
+    parser.add_argument("--tracing-endpoint", default=get("VSS_TRACING_ENDPOINT") or None, metavar="URL",
+                        help="OTLP/HTTP collector (http://otel-collector.observability:4318) of the VSSModels whose "
+                             "spec.tracing names none; default: those are not traced")
 
 
 def _report_target(args: argparse.Namespace) -> tuple[str | None, Path | None, Path | None] | None:
@@ -165,7 +168,8 @@ def _render_config(args: argparse.Namespace) -> RenderConfig:
     return RenderConfig(
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, image_pull_policy=args.image_pull_policy,
         gateway_name=args.gateway_name, gateway_namespace=args.gateway_namespace, domain=args.domain,
-        model_service_account=args.model_service_account, stream_image=args.stream_image)
+        model_service_account=args.model_service_account, stream_image=args.stream_image,
+        tracing_endpoint=args.tracing_endpoint)
 
 
 def _lease_namespace(flag: str | None) -> str:

@@ -4,10 +4,15 @@ exactly as before."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from vss_api.serving_flags import predictor_flags, predictor_parser, transformer_flags, transformer_parser
 from vss_api.vssmodel import VSSModel
+from vss_cli import main as cli
 from vss_operator.render import PREDICTOR_CONTAINER, TRANSFORMER_CONTAINER, RenderConfig, render
 
 
@@ -48,3 +53,16 @@ def test_without_a_collector_neither_container_is_told_to_trace_or_given_tracing
     for container in _containers(_model(tracing={"samplingRatio": 0.5})).values():
         assert not [a for a in container["args"] if "trac" in a]
         assert not [e for e in container["env"] if e["name"] in ("POD_NAME", "OTEL_RESOURCE_ATTRIBUTES")]
+
+
+def test_vss_render_and_the_operator_take_the_default_collector_from_a_flag_or_the_environment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "yolo.yaml"
+    path.write_text(yaml.safe_dump(_model().model_dump(mode="json", by_alias=True, exclude={"status"})))
+    for argv, environ in ((["--tracing-endpoint", "http://flag:4318"], None), ([], "http://env:4318")):
+        if environ is not None:
+            monkeypatch.setenv("VSS_TRACING_ENDPOINT", environ)
+        assert cli.main(["render", str(path), *argv]) == 0
+        isvc = next(yaml.safe_load_all(capsys.readouterr().out))
+        args = isvc["spec"]["predictor"]["containers"][0]["args"]
+        assert args[args.index("--otlp_traces_endpoint") + 1] == f"{environ or 'http://flag:4318'}/v1/traces"
