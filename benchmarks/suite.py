@@ -38,6 +38,7 @@ if __package__ in (None, ""):
 from benchmarks.frames import read_frames, write_frames
 from benchmarks.results import Measurement, Table, Target, to_csv, to_markdown, to_text, write_chart
 from benchmarks.servers import REPO, Stack, child_env, start_kserve_docs, start_vss_run, vssmodel_yaml
+from vss_api.progress import Progress
 
 HERE = Path(__file__).resolve().parent
 DETECTION_OUTPUTS = "boxes,scores,class_ids,labels,num_detections"
@@ -239,6 +240,14 @@ def targets_for(task: str, wanted: Sequence[str]) -> list[str]:
     return [t for t in wanted if not t.endswith("-sq") or task == "detection"]
 
 
+def cells_of(cfg: Config, targets: Sequence[str]) -> int:
+    """How many runs `_measure_task` makes for one task: the paired run, then a closed loop per target, round
+    and concurrency above 1 (the unit of the progress lines and their estimate)."""
+    paired = 1 if [t for t in targets if t in FLOORS or 1 in cfg.concurrency] else 0
+    here = [t for t in targets if t not in FLOORS]
+    return paired + len([c for c in cfg.concurrency if c != 1]) * cfg.rounds * len(here)
+
+
 # ------------------------------------------------------------------------------------------ CPU contention
 
 
@@ -301,6 +310,8 @@ def run(cfg: Config) -> dict[str, Any]:
     measurements: list[Measurement] = []
     raw_cells: list[dict[str, Any]] = []
     memory: dict[str, Any] = {}
+    progress = Progress("benchmark", sum(cells_of(cfg, targets_for(s.task, cfg.targets)) for s in setups),
+                        every_s=0)
     for setup in setups:
         print(f"[{setup.task}] model {setup.model_path.name}", flush=True)
         targets = targets_for(setup.task, cfg.targets)
@@ -313,7 +324,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 ends.docs = start_kserve_docs(setup.model_path, "yolo" if setup.task == "detection"
                                               else "classifier", setup.task, setup.names, logs)
             idle = {f"{s.name}/{role}": mem for s in ends.stacks() for role, mem in s.memory_kb().items()}
-            cells = _measure_task(cfg, setup, ends, targets, frames_dir, raw_cells)
+            cells = _measure_task(cfg, setup, ends, targets, frames_dir, raw_cells, progress)
             measurements += cells
             loaded = {f"{s.name}/{role}": mem for s in ends.stacks() for role, mem in s.memory_kb().items()}
             for cell in raw_cells:  # a closed-loop (a) cell is one process with one model: its peak RSS
@@ -331,11 +342,12 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def _measure_task(cfg: Config, setup: TaskSetup, ends: Endpoints, targets: list[str], frames_dir: Path,
-                  raw_cells: list[dict[str, Any]]) -> list[Measurement]:
+                  raw_cells: list[dict[str, Any]], progress: Progress) -> list[Measurement]:
     """Concurrency 1 as one paired run (every target, request by request in turns: the added latency is
     read to the millisecond on a noisy machine); higher levels as closed loops, in rounds interleaved
     across targets. The model-alone targets run at concurrency 1 only: they give the floor."""
     merged: dict[tuple[str, int], Measurement] = {}
+    done = int(progress.done)
     paired = [t for t in targets if t in FLOORS or 1 in cfg.concurrency]
     if paired:
         cells, raw = run_paired(paired, setup, ends, frames_dir, cfg.requests, cfg.warmup,
@@ -349,6 +361,8 @@ def _measure_task(cfg: Config, setup: TaskSetup, ends: Endpoints, targets: list[
             note = f" ERRORS {m.errors}: {m.first_error}" if m.errors else ""
             print(f"[{setup.task}] c=1  paired      {m.target:<7} {m.throughput:6.2f} req/s  "
                   f"p50 {m.p(50):7.1f} ms{note}", flush=True)
+        done += 1
+        progress.update(done, f"{setup.task} c=1 paired {', '.join(paired)}")
     for c in [c for c in cfg.concurrency if c != 1]:
         per_round = requests_per_round(cfg, c)
         here = [t for t in targets if t not in FLOORS]
@@ -366,6 +380,8 @@ def _measure_task(cfg: Config, setup: TaskSetup, ends: Endpoints, targets: list[
                 note = f" ERRORS {m.errors}: {m.first_error}" if m.errors else ""
                 print(f"[{setup.task}] c={c:<2} round {r + 1}/{cfg.rounds} {target:<7} "
                       f"{m.throughput:6.2f} req/s  p50 {m.p(50):7.1f} ms{note}", flush=True)
+                done += 1
+                progress.update(done, f"{setup.task} c={c} round {r + 1}/{cfg.rounds} {target}")
     return list(merged.values())
 
 

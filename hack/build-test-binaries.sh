@@ -114,20 +114,44 @@ mkdir -p "${BIN_DIR}"
 STAGE="$(mktemp -d "${KEY_DIR}/stage.XXXXXX")"
 trap 'rm -rf "${STAGE}"' EXIT
 
+# Seconds each binary took in the last build on this machine (`NAME SECONDS` lines): the estimate of what a
+# build has left. Outside the key: it describes the machine, not the binaries.
+TIMINGS="${CACHE_ROOT}/build-seconds.txt"
+BUILT=0
+
+# The order of the builds below, for the n/N count and the estimate.
+BUILD_ORDER=(etcd kubectl helm kube-apiserver kube-controller-manager)
+
+# Seconds the builds from the INDEX-th of BUILD_ORDER on took last time; empty when one was never timed.
+seconds_left() { # INDEX
+  local i sum=0 s
+  for ((i = $1; i < ${#BUILD_ORDER[@]}; i++)); do
+    s="$(awk -v n="${BUILD_ORDER[i]}" '$1 == n { print $2; exit }' "${TIMINGS}" 2>/dev/null || true)"
+    [[ -n "${s}" ]] || return 0
+    sum=$((sum + s))
+  done
+  echo "${sum}"
+}
+
 # build NAME MODULE_DIR LDFLAGS PACKAGE: builds into the stage dir, then renames into bin/ (atomic),
 # so an interrupted build never leaves a truncated binary where the cache check would trust it.
 build() {
-  local name="$1" dir="$2" ldflags="$3" pkg="$4" start end
+  local name="$1" dir="$2" ldflags="$3" pkg="$4" start end left
+  BUILT=$((BUILT + 1))
+  local step="[${BUILT}/${#BUILD_ORDER[@]}]"
   if [[ -x "${BIN_DIR}/${name}" ]]; then
-    log "${name}: already built"
+    log "${step} ${name}: already built"
     return 0
   fi
-  log "${name}: building ${pkg} in hack/testbins/$(basename "${dir}")"
+  left="$(seconds_left $((BUILT - 1)))"
+  log "${step} ${name}: building ${pkg} in hack/testbins/$(basename "${dir}"), $((SECONDS - total_start))s elapsed${left:+, ~${left}s left (the last build here)}"
   start="${SECONDS}"
   (cd "${dir}" && go build -trimpath -ldflags "${ldflags}" -o "${STAGE}/${name}" "${pkg}")
   end="${SECONDS}"
   mv -f "${STAGE}/${name}" "${BIN_DIR}/${name}"
-  log "${name}: built in $((end - start))s"
+  log "${step} ${name}: built in $((end - start))s"
+  { grep -v "^${name} " "${TIMINGS}" 2>/dev/null || true; echo "${name} $((end - start))"; } >"${TIMINGS}.new"
+  mv -f "${TIMINGS}.new" "${TIMINGS}"
 }
 
 # Upstream commit of a pinned module, from the proxy's origin record (empty when it has none): only
@@ -139,7 +163,7 @@ origin_commit() { # MODULE_DIR MODULE VERSION
 LDFLAGS_ETCD+=" -X go.etcd.io/etcd/api/v3/version.GitSHA=$(origin_commit "${TESTBINS}/etcd" go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" | cut -c1-7)"
 LDFLAGS_HELM+=" -X helm.sh/helm/v3/internal/version.gitCommit=$(origin_commit "${TESTBINS}/helm" helm.sh/helm/v3 "${HELM_VERSION}")"
 
-log "building into ${BIN_DIR} (go ${GO_VERSION}, GOFLAGS='${GOFLAGS}')"
+log "building ${#BINARIES[@]} binaries into ${BIN_DIR} (go ${GO_VERSION}, GOFLAGS='${GOFLAGS}')"
 total_start="${SECONDS}"
 build etcd "${TESTBINS}/etcd" "${LDFLAGS_ETCD}" .
 build kubectl "${TESTBINS}/kubectl" "${LDFLAGS_KUBECTL}" .

@@ -7,13 +7,17 @@ retrains only that model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import os
 import platform
+import re
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -21,11 +25,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import cv2
 import torch
 
+from vss_api.progress import Progress
 from vss_models import classifier, detector, export, inference, patterns, scenes, training
 from vss_models.classifier import (
     ClassifierConfig,
@@ -167,8 +172,53 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vss" / "models"
 
 
+# What a training prints every 20 steps: `detector epoch 0 step 20/96 loss 3.210 box 1.204 ... 5s`.
+_TRAINING_LINE = re.compile(
+    r"^(?P<model>\w+) epoch (?P<epoch>\d+) step (?P<step>\d+)/(?P<total>\d+) loss (?P<loss>\S+)")
+
+
+class TrainingProgress(io.StringIO):
+    """Stands in for stdout during one training: its step lines become progress lines on stderr, with the epoch
+    and an estimate of what is left (a line per epoch at least; more often on a terminal); anything else goes
+    to stderr as it was. The training modules' source is part of each model's recipe hash, so the reporting
+    lives here: changing it never retrains a model."""
+
+    def __init__(self, epochs: int, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self._epochs = epochs
+        self._stream = stream if stream is not None else sys.stderr
+        self._pending = ""
+        self._progress: Progress | None = None
+        self._epoch: int | None = None
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        found = _TRAINING_LINE.match(line)
+        if found is None:
+            if line.strip():
+                print(line, file=self._stream, flush=True)
+            return
+        if self._progress is None:
+            self._progress = Progress(found["model"], int(found["total"]), stream=self._stream)
+        epoch = int(found["epoch"])
+        self._progress.update(int(found["step"]), f"epoch {epoch + 1}/{self._epochs}, loss {found['loss']}",
+                              force=epoch != self._epoch)
+        self._epoch = epoch
+
+
 def _train_into(config: DetectorConfig | ClassifierConfig, directory: Path, log: bool) -> TrainingLog:
     """Train one model and export its files into `directory` (runs in a worker process when in parallel)."""
+    with contextlib.redirect_stdout(TrainingProgress(config.epochs)) if log else contextlib.nullcontext():
+        return _train_and_export(config, directory, log)
+
+
+def _train_and_export(config: DetectorConfig | ClassifierConfig, directory: Path, log: bool) -> TrainingLog:
     if isinstance(config, DetectorConfig):
         detector_net, training_log = train_detector(config, log=log)
         export_detector(detector_net, config.classes, directory / "detector.onnx")
@@ -302,17 +352,28 @@ def build(
             config.classifier,
         ),
     ]
+    # The three stages, each with its own lines (per epoch for the trainings) and an estimate.
+    stages = Progress("vss models build", 3, every_s=0) if log else None
+    if stages is not None:
+        stages.update(0, "training " + " and ".join(
+            f"{job.kind}{' (cached)' if read_manifest(cache / job.key, job.files) else ''}" for job in jobs))
     records, trained_cached = train_missing(cache, jobs, threads, parallel, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         for name in job.files:
             shutil.copyfile(cache / job.key / name, out_dir / name)
+    if stages is not None:
+        stages.update(1, "detector and classifier trained; quantizing them to INT8")
     int8, int8_cached = quantized_variants(cache, out_dir, config)
     for name in INT8_FILES:
         shutil.copyfile(cache / int8["key"] / name, out_dir / name)
+    if stages is not None:
+        stages.update(2, f"INT8 models {'cached' if int8_cached else 'quantized'}; building the time-series models")
     series, series_cached = timeseries_models(cache, timeseries_key(quick), quick, log)
     for name in TIMESERIES_FILES + TIMESERIES_MANIFESTS:
         shutil.copyfile(cache / series["key"] / name, out_dir / name)
+    if stages is not None:
+        stages.update(3, f"time-series models {'cached' if series_cached else 'built'}")
     command = "vss models build --out models/artifacts" + (" --quick" if quick else "")
     manifest = {
         "build_hash": key,
