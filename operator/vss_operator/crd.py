@@ -8,6 +8,7 @@ unit test fails when a file drifts from the models.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
             node[bound.lower()] = value
             node[f"exclusive{bound}"] = True
     out: Schema = {k: node[k] for k in _KEPT if k in node}
+    if "description" in out:
+        # A docstring's line breaks are the source's wrapping; kubectl wraps on its own (blank lines stay).
+        out["description"] = re.sub(r"(?<!\n)\n(?!\n)", " ", out["description"])
     if "properties" in out:
         out["properties"] = {k: _structural(v, defs) for k, v in out["properties"].items()}
         out.setdefault("type", "object")
