@@ -13,6 +13,7 @@ REQUESTS_TOTAL = f"{REQUESTS}_total"
 DURATION = "inference_duration_seconds"
 BATCH_SIZE = "inference_batch_size"
 GPU_MEMORY = "gpu_memory_usage_bytes"
+QUEUE_DEPTH = "inference_queue_depth"  # the predictor's requests waiting for a batch (queued or being gathered)
 
 Component = Literal["predictor", "transformer"]
 PREDICTOR: Component = "predictor"

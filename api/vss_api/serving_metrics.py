@@ -15,6 +15,7 @@ from vss_api.metrics import (
     GPU_MEMORY,
     PREDICTOR,
     PREDICTOR_STAGES,
+    QUEUE_DEPTH,
     REQUESTS,
     STATUSES,
     TRANSFORMER_STAGES,
@@ -31,6 +32,7 @@ class ServingMetrics:
     duration: Histogram
     batch_size: Histogram
     gpu_memory: Gauge
+    queue_depth: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ServingMetrics:
@@ -44,6 +46,8 @@ class ServingMetrics:
                                  ["model_name", "version"], buckets=BATCH_BUCKETS, registry=registry),
             gpu_memory=Gauge(GPU_MEMORY, "GPU memory held by the runtime.",
                              ["model_name", "version", "device"], registry=registry),
+            queue_depth=Gauge(QUEUE_DEPTH, "Requests waiting in the predictor's batcher, not yet running "
+                              "(what max_queue_size bounds).", ["model_name", "version"], registry=registry),
         )
 
     def start_counting(self, model_name: str, version: str, component: Component) -> None:

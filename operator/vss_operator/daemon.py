@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from vss_operator.handlers import OperatorContext
 from vss_operator.kube import Kube
 from vss_operator.leader import LeadershipLost, LeaseElector, LeaseTimings
+from vss_operator.metrics import ModelMetrics
 from vss_operator.prometheus import DEFAULT_ENDPOINTS, PrometheusClient
 from vss_operator.render import RenderConfig
 from vss_operator.stream_handlers import reconcile_stream  # noqa: F401 - registers the VSSStream handlers
@@ -107,7 +108,8 @@ async def run(options: OperatorOptions) -> int:
             keeper = asyncio.create_task(keep(elector))
         async with PrometheusClient(endpoints=options.prometheus_endpoints) as prometheus:
             ctx = OperatorContext(kube=kube, prometheus=prometheus, render=options.render,
-                                  retry_delay=options.retry_delay, identity=options.identity)
+                                  retry_delay=options.retry_delay, identity=options.identity,
+                                  metrics=ModelMetrics(state.registry))
             state.running = True
             try:
                 await kopf.operator(

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from vss_api.vssmodel import API_VERSION, GROUP, KIND, PLURAL, READY, VERSION, VSSModel, describe_validation_error
 from vss_operator.kube import Kube, KubeError, Rejected
+from vss_operator.metrics import ModelMetrics
 from vss_operator.objects import Manifest
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import Sample, query_for
@@ -111,6 +112,8 @@ class OperatorContext:
     # One writer at a time per VSSModel: the reconcile, child-event and timer paths all advance it.
     status_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     requeues: Requeues = field(default_factory=Requeues)
+    # The per-VSSModel series of /metrics (phase, readiness, traffic weights), set from each status written.
+    metrics: ModelMetrics = field(default_factory=ModelMetrics)
 
 
 def context(memo: Any) -> OperatorContext:
@@ -167,6 +170,13 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: 
     if advanced is not None:
         logger.info("reconciled generation %s: %s", generation,
                     ", ".join(m["metadata"]["name"] for m in advanced.desired))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_deleted(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A VSSModel that is gone takes its series off /metrics."""
+    if event.get("type") == "DELETED":
+        context(memo).metrics.forget(str(body.metadata.namespace), body.metadata.name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -237,12 +247,15 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
                 or (uid is not None and fresh["metadata"].get("uid") != uid)):
             if fresh is None:
                 ctx.requeues.schedule(key, None, _nothing)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                ctx.metrics.forget(namespace, name)
             return None
         model = VSSModel.from_body(fresh)
         previous = VSSModelStatus.from_body_status(fresh.get("status"))
         if observed_generation is None:
             ready = previous.condition(READY)
             if ready is not None and ready.reason in (APPLY_REJECTED, INVALID_SPEC):
+                ctx.metrics.observe(namespace, name, previous)
                 return None
             observed_generation = previous.observed_generation
         rollout = RolloutStatus.from_status(fresh.get("status"))
@@ -259,6 +272,7 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
         current = status_for(model, desired, observed, previous, now, observed_generation, decision)
         if current.as_patch() != previous.as_patch():
             await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, current.as_patch())
+        ctx.metrics.observe(namespace, name, current)
         # The transition is stored: its Events go out before the children are applied, so an operator
         # killed while applying them (a slow admission webhook, a lost apiserver) loses none of them; the
         # next operator finds the transition in the status and does not post them again.
@@ -271,6 +285,7 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
             failure = Failure(APPLY_REJECTED, f"the apiserver refused a child: {exc}")
             failed = failed_status(current, failure, datetime.now(UTC), observed_generation)
             await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, failed.as_patch())
+            ctx.metrics.observe(namespace, name, failed)
             await _post(ctx, fresh, [(e.type, e.reason, e.message) for e in transitions(current, failed)])
             raise
     _requeue(ctx, namespace, name, decision.requeue_after)
@@ -342,5 +357,6 @@ async def _write_failure(ctx: OperatorContext, body: Mapping[str, Any], failure:
                 await ctx.kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"],
                                             current.as_patch())
                 await _post(ctx, body, [(e.type, e.reason, e.message) for e in transitions(previous, current)])
+            ctx.metrics.observe(body["metadata"]["namespace"], body["metadata"]["name"], current)
         except KubeError as exc:
             raise kopf.TemporaryError(f"apiserver: {exc}", delay=ctx.retry_delay) from exc

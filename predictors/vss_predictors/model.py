@@ -134,6 +134,8 @@ class PredictorModel(kserve.Model):
             max_latency_s=self.settings.max_latency_ms / 1000, merge=has_dynamic_batch(runtime),
             max_in_flight=self.settings.max_in_flight, max_queue_size=self.settings.max_queue_size,
             on_batch=batch_hist.observe)
+        batcher = self.batcher
+        self.metrics.queue_depth.labels(**self._labels).set_function(lambda: batcher.waiting)
         self.runtime = runtime
         self.metrics.start_counting(self.name, self.settings.version, PREDICTOR)
         if runtime.info.device == "gpu":

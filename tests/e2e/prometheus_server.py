@@ -84,6 +84,25 @@ class PrometheusServer:
         assert payload["status"] == "success", payload
         return [(r["metric"], float(r["value"][1])) for r in payload["data"]["result"]]
 
+    def query_range(self, promql: str, start: float, end: float, step_s: float
+                    ) -> list[tuple[dict[str, str], list[float]]]:
+        """What Grafana asks for a panel: each series of the range query with its values."""
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
+        with urllib.request.urlopen(
+                f"{self.url}/api/v1/query_range?{urllib.parse.urlencode(params)}", timeout=10) as reply:
+            payload: dict[str, Any] = json.load(reply)
+        assert payload["status"] == "success", payload
+        return [(r["metric"], [float(v) for _, v in r["values"]]) for r in payload["data"]["result"]]
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        """Grafana's `label_values(MATCH, LABEL)`: the values of LABEL on the series MATCH selects."""
+        params = {"match[]": match}
+        with urllib.request.urlopen(
+                f"{self.url}/api/v1/label/{label}/values?{urllib.parse.urlencode(params)}", timeout=10) as reply:
+            payload: dict[str, Any] = json.load(reply)
+        assert payload["status"] == "success", payload
+        return [str(v) for v in payload["data"]]
+
     def scraped_after(self, instance: str, moment: float, deadline_s: float = 30.0) -> float:
         """Wait for a scrape of `instance` that started after `moment` (unix time); its timestamp."""
         def probe() -> float | None:

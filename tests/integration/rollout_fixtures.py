@@ -205,8 +205,8 @@ def rollout_fixture(k8s_cluster: LocalCluster, k8s_namespace: str, prometheus: P
         with ThreadPoolExecutor(2) as pool:
             started = list(pool.map(lambda v: start_predictor(spec, name, v, tmp_path), ("v1", "v2")))
         processes.extend(p.process for p in started)
-        for predictor in started:
-            prometheus.scrape(predictor.instance, pod=f"{name}-{predictor.version}")
+        for predictor in started:  # the target labels Kubernetes service discovery gives a model pod
+            prometheus.scrape(predictor.instance, pod=f"{name}-{predictor.version}", namespace=k8s_namespace)
         setup = Rollout(k8s_cluster, k8s_namespace, name, {p.version: p for p in started})
         k8s_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
         setup.set_ready("v1")

@@ -15,8 +15,17 @@ from tests.integration.operator_fixtures import (  # noqa: F401 - the fixtures
     operator_factory_fixture,
 )
 from tests.support.apiserver import LocalCluster, wait_until
+from tests.support.upstream_crds import prometheus_operator_crd_paths
+from vss_api.vssmodel import VSSModel
+from vss_api.vssstream import VSSStream
+from vss_operator.render import RenderConfig, render
+from vss_operator.stream_render import render_stream
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "vss-serving"
+DASHBOARD = CHART / "files" / "dashboards" / "vss-serving.json"
+RULES = CHART / "files" / "alerts" / "vss-serving.rules.yaml"
+OBSERVABILITY = ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+                 "--set", "grafana.dashboards.enabled=true", "--set", "prometheusRule.enabled=true"]
 MODEL = """
 apiVersion: serving.vss.ai/v1alpha1
 kind: VSSModel
@@ -37,8 +46,8 @@ def _template(cluster: LocalCluster, namespace: str, *values: str, release: str 
 
 @pytest.mark.parametrize("values", [[], ["--set", "watchNamespace=vision"],
                                     ["--set", "leaderElection.enabled=false", "--set", "replicaCount=1"],
-                                    ["--set", "metrics.serviceMonitor.enabled=true"]],
-                         ids=["default", "namespaced", "no-leader-election", "servicemonitor"])
+                                    ["--set", "metrics.serviceMonitor.enabled=true"], OBSERVABILITY],
+                         ids=["default", "namespaced", "no-leader-election", "servicemonitor", "observability"])
 def test_helm_lint_passes(k8s_cluster: LocalCluster, values: list[str]) -> None:
     result = k8s_cluster.helm("lint", "--strict", str(CHART), *values, check=False)
 
@@ -131,6 +140,93 @@ def test_servicemonitor_scrapes_the_operator_metrics_port(k8s_cluster: LocalClus
     service = next(d for d in docs if d["kind"] == "Service")
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "http-metrics"
     assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_servicemonitor_keeps_the_namespace_label_the_operator_series_carry(k8s_cluster: LocalCluster) -> None:
+    """vss_model_* name the VSSModel's namespace; without honorLabels Prometheus would rename it exported_namespace
+    and put the operator's own namespace in its place."""
+    docs = _template(k8s_cluster, "ops", "--set", "metrics.serviceMonitor.enabled=true")
+
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def _dashboards(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "ConfigMap" and "vss-serving.json" in (d.get("data") or {})]
+
+
+def test_the_dashboard_configmap_is_off_by_default_and_labelled_for_grafanas_sidecar(
+    k8s_cluster: LocalCluster,
+) -> None:
+    assert _dashboards(_template(k8s_cluster, "ops")) == []
+    (default,) = _dashboards(_template(k8s_cluster, "ops", "--set", "grafana.dashboards.enabled=true"))
+    assert default["metadata"]["labels"]["grafana_dashboard"] == "1"  # kube-prometheus-stack's default
+    assert default["metadata"]["namespace"] == "ops"
+    assert default["data"]["vss-serving.json"] == DASHBOARD.read_text().rstrip("\n")
+    assert json.loads(default["data"]["vss-serving.json"])["uid"] == "vss-serving"
+
+    (custom,) = _dashboards(_template(
+        k8s_cluster, "ops", "--set", "grafana.dashboards.enabled=true", "--set", "grafana.dashboards.label=dashboards",
+        "--set-string", "grafana.dashboards.labelValue=vss", "--set", "grafana.dashboards.namespace=monitoring",
+        "--set", "grafana.dashboards.annotations.grafana_folder=VSS"))
+    assert custom["metadata"]["labels"]["dashboards"] == "vss"
+    assert "grafana_dashboard" not in custom["metadata"]["labels"]
+    assert custom["metadata"]["namespace"] == "monitoring"
+    assert custom["metadata"]["annotations"] == {"grafana_folder": "VSS"}
+
+
+def test_the_prometheusrule_is_off_by_default_and_carries_the_rules_file_unchanged(k8s_cluster: LocalCluster) -> None:
+    assert [d for d in _template(k8s_cluster, "ops") if d["kind"] == "PrometheusRule"] == []
+    docs = _template(k8s_cluster, "ops", "--set", "prometheusRule.enabled=true",
+                     "--set", "prometheusRule.labels.release=kube-prometheus-stack")
+
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())  # what `promtool test rules` tested
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_the_observability_objects_are_accepted_by_the_apiserver_with_the_prometheus_operators_crds(
+    k8s_cluster: LocalCluster, k8s_namespace: str,
+) -> None:
+    """The ServiceMonitor, the PodMonitor, the PrometheusRule (against the Prometheus Operator's own CRDs, their
+    schemas) and the dashboard's ConfigMap, server-side dry run."""
+    k8s_cluster.install_crds(prometheus_operator_crd_paths())
+    docs = [d for d in _template(k8s_cluster, k8s_namespace, *OBSERVABILITY, release=k8s_namespace)
+            if d["kind"] in {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "PodMonitor", "PrometheusRule", "ServiceMonitor"]
+
+    result = k8s_cluster.kubectl("apply", "--dry-run=server", "--server-side", "-n", k8s_namespace, "-f", "-",
+                                 input=yaml.safe_dump_all(docs), check=False)
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_podmonitor_scrapes_the_ports_the_operator_gives_model_pods_and_stream_workers(
+    k8s_cluster: LocalCluster,
+) -> None:
+    """Its port names are those of the predictor and transformer containers and of the stream worker that the
+    operator renders, and its selector matches their pods' labels."""
+    model = VSSModel.model_validate(yaml.safe_load(MODEL) | {"metadata": {"name": "yolo", "namespace": "vision"}})
+    isvc = next(m for m in render(model) if m["kind"] == "InferenceService")
+    pod = isvc["spec"]["predictor"]
+    stream = VSSStream.model_validate({
+        "apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSStream",
+        "metadata": {"name": "gate", "namespace": "vision", "uid": "u"},
+        "spec": {"source": {"url": "rtsp://camera:8554/live"}, "model": {"name": "yolo"}}})
+    worker = next(m for m in render_stream(stream, "yolo:8081", RenderConfig()) if m["kind"] == "Deployment")
+    worker_pod = worker["spec"]["template"]
+    containers = [*pod["containers"], *worker_pod["spec"]["containers"]]
+    ports = {p["name"] for c in containers for p in c.get("ports", [])}
+
+    for values, namespaces in (([], {"any": True}), (["--set", "watchNamespace=vision"], {"matchNames": ["vision"]})):
+        docs = _template(k8s_cluster, "ops", "--set", "metrics.podMonitor.enabled=true", *values)
+        (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+        assert monitor["spec"]["namespaceSelector"] == namespaces
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["predictor-http", "http1", "http"]
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+    for labels in (pod["labels"], worker_pod["metadata"]["labels"]):
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
 def _install_rbac(cluster: LocalCluster, namespace: str) -> str:

@@ -23,6 +23,8 @@ KSERVE_MODULE = "github.com/kserve/kserve"
 KSERVE_VERSION = "v0.20.0"
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 GATEWAY_API_VERSION = "v1.5.1"
+PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 
 # config/crd/full is what KServe's kustomize overlay ships (its only patch targets v1beta1 CRDs, a no-op).
 KSERVE_CRDS = (
@@ -38,6 +40,14 @@ GATEWAY_API_CRDS = (
     "gateway.networking.k8s.io_httproutes.yaml",
     "gateway.networking.k8s.io_grpcroutes.yaml",
     "gateway.networking.k8s.io_referencegrants.yaml",
+)
+
+# What the chart renders for the Prometheus Operator (ServiceMonitor, PodMonitor, PrometheusRule); installed by
+# the chart's tests only, not with every cluster.
+PROMETHEUS_OPERATOR_CRDS = (
+    "monitoring.coreos.com_servicemonitors.yaml",
+    "monitoring.coreos.com_podmonitors.yaml",
+    "monitoring.coreos.com_prometheusrules.yaml",
 )
 
 
@@ -95,6 +105,12 @@ def gateway_api_crd_paths() -> list[Path]:
     """Gateway API standard-channel CRDs: GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant."""
     base = module_dir(GATEWAY_API_MODULE, GATEWAY_API_VERSION) / "config" / "crd" / "standard"
     return _existing(base, GATEWAY_API_CRDS)
+
+
+def prometheus_operator_crd_paths() -> list[Path]:
+    """The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs, as its example/ ships them."""
+    base = module_dir(PROMETHEUS_OPERATOR_MODULE, PROMETHEUS_OPERATOR_VERSION) / "example" / "prometheus-operator-crd"
+    return _existing(base, PROMETHEUS_OPERATOR_CRDS)
 
 
 def upstream_crd_paths() -> list[Path]:

@@ -97,6 +97,34 @@ async def test_after_stop_no_batch_thread_remains_and_a_waiting_request_fails_in
         await asyncio.wait_for(model.predict(_request("late")), 5)
 
 
+async def test_the_queue_depth_gauge_counts_the_requests_waiting_behind_a_running_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`inference_queue_depth` is read from the batcher at scrape time: 0 when idle, the waiting requests while
+    the one batch slot is busy, 0 again once they ran."""
+    registry = CollectorRegistry()
+    monkeypatch.setattr(predictor_model, "open_runtime", lambda _settings: runtime)
+    runtime = GatedRuntime()
+    settings = PredictorSettings(model_name="m", version="v1", model_path=Path("unused.onnx"), max_in_flight=1,
+                                 max_latency_ms=0.0)
+    model = PredictorModel(settings, ServingMetrics.create(registry))
+    model.load()
+
+    def depth() -> float | None:
+        return registry.get_sample_value("inference_queue_depth", {"model_name": "m", "version": "v1"})
+
+    assert depth() == 0
+    runtime.gate.clear()
+    runtime.entered.clear()
+    running = asyncio.create_task(model.predict(_request("running")))
+    assert await asyncio.to_thread(runtime.entered.wait, 5)
+    waiting = [asyncio.create_task(model.predict(_request(f"w{i}"))) for i in range(3)]
+    await _until("three requests queued", lambda: depth() == 3)
+    runtime.gate.set()
+    await asyncio.wait_for(asyncio.gather(running, *waiting), 5)
+    assert depth() == 0
+    model.stop()
+
+
 def test_stop_logs_that_the_model_stopped_and_may_be_called_twice(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     model = _model(monkeypatch, GatedRuntime())
