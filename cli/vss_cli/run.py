@@ -11,11 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.serving_flags import CACHE_URL_ENV, predictor_args, transformer_args
 from vss_api.vssmodel import InvalidSpec, VSSModel
 
 
@@ -79,6 +80,16 @@ def stop(processes: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> Non
             p.wait()
 
 
+def check_cache_url(model: VSSModel, environ: Mapping[str, str]) -> None:
+    """A VSSModel with `transformer.cache` names a Secret, which only a cluster has: locally the Redis URL comes
+    from $VSS_CACHE_URL (e.g. redis://127.0.0.1:6379/0), which the transformer inherits."""
+    cache = model.spec.transformer.cache
+    if cache is not None and not environ.get(CACHE_URL_ENV):
+        raise InvalidSpec(f"transformer.cache reads the Redis URL from Secret {cache.secret_ref.name!r} (key "
+                          f"{cache.secret_ref.key!r}) in a cluster; locally set {CACHE_URL_ENV}, e.g. "
+                          f"{CACHE_URL_ENV}=redis://127.0.0.1:6379/0, or remove transformer.cache")
+
+
 def run_local(path: Path, http_port: int = 8080, grpc_port: int = 8081, *,
               model_store: Path = DEFAULT_MODEL_STORE, ready_timeout_s: float = 600.0) -> int:
     try:
@@ -86,6 +97,7 @@ def run_local(path: Path, http_port: int = 8080, grpc_port: int = 8081, *,
         spec = model.spec
         version = spec.served_version()
         model_file = local_model_path(version.storage_uri, path.resolve().parent, model_store)
+        check_cache_url(model, os.environ)
     except InvalidSpec as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
