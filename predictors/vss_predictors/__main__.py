@@ -29,6 +29,9 @@ def settings_from(flags: PredictorFlags) -> PredictorSettings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     flags, max_request_bytes, log_level = read_flags(argv)
+    from vss_api.heap import return_large_buffers_to_the_os
+
+    return_large_buffers_to_the_os()  # a burst's tensors go back to the OS after it (vss_api.heap)
     from kserve.errors import InvalidInput
 
     from vss_api.metrics import PREDICTOR

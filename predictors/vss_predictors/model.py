@@ -5,6 +5,7 @@ the batcher's queue (`batch_wait`) and its batch's run (`infer`) as children."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -87,13 +88,14 @@ def load_with_retries(settings: PredictorSettings, *, sleep: Callable[[float], N
     raise AssertionError("unreachable")
 
 
-def warmup_feeds(inputs: list[TensorSpec], hw: tuple[int, int]) -> dict[str, Array]:
-    """Zeros of each input's shape, batch 1, with image height/width from `hw` where dynamic."""
+def warmup_feeds(inputs: list[TensorSpec], hw: tuple[int, int], batch: int = 1) -> dict[str, Array]:
+    """Zeros of each input's shape, `batch` rows where the batch is dynamic, with image height/width from `hw`
+    where dynamic."""
     feeds: dict[str, Array] = {}
     for spec in inputs:
         shape = list(spec.shape)
         if shape and shape[0] == -1:
-            shape[0] = 1
+            shape[0] = batch
         if len(shape) == 4:  # NHWC (uint8 prelude) or NCHW: fill H and W
             h_axis, w_axis = (1, 2) if shape[3] == 3 else (2, 3)
             shape[h_axis] = hw[0] if shape[h_axis] == -1 else shape[h_axis]
@@ -113,6 +115,21 @@ class PredictorModel(kserve.Model):
         self.batcher: DynamicBatcher | None = None
         self._labels = {"model_name": settings.model_name, "version": settings.version}
 
+    def _warm_up_largest_batches(self, runtime: Runtime) -> int:
+        """Run the largest batch the batcher can form, as many at once as it runs (`max_in_flight`), so that the
+        runtime's memory arena has grown to its high-water mark before the model is ready: ONNX Runtime's CPU
+        arena keeps what the largest batch needed (the classifier: +52 MB for one batch of 16, +57 more for a
+        second at once), so without this a pod's memory steps up for good the first time a burst fills a
+        batch, minutes or days after it was sized and declared ready. Returns the batch size run (1: none)."""
+        batch = self.settings.max_batch_size
+        if batch <= 1 or not has_dynamic_batch(runtime):
+            return 1
+        feeds = warmup_feeds(runtime.inputs, self.settings.warmup_shape, batch)
+        with concurrent.futures.ThreadPoolExecutor(self.settings.max_in_flight) as pool:
+            for done in [pool.submit(runtime.run, feeds) for _ in range(self.settings.max_in_flight)]:
+                done.result()
+        return batch
+
     @property
     def version(self) -> str:
         """The version served, as the transformer's `version`: what `/v2/models/{name}/versions/{v}` takes."""
@@ -124,10 +141,11 @@ class PredictorModel(kserve.Model):
         started = time.perf_counter()
         for _ in range(self.settings.warmup_runs):
             runtime.run(feeds)
+        largest = self._warm_up_largest_batches(runtime)
         log.info("model ready", extra={
             "model": self.name, "version": self.settings.version, "backend": runtime.info.backend,
             "providers": list(runtime.info.providers), "dynamic_batch": has_dynamic_batch(runtime),
-            "warmup_ms": round((time.perf_counter() - started) * 1000, 1)})
+            "warmup_ms": round((time.perf_counter() - started) * 1000, 1), "warmup_largest_batch": largest})
         batch_hist = self.metrics.batch_size.labels(**self._labels)
         self.batcher = DynamicBatcher(
             runtime.run, max_batch_size=self.settings.max_batch_size,

@@ -78,6 +78,9 @@ def build_cache(flags: TransformerFlags, url: str | None) -> ResultCache | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     flags, args = read_flags(argv)
+    from vss_api.heap import return_large_buffers_to_the_os
+
+    return_large_buffers_to_the_os()  # a burst's tensors go back to the OS after it (vss_api.heap)
     from kserve.errors import InvalidInput
 
     from vss_api.metrics import TRANSFORMER

@@ -102,8 +102,8 @@ async def test_the_queue_depth_gauge_counts_the_requests_waiting_behind_a_runnin
     """`inference_queue_depth` is read from the batcher at scrape time: 0 when idle, the waiting requests while
     the one batch slot is busy, 0 again once they ran."""
     registry = CollectorRegistry()
-    monkeypatch.setattr(predictor_model, "open_runtime", lambda _settings: runtime)
     runtime = GatedRuntime()
+    monkeypatch.setattr(predictor_model, "open_runtime", lambda _settings: runtime)
     settings = PredictorSettings(model_name="m", version="v1", model_path=Path("unused.onnx"), max_in_flight=1,
                                  max_latency_ms=0.0)
     model = PredictorModel(settings, ServingMetrics.create(registry))
@@ -211,3 +211,46 @@ def test_a_file_that_is_there_but_not_a_model_fails_at_once_without_retrying(
     with pytest.raises(ModelLoadError, match="cannot serve"):
         load_with_retries(_settings(path, model_format), sleep=delays.append)
     assert delays == []
+
+
+class RecordingRuntime(GatedRuntime):
+    """Records the rows of every run; runs of `barrier_rows` rows wait at a barrier of `parties`, so they only
+    finish when that many run at once."""
+
+    def __init__(self, barrier_rows: int, parties: int) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+        self.barrier_rows = barrier_rows
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        rows = int(np.asarray(feeds["x"]).shape[0])
+        self.rows.append(rows)
+        if rows == self.barrier_rows:
+            self.barrier.wait()  # BrokenBarrierError after 10 s if the runs were not concurrent
+        return super().run(feeds)
+
+
+def test_load_runs_the_largest_batch_as_many_at_once_as_the_batcher_runs_before_the_model_is_ready(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """So the runtime's memory arena reaches its high-water mark at start, not the first time a burst fills a
+    batch (vss_predictors.model._warm_up_largest_batches)."""
+    runtime = RecordingRuntime(barrier_rows=8, parties=2)
+    monkeypatch.setattr(predictor_model, "open_runtime", lambda _settings: runtime)
+    settings = PredictorSettings(model_name="m", version="v1", model_path=Path("unused.onnx"), max_batch_size=8,
+                                 max_in_flight=2)
+    model = PredictorModel(settings, ServingMetrics.create(CollectorRegistry()))
+    assert model.load()
+    assert runtime.rows.count(1) == settings.warmup_runs and runtime.rows.count(8) == 2, runtime.rows
+    model.stop()
+
+
+def test_a_model_that_cannot_batch_is_warmed_up_at_batch_one_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = RecordingRuntime(barrier_rows=8, parties=2)
+    runtime.inputs = [TensorSpec("x", "FP32", (1, 2))]
+    monkeypatch.setattr(predictor_model, "open_runtime", lambda _settings: runtime)
+    settings = PredictorSettings(model_name="m", version="v1", model_path=Path("unused.onnx"), max_batch_size=8)
+    model = PredictorModel(settings, ServingMetrics.create(CollectorRegistry()))
+    assert model.load()
+    assert set(runtime.rows) == {1}, runtime.rows
+    model.stop()
