@@ -204,3 +204,32 @@ def as_rest_json(request: Request) -> dict[str, Any]:
         body["outputs"] = [{"name": n, "parameters": {k: _json_value(v) for k, v in p.items()}}
                            for n, p in request.outputs]
     return body
+
+
+@st.composite
+def rest_binary(draw: st.DrawFn, model_name: str, version: str) -> tuple[bytes, dict[str, str]]:
+    """The request in the binary tensor extension: a JSON header whose raw inputs say `binary_data_size`, their
+    bytes after it, and `Inference-Header-Content-Length`. Mostly honest; otherwise a size or the header length
+    lies (too long, too short, negative, not a number), bytes trail the last tensor, or the header is cut."""
+    request = draw(requests(model_name, version))
+    body = as_rest_json(request)
+    tail = b""
+    for tensor, spec in zip(request.inputs, body["inputs"], strict=True):
+        if not tensor.use_raw:
+            continue
+        size = len(tensor.raw) + draw(st.sampled_from([0, 0, 0, 0, -1, 1, -len(tensor.raw) - 1, 1 << 40]))
+        spec.pop("data")
+        spec["parameters"]["binary_data_size"] = size
+        tail += tensor.raw
+    tail += b"".join(request.extra_raw)
+    head = orjson_dumps(body)
+    length: str = str(len(head) + draw(st.sampled_from([0, 0, 0, 0, -1, 1, -len(head), len(tail) + 1])))
+    length = draw(st.one_of(st.just(length), st.just(length), st.sampled_from(["", "-5", "abc", "1e3", "7 "])))
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": length}
+    return head + tail, headers
+
+
+def orjson_dumps(body: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(body, allow_nan=False).encode()

@@ -104,6 +104,38 @@ def test_fuzzed_tensors_in_an_infer_body_are_answered_below_500_in_time_with_a_r
     fuzz(served, strategy, f"POST /v2/models/{{name}}/infer, tensors ({served.name})", tally)
 
 
+@pytest.mark.parametrize("fixture", SERVED)
+def test_fuzzed_binary_tensor_bodies_are_answered_below_500_in_time_with_a_reason(
+        request: pytest.FixtureRequest, tally: FuzzTally, fixture: str) -> None:
+    """The binary tensor extension, which a JSON schema cannot describe: `binary_data_size` and
+    `Inference-Header-Content-Length` honest or lying, bytes cut short or trailing (tests.e2e.fuzz_tensors)."""
+    served: Served = request.getfixturevalue(fixture)
+    row = f"POST /v2/models/{{name}}/infer, binary ({served.name})"
+    session = requests.Session()
+    url = f"http://{served.rest_url}/v2/models/{served.name}/infer"
+
+    @settings(max_examples=examples(), derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(body=fuzz_tensors.rest_binary(served.name, VERSION))
+    def one(body: tuple[bytes, dict[str, str]]) -> None:
+        data, headers = body
+        try:
+            response = session.post(url, data=data, headers=headers, timeout=DEADLINE_S)
+        except requests.Timeout:
+            tally.hang(row)
+            raise AssertionError(f"no answer within {DEADLINE_S}s to {headers} {data[:300]!r}") from None
+        tally.answered(row, response.status_code)
+        assert response.status_code < 500, f"{response.status_code} {response.text[:500]}\n{headers} {data[:300]!r}"
+        if response.status_code >= 400:
+            assert _reason(response), f"a {response.status_code} without a reason: {response.text[:500]}"
+
+    try:
+        one()
+    finally:
+        session.close()
+    _a_good_request_succeeds(served)
+
+
 def fuzz(served: Served, strategy: st.SearchStrategy[schemathesis.Case], row: str, tally: FuzzTally) -> None:
     session = requests.Session()
 
