@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the binaries the integration tests run against (etcd, kube-apiserver, kube-controller-manager,
-# kubectl, helm) from Go modules pinned in hack/testbins/*/go.{mod,sum}, into a cache outside the repo:
+# kubectl, helm, and KServe's controller manager with its webhooks) from Go modules pinned in hack/testbins/*/go.{mod,sum}, into a cache outside the repo:
 #
 #   ${VSS_CACHE:-$HOME/.cache/vss}/k8s-bins/<key>/bin/
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TESTBINS="${HERE}/testbins"
 CACHE_ROOT="${VSS_CACHE:-${HOME}/.cache/vss}/k8s-bins"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl helm)
+BINARIES=(etcd kube-apiserver kube-controller-manager kubectl helm kserve-manager)
 
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
@@ -43,6 +43,7 @@ K8S_VERSION="$(pinned "${TESTBINS}/kube/go.mod" k8s.io/kubernetes)"        # v1.
 KUBECTL_MODULE_VERSION="$(pinned "${TESTBINS}/kubectl/go.mod" k8s.io/kubectl)" # v0.34.4
 ETCD_VERSION="$(pinned "${TESTBINS}/etcd/go.mod" go.etcd.io/etcd/server/v3)"   # v3.6.5
 HELM_VERSION="$(pinned "${TESTBINS}/helm/go.mod" helm.sh/helm/v3)"             # v3.19.5
+KSERVE_VERSION="$(pinned "${TESTBINS}/kserve/go.mod" github.com/kserve/kserve)" # v0.20.0
 KUBECTL_VERSION="v1.${KUBECTL_MODULE_VERSION#v0.}"                               # k8s.io/kubectl v0.X.Y is Kubernetes v1.X.Y
 GO_VERSION="$(go env GOVERSION)"
 
@@ -68,6 +69,7 @@ helm_k8s_minor="${KUBECTL_VERSION#v1.}"; helm_k8s_minor="${helm_k8s_minor%%.*}"
 LDFLAGS_KUBE="-s -w$(k8s_version_flags "${K8S_VERSION}")"
 LDFLAGS_KUBECTL="-s -w$(k8s_version_flags "${KUBECTL_VERSION}")"
 LDFLAGS_ETCD="-s -w"
+LDFLAGS_KSERVE="-s -w"
 LDFLAGS_HELM="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
 LDFLAGS_HELM+=" -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
@@ -77,10 +79,10 @@ done
 inputs_hash="$(
   {
     (cd "${TESTBINS}" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) | LC_ALL=C sort | xargs sha256sum)
-    printf '%s\n' "${LDFLAGS_KUBE}" "${LDFLAGS_KUBECTL}" "${LDFLAGS_ETCD}" "${LDFLAGS_HELM}" "${CGO_ENABLED}"
+    printf '%s\n' "${LDFLAGS_KUBE}" "${LDFLAGS_KUBECTL}" "${LDFLAGS_ETCD}" "${LDFLAGS_HELM}" "${LDFLAGS_KSERVE}" "${CGO_ENABLED}"
   } | sha256sum | cut -c1-12
 )"
-KEY="k8s-${K8S_VERSION}_kubectl-${KUBECTL_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_${GO_VERSION}_${inputs_hash}"
+KEY="k8s-${K8S_VERSION}_kubectl-${KUBECTL_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_kserve-${KSERVE_VERSION}_${GO_VERSION}_${inputs_hash}"
 if [[ "${1:-}" == "--print-key" ]]; then
   echo "${KEY}"
   exit 0
@@ -120,7 +122,7 @@ TIMINGS="${CACHE_ROOT}/build-seconds.txt"
 BUILT=0
 
 # The order of the builds below, for the n/N count and the estimate.
-BUILD_ORDER=(etcd kubectl helm kube-apiserver kube-controller-manager)
+BUILD_ORDER=(etcd kubectl helm kube-apiserver kube-controller-manager kserve-manager)
 
 # Seconds the builds from the INDEX-th of BUILD_ORDER on took last time; empty when one was never timed.
 seconds_left() { # INDEX
@@ -170,6 +172,7 @@ build kubectl "${TESTBINS}/kubectl" "${LDFLAGS_KUBECTL}" .
 build helm "${TESTBINS}/helm" "${LDFLAGS_HELM}" helm.sh/helm/v3/cmd/helm
 build kube-apiserver "${TESTBINS}/kube" "${LDFLAGS_KUBE}" ./cmd/kube-apiserver
 build kube-controller-manager "${TESTBINS}/kube" "${LDFLAGS_KUBE}" ./cmd/kube-controller-manager
+build kserve-manager "${TESTBINS}/kserve" "${LDFLAGS_KSERVE}" ./cmd/manager
 log "all binaries built in $((SECONDS - total_start))s"
 
 # Record what went in, for whoever inspects the cache.
@@ -178,6 +181,7 @@ log "all binaries built in $((SECONDS - total_start))s"
   echo "kubectl=${KUBECTL_VERSION}"
   echo "etcd=${ETCD_VERSION}"
   echo "helm=${HELM_VERSION}"
+  echo "kserve=${KSERVE_VERSION}"
   echo "go=${GO_VERSION}"
   echo "inputs=${inputs_hash}"
 } >"${KEY_DIR}/versions.txt"

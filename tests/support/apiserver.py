@@ -1,7 +1,7 @@
 """A real, local Kubernetes control plane for the integration tests (envtest-style, no kubelet).
 
 ``LocalCluster`` runs etcd, kube-apiserver and kube-controller-manager (garbage collector and namespace
-controllers only) on loopback, with a throwaway PKI, and talks to it through the real ``kubectl``,
+controllers unless ``controllers=`` names more) on loopback, with a throwaway PKI, and talks to it through the real ``kubectl``,
 ``helm`` and the Python ``kubernetes`` client. The binaries come from ``hack/build-test-binaries.sh``,
 which builds them once from pinned Go modules into a cache outside the repo.
 
@@ -42,7 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-test-binaries.sh"
-# Set to a directory holding the five binaries to skip the build script (e.g. a CI cache restore).
+# Set to a directory holding the six binaries to skip the build script (e.g. a CI cache restore).
 BIN_DIR_ENV = "VSS_K8S_BIN_DIR"
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -99,8 +99,14 @@ class TestBinaries:
     def helm(self) -> Path:
         return self.bin_dir / "helm"
 
+    @property
+    def kserve_manager(self) -> Path:
+        """KServe's controller manager with its webhooks (github.com/kserve/kserve cmd/manager)."""
+        return self.bin_dir / "kserve-manager"
+
     def all(self) -> list[Path]:
-        return [self.etcd, self.kube_apiserver, self.kube_controller_manager, self.kubectl, self.helm]
+        return [self.etcd, self.kube_apiserver, self.kube_controller_manager, self.kubectl, self.helm,
+                self.kserve_manager]
 
     def missing(self) -> list[Path]:
         return [p for p in self.all() if not os.access(p, os.X_OK)]
@@ -460,10 +466,15 @@ class LocalCluster:
     - ``stop()``: kills everything (process groups), idempotent.
     """
 
-    def __init__(self, binaries: TestBinaries, workdir: Path, *, startup_timeout: float = 90.0) -> None:
+    # What kube-controller-manager runs unless told otherwise: the tests need only garbage collection.
+    DEFAULT_CONTROLLERS = ("garbage-collector-controller", "namespace-controller")
+
+    def __init__(self, binaries: TestBinaries, workdir: Path, *, startup_timeout: float = 90.0,
+                 controllers: Sequence[str] = DEFAULT_CONTROLLERS) -> None:
         self.binaries = binaries
         self.workdir = workdir.resolve()
         self.startup_timeout = startup_timeout
+        self.controllers = tuple(controllers)
         self.logs_dir = self.workdir / "logs"
         self.pki = Pki.create(self.workdir / "pki")
         self.etcd_port = free_port()
@@ -553,7 +564,7 @@ class LocalCluster:
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            "--controllers=garbage-collector-controller,namespace-controller",
+            f"--controllers={','.join(self.controllers)}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={self.controller_manager_port}",
