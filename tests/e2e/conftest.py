@@ -91,6 +91,24 @@ def shipped_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 
 
 @pytest.fixture(scope="session")
+def anomaly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The shipped anomaly detector as `vss run examples/anomaly.yaml` serves it (series FP32 [N, 100, 5])."""
+    with vss_run(REPO / "examples" / "anomaly.yaml", "sensor-anomaly", tmp_path_factory.mktemp("anomaly")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def forecaster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The shipped forecaster as `vss run examples/forecasting.yaml` serves it (series FP32 [N, 24, 5])."""
+    with vss_run(REPO / "examples" / "forecasting.yaml", "sensor-forecast", tmp_path_factory.mktemp("fc")) as s:
+        yield s
+
+
+# The window each shipped series model takes: (readings, features).
+SERIES_WINDOWS = {"sensor-anomaly": (100, 5), "sensor-forecast": (24, 5)}
+
+
+@pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The stream tests' generated crossing clip (1280x720, 15 fps, 300 frames) with its ground truth."""
     from vss_models.clips import crossing_clip, write_clip

@@ -114,12 +114,19 @@ def good_image() -> Tensor:
     return Tensor("image", "BYTES", [1], len(IMAGES[0]).to_bytes(4, "little") + IMAGES[0], [IMAGES[0]])
 
 
+def good_series(readings: int, features: int) -> Tensor:
+    """One zero window as the time-series tasks take it (series FP32 [1, readings, features])."""
+    values = [0.0] * (readings * features)
+    return Tensor("series", "FP32", [1, readings, features], bytes(4 * len(values)), values)
+
+
 @st.composite
 def requests(draw: st.DrawFn, model_name: str, version: str) -> Request:
     """Mostly one fault at a time: the served model, one input, no parameters, all contents raw or all typed are
     each likelier than not, so that most requests get past the envelope to the tensors."""
     inputs = draw(st.one_of(st.lists(tensors(), min_size=1, max_size=1), st.lists(tensors(), max_size=3),
-                            st.builds(lambda: [good_image()])))
+                            st.builds(lambda: [good_image()]),
+                            st.sampled_from([(100, 5), (24, 5)]).map(lambda w: [good_series(*w)])))
     mode = draw(st.sampled_from(["raw", "raw", "typed", "mixed"]))
     for tensor in inputs:
         tensor.use_raw = mode == "raw" or (mode == "mixed" and draw(st.booleans()))

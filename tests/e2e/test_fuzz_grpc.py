@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
-from tests.e2e.conftest import jpeg, scene
+from tests.e2e.conftest import SERIES_WINDOWS, jpeg, scene
 from tests.e2e.fuzz_tally import FuzzTally
 from tests.e2e.fuzz_tensors import as_grpc, requests
 from tests.e2e.serving import Served
@@ -28,7 +28,7 @@ from tests.e2e.serving import Served
 GRPC_EXAMPLES = {"ci": 300, "nightly": 5000}
 SCALE = os.environ.get("VSS_FUZZ_SCALE", "ci")
 DEADLINE_S = 30.0
-SERVED = ("detector", "classifier")
+SERVED = ("detector", "classifier", "anomaly", "forecaster")
 VERSION = "v1"
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -50,6 +50,11 @@ def tally(request: pytest.FixtureRequest) -> Iterator[FuzzTally]:
 
 
 def good_request(served: Served) -> pb.ModelInferRequest:
+    if served.name in SERIES_WINDOWS:
+        readings, features = SERIES_WINDOWS[served.name]
+        return pb.ModelInferRequest(model_name=served.name, inputs=[pb.ModelInferRequest.InferInputTensor(
+            name="series", datatype="FP32", shape=[1, readings, features],
+            contents=pb.InferTensorContents(fp32_contents=[0.0] * (readings * features)))])
     data = jpeg(scene())
     return pb.ModelInferRequest(model_name=served.name, inputs=[pb.ModelInferRequest.InferInputTensor(
         name="image", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[data]))])

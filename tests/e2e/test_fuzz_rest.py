@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 import vss_api
 from tests.e2e import fuzz_tensors
-from tests.e2e.conftest import jpeg, scene
+from tests.e2e.conftest import SERIES_WINDOWS, jpeg, scene
 from tests.e2e.fuzz_tally import FuzzTally
 from tests.e2e.serving import Served
 
@@ -38,7 +38,7 @@ SPEC = Path(vss_api.__file__).parent / "openapi" / "v2.yaml"
 REST_EXAMPLES = {"ci": 100, "nightly": 1000}
 SCALE = os.environ.get("VSS_FUZZ_SCALE", "ci")
 DEADLINE_S = 30.0  # one answer; generous on a loaded 2-core machine, far below what a hang would take
-SERVED = ("detector", "classifier")
+SERVED = ("detector", "classifier", "anomaly", "forecaster")
 VERSION = "v1"  # both fixtures' spec.version
 
 OPERATIONS = [(path, method) for path, item in yaml.safe_load(SPEC.read_text())["paths"].items()
@@ -164,11 +164,16 @@ def fuzz(served: Served, strategy: st.SearchStrategy[schemathesis.Case], row: st
 
 
 def _a_good_request_succeeds(served: Served) -> None:
-    data = jpeg(scene())
-    head = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                                   "parameters": {"binary_data_size": len(data) + 4}}]}).encode()
+    if served.name in SERIES_WINDOWS:
+        window = fuzz_tensors.good_series(*SERIES_WINDOWS[served.name])
+        name, datatype, shape, raw = window.name, window.datatype, window.shape, window.raw
+    else:
+        data = jpeg(scene())
+        name, datatype, shape, raw = "image", "BYTES", [1], len(data).to_bytes(4, "little") + data
+    head = json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": shape,
+                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
     reply = requests.post(f"http://{served.rest_url}/v2/models/{served.name}/infer",
-                          data=head + len(data).to_bytes(4, "little") + data, timeout=DEADLINE_S,
+                          data=head + raw, timeout=DEADLINE_S,
                           headers={"Inference-Header-Content-Length": str(len(head)),
                                    "Content-Type": "application/octet-stream"})
     assert reply.status_code == 200, reply.text

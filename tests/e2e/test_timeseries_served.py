@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from tritonclient import http as triton
 
-from tests.e2e.serving import REPO, Served, post, vss_run
+from tests.e2e.serving import REPO, Served, post
 from vss_api.vssmodel import VSSModel
 from vss_models.timeseries.datasets import Split, labelled_windows, rng_for
 from vss_models.timeseries.evaluation import ANOMALY_OUTPUTS, FORECAST_OUTPUTS, InProcess
@@ -34,18 +33,6 @@ def shipped_time_series_models() -> None:
     """The artifacts are committed: a checkout without them fails here rather than skipping."""
     missing = [name for name in SHIPPED if not (ARTIFACTS / name).is_file()]
     assert not missing, f"models/artifacts lacks {missing}: rebuild them with python -m vss_models.timeseries build"
-
-
-@pytest.fixture(scope="module")
-def anomaly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(ANOMALY_YAML, "sensor-anomaly", tmp_path_factory.mktemp("anomaly")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def forecaster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(FORECAST_YAML, "sensor-forecast", tmp_path_factory.mktemp("forecast")) as served:
-        yield served
 
 
 def infer(served: Served, windows: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -59,18 +59,6 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-def anomaly(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(REPO / "examples" / "anomaly.yaml", "sensor-anomaly", tmp_path_factory.mktemp("anomaly")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def forecaster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with vss_run(REPO / "examples" / "forecasting.yaml", "sensor-forecast", tmp_path_factory.mktemp("fc")) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
 def sensors_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(sensor_log(), tmp_path_factory.mktemp("series") / "sensors.csv")
 
