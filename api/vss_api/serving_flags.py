@@ -158,6 +158,18 @@ def _tracing_flags(args: argparse.Namespace) -> TracingFlags:
     return TracingFlags(args.otlp_traces_endpoint or None, args.trace_sampling_ratio)
 
 
+# gRPC reads its message limits as a C int: 2**31 or more fails the channel or server at start.
+GRPC_MAX_MESSAGE_BYTES = (1 << 31) - 1
+# A predictor batch holds several requests' tensors, and decoded frames are larger than their JPEGs.
+BATCH_MESSAGE_FACTOR = 8
+
+
+def grpc_message_bytes(max_request_bytes: int) -> int:
+    """The gRPC send/receive limit between transformer and predictor for a `transformer.maxRequestBytes`:
+    a batch's worth of it, at most what gRPC can hold (from 256 MiB the product would overflow)."""
+    return min(max_request_bytes * BATCH_MESSAGE_FACTOR, GRPC_MAX_MESSAGE_BYTES)
+
+
 # --- predictor -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -218,7 +230,7 @@ def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: s
         max_batch_size=batching.max_batch_size, max_latency_ms=batching.max_latency_ms,
         max_inflight_batches=batching.max_in_flight, max_queue_size=batching.max_queue_size,
         max_concurrency=predictor_concurrency(spec), threads=spec.predictor.threads, http_port=http_port,
-        grpc_port=grpc_port, max_message_bytes=spec.transformer.max_request_bytes * 8,
+        grpc_port=grpc_port, max_message_bytes=grpc_message_bytes(spec.transformer.max_request_bytes),
         tracing=tracing or tracing_flags(spec))
 
 

@@ -141,3 +141,16 @@ def test_sigterm_stops_the_predictor_and_the_transformer_with_exit_code_0_and_fr
             assert "Traceback" not in output, output[-3000:]
             for port in (process.http_port, process.grpc_port):
                 assert wait_until(f"{process.role} port {port} free", lambda p=port: port_is_free(p) or None, 5)
+
+
+def test_a_pair_told_the_largest_request_size_the_crd_allows_starts_and_serves(
+        model_file: Path, tmp_path: Path) -> None:
+    """transformer.maxRequestBytes 1 GiB: the gRPC limits it gives both processes must fit gRPC's C int, or the
+    transformer's channel and the predictor's server fail at start."""
+    model = _spec("largest", model_file)
+    model.spec.transformer.max_request_bytes = 1 << 30
+    with serving_pair(model.spec, "largest", model_file, tmp_path) as served:
+        client = httpclient.InferenceServerClient(served.transformer.rest_url)
+        assert client.infer(served.name, [_image_input()]).as_numpy("labels")[0][0].decode() == "red"
+        for process in (served.predictor, served.transformer):
+            assert "Traceback" not in process.output(), process.output()[-3000:]

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from vss_api.serving_flags import CACHE_URL_ENV, InvalidFlags, TransformerFlags, transformer_flags, transformer_parser
+from vss_api.serving_flags import (
+    CACHE_URL_ENV,
+    InvalidFlags,
+    TransformerFlags,
+    grpc_message_bytes,
+    transformer_flags,
+    transformer_parser,
+)
 from vss_api.vssmodel import AnomalyParams, ClassificationParams, DetectionParams, ForecastingParams, Task
 from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, ServingTask
@@ -94,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     client = PredictorClient(model_name=flags.model_name, grpc_target=flags.predictor_grpc,
                              rest_base=f"http://{flags.predictor_rest}",
                              timeout_s=float(flags.predictor_timeout_s),
-                             max_message_bytes=flags.max_request_bytes * 8)
+                             max_message_bytes=grpc_message_bytes(flags.max_request_bytes))
     task = build_task(flags)
     cache = build_cache(flags, os.environ.get(CACHE_URL_ENV))
     tracing = Tracing.start(flags.tracing, model_name=flags.model_name, version=flags.model_version,

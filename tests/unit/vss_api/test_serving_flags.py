@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from vss_api.serving_flags import (
+    GRPC_MAX_MESSAGE_BYTES,
     Normalization,
     PredictorFlags,
     TransformerFlags,
+    grpc_message_bytes,
     predictor_flags,
     predictor_flags_for,
     predictor_parser,
@@ -91,7 +93,7 @@ def test_the_predictor_reads_back_every_setting_the_operator_renders(model: VSSM
     assert flags.max_concurrency == batching.max_queue_size + batching.max_in_flight * batching.max_batch_size
     assert flags.threads == spec.predictor.threads
     assert (flags.http_port, flags.grpc_port) == (PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT)
-    assert flags.max_message_bytes == spec.transformer.max_request_bytes * 8
+    assert flags.max_message_bytes == min(spec.transformer.max_request_bytes * 8, (1 << 31) - 1)
     if spec.task is Task.CLASSIFICATION:
         c = spec.classification
         assert flags.normalization == Normalization(tuple(c.mean), tuple(c.std))  # type: ignore[arg-type]
@@ -204,3 +206,26 @@ def test_a_renamed_flag_is_refused_by_the_container_not_ignored() -> None:
     args = [a.replace("--max_batch_size", "--max_batch") for a in _containers(model)[PREDICTOR_CONTAINER]["args"]]
     with pytest.raises(SystemExit):
         predictor_parser().parse_args(args)
+
+
+@pytest.mark.parametrize("max_request_bytes", [256 * 1024 * 1024, 1 << 30])
+def test_the_grpc_message_limits_at_the_largest_request_sizes_fit_what_grpc_can_hold(max_request_bytes: int) -> None:
+    """From 256 MiB, eight requests' worth overflows gRPC's C int (2**31 - 1) and both processes would fail to
+    start; the limit stops there, and the transformer's own receive limit is the request size itself."""
+    model = VSSModel.from_yaml_file(EXAMPLES[0])
+    body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"]["transformer"]["maxRequestBytes"] = max_request_bytes
+    spec = VSSModel.model_validate(body).spec
+    predictor = predictor_flags_for(spec, spec.served_version(), "/m", 1, 2, model_name="m")
+    transformer = transformer_flags_for(spec, "m", "localhost:2", "localhost:1", 3, 4)
+    assert predictor.max_message_bytes == grpc_message_bytes(max_request_bytes) == GRPC_MAX_MESSAGE_BYTES
+    args = predictor.args()
+    for flag in ("--grpc_max_receive_message_length", "--grpc_max_send_message_length"):
+        assert int(args[args.index(flag) + 1]) <= (1 << 31) - 1
+    args = transformer.args()
+    assert int(args[args.index("--grpc_max_receive_message_length") + 1]) == max_request_bytes
+
+
+def test_the_grpc_message_limit_is_eight_requests_below_256_mib() -> None:
+    assert grpc_message_bytes(32 * 1024 * 1024) == 256 * 1024 * 1024
+    assert grpc_message_bytes(256 * 1024 * 1024 - 1024) == 8 * (256 * 1024 * 1024 - 1024)
