@@ -283,6 +283,10 @@ def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
 
 # --- transformer ---------------------------------------------------------------------------------------
 
+# How long the transformer's load() waits for the predictor (a GPU warm-up or TensorRT build is slow); the
+# rendered startup probes give both containers at least this long before the kubelet may restart them.
+PREDICTOR_WAIT_S = 300.0
+
 # The result cache's Redis URL reaches the transformer in this environment variable (in a pod from the Secret
 # `transformer.cache.secretRef` names; for `vss run` from the caller's environment), never on the command line,
 # where `ps` and the InferenceService would show its password.
@@ -392,7 +396,8 @@ def transformer_parser(*parents: argparse.ArgumentParser, description: str | Non
                         help="requests served at once, REST and gRPC; one more gets 503 / UNAVAILABLE")
     parser.add_argument("--request_timeout_ms", type=int, default=30_000,
                         help="deadline of a request that brings none shorter")
-    parser.add_argument("--predictor_wait_s", type=float, default=300.0)
+    parser.add_argument("--predictor_wait_s", type=float, default=PREDICTOR_WAIT_S,
+                        help="how long loading waits for the predictor's model config before it gives up")
     parser.add_argument("--cache", action="store_true",
                         help=f"answer repeated inputs from the Redis at ${CACHE_URL_ENV} (transformer.cache)")
     parser.add_argument("--cache_ttl_seconds", type=int, default=CacheFlags.ttl_seconds)

@@ -5,12 +5,20 @@ with the transformer collocated in the predictor pod, and the Gateway API HTTPRo
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from vss_api.serving_flags import CACHE_URL_ENV, TracingFlags, predictor_args, tracing_flags, transformer_args
+from vss_api.serving_flags import (
+    CACHE_URL_ENV,
+    PREDICTOR_WAIT_S,
+    TracingFlags,
+    predictor_args,
+    tracing_flags,
+    transformer_args,
+)
 from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel, VSSModelSpec
 from vss_operator.objects import Manifest
 
@@ -37,6 +45,11 @@ MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts what STORAG
 KSERVE_SERVICE_PORT = 80  # the port of KServe's `<isvc>-predictor` Service
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS = 1000
+# Startup probes: the predictor's warm-up may take the transformer's whole wait for it; the transformer, which
+# listens only once load() has its model config, gets that wait and a minute for its own load on top.
+STARTUP_PERIOD_S = 5
+PREDICTOR_STARTUP_FAILURES = math.ceil(PREDICTOR_WAIT_S / STARTUP_PERIOD_S)
+TRANSFORMER_STARTUP_FAILURES = math.ceil((PREDICTOR_WAIT_S + 60) / STARTUP_PERIOD_S)
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,9 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         # Knative serves exactly one port per pod; raw mode also publishes gRPC on the Service.
         "ports": [{"name": "http1", "containerPort": TRANSFORMER_HTTP_PORT, "protocol": "TCP"}] + (
             [] if knative else [{"name": "grpc", "containerPort": TRANSFORMER_GRPC_PORT, "protocol": "TCP"}]),
+        # Without a startup probe the liveness probe would restart it ~30 s into its wait for the predictor.
+        "startupProbe": _http_get("/v2/health/live", TRANSFORMER_HTTP_PORT, period=STARTUP_PERIOD_S,
+                                  failures=TRANSFORMER_STARTUP_FAILURES),
         "readinessProbe": _http_get("/v2/health/ready", TRANSFORMER_HTTP_PORT, period=5, failures=3),
         "livenessProbe": _http_get("/v2/health/live", TRANSFORMER_HTTP_PORT, period=10, failures=3),
         "resources": {
@@ -246,12 +262,13 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
     }
     if not knative:
         # Knative refuses ports and probes on a second container; in raw mode the predictor gets its own,
-        # with a startup probe that gives the warm-up (TensorRT engine builds) five minutes.
+        # with a startup probe that gives the warm-up (TensorRT engine builds) the transformer's wait for it.
         predictor["ports"] = [
             {"name": "predictor-http", "containerPort": PREDICTOR_HTTP_PORT, "protocol": "TCP"},
             {"name": "predictor-grpc", "containerPort": PREDICTOR_GRPC_PORT, "protocol": "TCP"},
         ]
-        predictor["startupProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=5, failures=60)
+        predictor["startupProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=STARTUP_PERIOD_S,
+                                              failures=PREDICTOR_STARTUP_FAILURES)
         predictor["readinessProbe"] = _http_get("/v2/health/ready", PREDICTOR_HTTP_PORT, period=5, failures=3)
         predictor["livenessProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=10, failures=3)
 

@@ -115,6 +115,7 @@ def test_cpu_detection_model_renders_the_expected_inferenceservice_and_route() -
                         {"name": "http1", "containerPort": 8080, "protocol": "TCP"},
                         {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
                     ],
+                    "startupProbe": probe("/v2/health/live", 8080, 5, 72),
                     "readinessProbe": probe("/v2/health/ready", 8080, 5, 3),
                     "livenessProbe": probe("/v2/health/live", 8080, 10, 3),
                     "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
@@ -359,3 +360,34 @@ def test_batches_in_flight_reach_the_predictor_and_stay_within_one_to_eight() ->
     for bad in (0, 9):
         with pytest.raises(ValueError, match=r"max_in_flight|maxInFlight"):
             _model(predictor={"batching": {"maxInFlight": bad}})
+
+
+def _startup_budget_s(container: dict[str, Any]) -> int:
+    probe = container["startupProbe"]
+    return int(probe["periodSeconds"] * probe["failureThreshold"])
+
+
+@pytest.mark.parametrize("router", ["gatewayapi", "knative"])
+def test_the_transformer_is_given_a_startup_probe_as_long_as_its_wait_for_the_predictor_and_more(
+        router: str) -> None:
+    """The transformer listens only once load() has the predictor's model config, which it waits for up to
+    --predictor_wait_s; without a startup probe its liveness probe (3 x 10 s) restarts it during a slow warm-up."""
+    from vss_api.serving_flags import PREDICTOR_WAIT_S, transformer_parser
+
+    (isvc, *_) = render(_model(rollout={"trafficRouter": router}))
+    transformer = _containers(isvc)["transformer-container"]
+    wait_s = transformer_parser().parse_args([*transformer["args"], "--model_name", "yolo"]).predictor_wait_s
+    assert wait_s == PREDICTOR_WAIT_S
+    assert transformer["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert _startup_budget_s(transformer) >= wait_s + 60
+    liveness = transformer["livenessProbe"]
+    assert _startup_budget_s(transformer) > liveness["periodSeconds"] * liveness["failureThreshold"]
+
+
+def test_the_predictor_startup_probe_allows_the_whole_wait_the_transformer_grants_it() -> None:
+    from vss_api.serving_flags import PREDICTOR_WAIT_S
+
+    (isvc, _route) = render(_model())
+    containers = _containers(isvc)
+    predictor, transformer = containers["kserve-container"], containers["transformer-container"]
+    assert PREDICTOR_WAIT_S <= _startup_budget_s(predictor) < _startup_budget_s(transformer)
