@@ -148,7 +148,10 @@ class DetectionTask(ImageTask[list[Letterbox], Detections]):
         return np.full((720, 1280, 3), 114, dtype=np.uint8)
 
     def size_hint(self, height: int, width: int) -> tuple[int, int]:
-        return fitted_size((height, width), self.params.input_size)
+        """The full frame, as Ultralytics decodes it; with fastDecode the reduced scale that fits inputSize."""
+        if self.params.fast_decode:
+            return fitted_size((height, width), self.params.input_size)
+        return height, width
 
     def preprocess(self, images: Sequence[Image], sources: Sequence[tuple[int, int]]
                    ) -> tuple[Image, list[Letterbox]]:
