@@ -10,7 +10,8 @@ Targets: `inprocess` (the served path's own code, decode → letterbox → ONNX 
 in this process), `model` (the model alone on frames prepared beforehand), `grpc` and `rest` (v2, `image`
 BYTES in, binary tensors out; lean clients: KServe's generated gRPC stubs and http.client, so the load
 generator's own CPU stays small on a 2-core machine), `v1json` (the seed's and KServe docs'
-`{"instances": [{"image": {"b64": ...}}]}`), and `triton-grpc` / `triton-rest` (tritonclient, in a
+`{"instances": [{"image": {"b64": ...}}]}`), `fastapi` (the Ultralytics peer, benchmarks/peers/ultralytics_app.py:
+the JPEG as the POST body, boxes JSON back), and `triton-grpc` / `triton-rest` (tritonclient, in a
 process of their own: tritonclient and kserve cannot share one, their protobuf symbols clash).
 
     python -m benchmarks.loadgen --target grpc --url 127.0.0.1:8081 --model yolo --frames DIR \
@@ -148,6 +149,27 @@ def v1json_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
     return make
 
 
+def fastapi_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
+    """The Ultralytics + FastAPI peer as a user's client calls it: the encoded image as the body."""
+    host, port = t.url.rsplit(":", 1)
+
+    def make() -> Send:
+        conn = http.client.HTTPConnection(host, int(port), timeout=300)
+
+        def send(jpeg: bytes) -> None:
+            conn.request("POST", "/predict", body=jpeg, headers={"Content-Type": "image/jpeg"})
+            reply = conn.getresponse()
+            data = reply.read()
+            if reply.status != 200:
+                raise RuntimeError(f"HTTP {reply.status}: {data[:300]!r}")
+            if "boxes" not in json.loads(data):
+                raise RuntimeError("the answer has no 'boxes'")
+
+        return send
+
+    return make
+
+
 def triton_grpc_sender(t: TargetSpec, frames: list[bytes]) -> MakeSender:
     import numpy as np
     import tritonclient.grpc as grpcclient
@@ -202,7 +224,8 @@ _shapes: dict[TargetSpec, list[int] | None] = {}
 
 SENDERS: dict[str, Callable[[TargetSpec, list[bytes]], MakeSender]] = {
     "inprocess": inprocess_sender, "model": inprocess_sender, "grpc": grpc_sender, "rest": rest_sender,
-    "v1json": v1json_sender, "triton-grpc": triton_grpc_sender, "triton-rest": triton_rest_sender,
+    "v1json": v1json_sender, "fastapi": fastapi_sender, "triton-grpc": triton_grpc_sender,
+    "triton-rest": triton_rest_sender,
 }
 
 

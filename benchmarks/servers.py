@@ -123,12 +123,12 @@ class Stack:
     endpoints: dict[str, str] = field(default_factory=dict)
     roles: dict[str, int] = field(default_factory=dict)  # role → pid, children included
 
-    def start(self, role: str, argv: list[str], logs: Path) -> Process:
+    def start(self, role: str, argv: list[str], logs: Path, env: dict[str, str] | None = None) -> Process:
         """In the harness's own session, like every other process of the run: Linux's autogroup
         scheduler gives each session an equal share of a busy machine, so a server in a session of its
         own would get more CPU than the in-process baseline it is compared with."""
         log = (logs / f"{self.name}-{role}.log").open("wb")
-        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=REPO)
+        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env or child_env(), cwd=REPO)
         process = Process(role, popen, log)
         self.processes.append(process)
         self.roles[role] = popen.pid
@@ -234,3 +234,45 @@ def start_kserve_docs(model_path: Path, name: str, task: str, names: str, logs: 
         stack.stop()
         raise
     return stack
+
+
+def start_ultralytics_fastapi(model_path: Path, logs: Path, *, ready_timeout_s: float = 300.0) -> Stack:
+    """The peer a user would write instead (benchmarks/peers/ultralytics_app.py): Ultralytics' `predict` behind
+    FastAPI, one uvicorn worker, in the peer's own virtualenv (made first if missing), offline."""
+    from benchmarks.peers import ultralytics_env
+
+    python = ultralytics_env.ensure()
+    port = free_port()
+    env = {**ultralytics_env.offline_env(logs.parent / "yolo-config"), "PYTHONUNBUFFERED": "1",
+           "YOLO_MODEL": str(model_path)}
+    stack = Stack("ultralytics")
+    try:
+        server = stack.start("fastapi", [str(python), "-m", "uvicorn", "--app-dir", str(REPO / "benchmarks" / "peers"),
+                                         "ultralytics_app:app", "--host", "127.0.0.1", "--port", str(port),
+                                         "--workers", "1", "--log-level", "warning",
+                                         # uvicorn drops a connection idle 5 s, which a paired turn on a
+                                         # loaded machine can outlast; the clients keep theirs open
+                                         "--timeout-keep-alive", "300"], logs, env=env)
+        wait_ready(f"http://127.0.0.1:{port}/health", [server], ready_timeout_s)
+    except Exception:
+        stack.stop()
+        raise
+    stack.endpoints = {"fastapi": f"127.0.0.1:{port}"}
+    return stack
+
+
+def ultralytics_export(folder: Path) -> Path:
+    """The YOLOv8n ONNX export Ultralytics' own exporter makes offline from its model YAML (random init),
+    made once into `folder` in the peer's virtualenv (benchmarks/peers/ultralytics_export.py)."""
+    from benchmarks.peers import ultralytics_env
+
+    path = folder / "yolov8n.onnx"
+    if not path.is_file():
+        python = ultralytics_env.ensure()
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([str(python), str(REPO / "benchmarks" / "peers" / "ultralytics_export.py"), str(folder)],
+                              capture_output=True, text=True, cwd=folder,
+                              env=ultralytics_env.offline_env(folder / "yolo-config"), timeout=900)
+        if done.returncode != 0 or not path.is_file():
+            raise RuntimeError(f"Ultralytics' export failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return path

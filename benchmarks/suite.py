@@ -3,6 +3,10 @@
   (a) in-process ONNX Runtime with the served path's own pre/post code: the ceiling
       (detection also at a 640x640 square letterbox, the preprocessing the docs' pattern uses);
   (b) our served path through `vss run`: v2 gRPC and v2 REST (binary), `image` BYTES in;
+  (u) what a user would write instead: Ultralytics' own `predict` behind a small FastAPI app, one uvicorn
+      worker, in a virtualenv of its own (benchmarks/peers/; Ultralytics is AGPL-3.0, a peer and never a
+      dependency); detection only. With it, the detector is YOLOv8n as Ultralytics' exporter makes it offline
+      from its model YAML, the same ONNX file for every target (`--detector` overrides);
   (c) the patterns of KServe's docs (benchmarks/baselines/): a `kserve.Model` transformer sending v1
       JSON tensors to a `kserve.Model` predictor, and the same transformer with `--predictor_protocol
       grpc-v2`; clients send the docs' v1 `{"instances": [{"image": {"b64": ...}}]}`.
@@ -12,7 +16,7 @@ level after a warm-up, in rounds interleaved across targets so that a noisy neig
 Printed and written (CSV, Markdown, PNG, raw JSON) as one table with ratios against (a) and (c), the
 model's own compute at each input shape (the latency floor), and the RSS of every serving process.
 
-    python benchmarks/suite.py                       # detection + classification, c = 1, 4, 16
+    python benchmarks/suite.py                       # detection + classification, c = 1, 4, 8, 16
     python benchmarks/suite.py --requests 8 --warmup 2 --concurrency 1,4 --tasks detection   # quick
 """
 
@@ -37,7 +41,16 @@ if __package__ in (None, ""):
 
 from benchmarks.frames import read_frames, write_frames
 from benchmarks.results import Measurement, Table, Target, to_csv, to_markdown, to_text, write_chart
-from benchmarks.servers import REPO, Stack, child_env, start_kserve_docs, start_vss_run, vssmodel_yaml
+from benchmarks.servers import (
+    REPO,
+    Stack,
+    child_env,
+    start_kserve_docs,
+    start_ultralytics_fastapi,
+    start_vss_run,
+    ultralytics_export,
+    vssmodel_yaml,
+)
 from vss_api.progress import Progress
 
 HERE = Path(__file__).resolve().parent
@@ -51,14 +64,15 @@ TARGETS = {
     "a-sq": Target("a-sq", "a in-process 640x640", "a"),
     "b-grpc": Target("b-grpc", "b ours v2 gRPC", "b"),
     "b-rest": Target("b-rest", "b ours v2 REST", "b"),
+    "u-fastapi": Target("u-fastapi", "u Ultralytics+FastAPI", "u"),
     "c-json": Target("c-json", "c docs v1 JSON", "c"),
     "c-grpc": Target("c-grpc", "c docs grpc-v2", "c"),
 }
-BASELINES = ("a", "c-json", "c-grpc")
+BASELINES = ("a", "u-fastapi", "c-json", "c-grpc")
 FLOORS = ("m", "m-sq")  # measured at concurrency 1 only: they give the latency floor
 # The model-alone target at the input shape each target feeds the model.
-FLOOR_OF = {"m": "m", "a": "m", "b-grpc": "m", "b-rest": "m", "m-sq": "m-sq", "a-sq": "m-sq", "c-json": "m-sq",
-            "c-grpc": "m-sq"}
+FLOOR_OF = {"m": "m", "a": "m", "b-grpc": "m", "b-rest": "m", "u-fastapi": "m", "m-sq": "m-sq", "a-sq": "m-sq",
+            "c-json": "m-sq", "c-grpc": "m-sq"}
 
 
 @dataclass
@@ -109,7 +123,8 @@ def prepare_models(cfg: Config, frames: list[bytes]) -> list[TaskSetup]:
     models = cfg.work / "models"
     for task in cfg.tasks:
         if task == "detection":
-            path = cfg.detector or _standin_detector(models, frames[0])
+            path = cfg.detector or (ultralytics_export(models / "ultralytics") if "u-fastapi" in cfg.targets
+                                    else _standin_detector(models, frames[0]))
         else:
             path = cfg.classifier or _standin_classifier(models)
         name = "yolo" if task == "detection" else "classifier"
@@ -181,9 +196,10 @@ def _python(args: list[str], timeout: float = 900) -> str:
 class Endpoints:
     vss: Stack | None = None
     docs: Stack | None = None
+    peer: Stack | None = None
 
     def stacks(self) -> list[Stack]:
-        return [s for s in (self.vss, self.docs) if s is not None]
+        return [s for s in (self.vss, self.docs, self.peer) if s is not None]
 
 
 def target_spec(target: str, setup: TaskSetup, ends: Endpoints) -> dict[str, Any]:
@@ -198,6 +214,9 @@ def target_spec(target: str, setup: TaskSetup, ends: Endpoints) -> dict[str, Any
         assert ends.vss is not None
         kind = target.split("-")[1]
         return {"target": kind, "url": ends.vss.endpoints[kind], "model": name, "outputs": outputs}
+    if target == "u-fastapi":
+        assert ends.peer is not None
+        return {"target": "fastapi", "url": ends.peer.endpoints["fastapi"]}
     assert ends.docs is not None
     protocol = "v1" if target == "c-json" else "grpc-v2"
     return {"target": "v1json", "url": ends.docs.endpoints[protocol], "model": name}
@@ -237,7 +256,7 @@ def run_paired(targets: list[str], setup: TaskSetup, ends: Endpoints, frames_dir
 
 
 def targets_for(task: str, wanted: Sequence[str]) -> list[str]:
-    return [t for t in wanted if not t.endswith("-sq") or task == "detection"]
+    return [t for t in wanted if not (t.endswith("-sq") or t.startswith("u-")) or task == "detection"]
 
 
 def cells_of(cfg: Config, targets: Sequence[str]) -> int:
@@ -320,6 +339,8 @@ def run(cfg: Config) -> dict[str, Any]:
             if any(t.startswith("b-") for t in targets):
                 ends.vss = start_vss_run(setup.spec_path, "yolo" if setup.task == "detection" else "classifier",
                                          logs, via_vss_run=cfg.via_vss_run)
+            if "u-fastapi" in targets:
+                ends.peer = start_ultralytics_fastapi(setup.model_path, logs)
             if any(t.startswith("c-") for t in targets):
                 ends.docs = start_kserve_docs(setup.model_path, "yolo" if setup.task == "detection"
                                               else "classifier", setup.task, setup.names, logs)
@@ -473,6 +494,7 @@ def evaluate_criteria(table: Table) -> list[str]:
                 added = b1.added_p50_ms(a1)
                 out.append(f"{task}: (b) {label} adds {added:.1f} ms to p50 at c={one} over (a) "
                            "(target <= 3 ms): " + ("met" if added <= 3 else "missed"))
+        out += _peer_criteria(task, levels, find)
         for base, goal in (("c-json", 5.0), ("c-grpc", 1.5)):
             ratios = [(c, bb.throughput / cc.throughput) for c in levels
                       if (bb := find(task, "b-grpc", c)) and (cc := find(task, base, c)) and cc.throughput > 0]
@@ -490,11 +512,34 @@ def evaluate_criteria(table: Table) -> list[str]:
     return out
 
 
+def _peer_criteria(task: str, levels: list[int], find: Any) -> list[str]:
+    """Issue 17's targets against Ultralytics + FastAPI: c=8 throughput >= 1.2x with a lower p95, and a c=1
+    p50 no higher than Ultralytics'."""
+    out = []
+    for ours, label in (("b-grpc", "gRPC"), ("b-rest", "REST")):
+        ratios = [f"c={c} {b.throughput / u.throughput:.2f}x" for c in levels
+                  if (b := find(task, ours, c)) and (u := find(task, "u-fastapi", c)) and u.throughput > 0]
+        if ratios:
+            out.append(f"{task}: (b) {label} throughput vs (u) Ultralytics+FastAPI: " + ", ".join(ratios))
+        b8, u8 = find(task, ours, 8), find(task, "u-fastapi", 8)
+        if b8 and u8 and u8.throughput > 0:
+            ratio = b8.throughput / u8.throughput
+            out.append(f"{task}: (b) {label} at c=8: {ratio:.2f}x (u)'s throughput (target >= 1.2), p95 "
+                       f"{b8.p(95):.1f} ms against {u8.p(95):.1f} ms (target lower): "
+                       + ("met" if ratio >= 1.2 and b8.p(95) < u8.p(95) else "missed"))
+        b1, u1 = find(task, ours, 1), find(task, "u-fastapi", 1)
+        if b1 and u1:
+            out.append(f"{task}: (b) {label} p50 at c=1 is {b1.p(50):.1f} ms, (u) {u1.p(50):.1f} ms "
+                       f"({b1.added_p50_ms(u1):+.1f} ms paired; target <= 0): "
+                       + ("met" if b1.added_p50_ms(u1) <= 0 else "missed"))
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="detection,classification")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
-    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--requests", type=int, default=48, help="recorded requests per target and level")
     parser.add_argument("--warmup", type=int, default=4,
                         help="unrecorded requests before each round (at least one per worker)")
