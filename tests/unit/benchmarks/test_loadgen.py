@@ -1,10 +1,16 @@
-"""The closed-loop load generator and the profile summary, driven without any server."""
+"""The closed-loop load generator and the profile summary, driven without any server; the FastAPI peer's
+sender against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from benchmarks.loadgen import run_load, run_paired
+import pytest
+
+from benchmarks.loadgen import TargetSpec, fastapi_sender, run_load, run_paired
 from benchmarks.profile_served import busy_lines
 
 
@@ -94,3 +100,44 @@ def test_a_failing_paired_target_is_counted_and_the_others_go_on() -> None:
                         max_seconds=60)
     assert (result["down"]["errors"], result["down"]["first_error"]) == (2, "RuntimeError: down")
     assert len(result["ok"]["latencies_s"]) == 2
+
+
+@pytest.fixture()
+def predict_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A real HTTP server answering POST /predict as the Ultralytics peer does (200 and boxes JSON), 500 to an
+    empty body."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            bodies.append(body)
+            ok = self.path == "/predict" and body and self.headers["Content-Type"] == "image/jpeg"
+            data = json.dumps({"boxes": [], "scores": []} if ok else {"detail": "bad"}).encode()
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_fastapi_sender_posts_the_jpeg_itself_and_refuses_a_failed_answer(
+        predict_server: tuple[str, list[bytes]]) -> None:
+    url, bodies = predict_server
+    send = fastapi_sender(TargetSpec("fastapi", url), [b"jpeg-1"])()
+    send(b"jpeg-1")
+    send(b"jpeg-2")  # on the same kept-alive connection
+    assert bodies == [b"jpeg-1", b"jpeg-2"]
+    with pytest.raises(RuntimeError, match="HTTP 500"):
+        send(b"")

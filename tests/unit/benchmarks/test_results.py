@@ -106,3 +106,14 @@ def test_the_floor_column_uses_the_model_alone_cell_of_the_same_input_shape() ->
     table = Table(cells, TARGETS, [], {"detection": 20.0}, {"b-grpc": "m", "m": "m"})
     ours = next(r for r in table.rows() if r["target"] == "b ours v2 gRPC")
     assert ours["p50_minus_floor_ms"] == pytest.approx(5.5)
+
+
+def test_criteria_against_the_ultralytics_peer_give_the_c8_ratio_with_p95_and_the_c1_p50() -> None:
+    peer = Target("u-fastapi", "u Ultralytics+FastAPI", "u")
+    measurements = [cell("b-grpc", 1, [30, 30], 0.06), cell("u-fastapi", 1, [35, 35], 0.07),
+                    cell("b-grpc", 8, [200] * 8, 0.26), cell("u-fastapi", 8, [300] * 8, 0.32)]
+    lines = evaluate_criteria(Table(measurements, [*TARGETS, peer], ["u-fastapi"], {"detection": 9.0}))
+    assert "detection: (b) gRPC throughput vs (u) Ultralytics+FastAPI: c=1 1.17x, c=8 1.23x" in lines
+    assert ("detection: (b) gRPC at c=8: 1.23x (u)'s throughput (target >= 1.2), p95 200.0 ms against 300.0 ms "
+            "(target lower): met") in lines
+    assert "detection: (b) gRPC p50 at c=1 is 30.0 ms, (u) 35.0 ms (-5.0 ms paired; target <= 0): met" in lines
