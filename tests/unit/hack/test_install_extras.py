@@ -50,7 +50,7 @@ def _stamps(venv: Path) -> set[str]:
 
 def test_the_test_extras_name_every_plane_and_serving_names_nothing_else() -> None:
     assert install_extras.closure({"dev", "bench"}, PROJECT) == {
-        "dev", "bench", "operator", "serving", "torch", "models", "streams"}
+        "dev", "bench", "operator", "serving", "torch", "models", "streams", "cli"}
     assert install_extras.closure({"serving"}, PROJECT) == {"serving"}
 
 
@@ -67,7 +67,7 @@ def test_serve_then_test_then_serve_installs_once_each_and_test_keeps_serving(ve
 
     assert _installs(venv) == ["serving", "bench,dev,serving"]
     assert _stamps(venv) == {f".deps-{KEY}-{e}"
-                             for e in ("dev", "bench", "operator", "serving", "torch", "models", "streams")}
+                             for e in ("dev", "bench", "operator", "serving", "torch", "models", "streams", "cli")}
 
 
 def test_stamps_of_another_pyproject_are_dropped_and_do_not_count(venv: Path) -> None:
