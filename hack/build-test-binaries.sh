@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the binaries the integration tests run against (etcd, kube-apiserver, kube-controller-manager,
-# kubectl, helm, and KServe's controller manager with its webhooks) from Go modules pinned in hack/testbins/*/go.{mod,sum}, into a cache outside the repo:
+# kube-scheduler, kubectl, helm, and KServe's controller manager with its webhooks) from Go modules pinned in hack/testbins/*/go.{mod,sum}, into a cache outside the repo:
 #
 #   ${VSS_CACHE:-$HOME/.cache/vss}/k8s-bins/<key>/bin/
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TESTBINS="${HERE}/testbins"
 CACHE_ROOT="${VSS_CACHE:-${HOME}/.cache/vss}/k8s-bins"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl helm kserve-manager)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm kserve-manager)
 
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
@@ -122,7 +122,7 @@ TIMINGS="${CACHE_ROOT}/build-seconds.txt"
 BUILT=0
 
 # The order of the builds below, for the n/N count and the estimate.
-BUILD_ORDER=(etcd kubectl helm kube-apiserver kube-controller-manager kserve-manager)
+BUILD_ORDER=(etcd kubectl helm kube-apiserver kube-controller-manager kube-scheduler kserve-manager)
 
 # Seconds the builds from the INDEX-th of BUILD_ORDER on took last time; empty when one was never timed.
 seconds_left() { # INDEX
@@ -172,6 +172,7 @@ build kubectl "${TESTBINS}/kubectl" "${LDFLAGS_KUBECTL}" .
 build helm "${TESTBINS}/helm" "${LDFLAGS_HELM}" helm.sh/helm/v3/cmd/helm
 build kube-apiserver "${TESTBINS}/kube" "${LDFLAGS_KUBE}" ./cmd/kube-apiserver
 build kube-controller-manager "${TESTBINS}/kube" "${LDFLAGS_KUBE}" ./cmd/kube-controller-manager
+build kube-scheduler "${TESTBINS}/kube" "${LDFLAGS_KUBE}" ./cmd/kube-scheduler
 build kserve-manager "${TESTBINS}/kserve" "${LDFLAGS_KSERVE}" ./cmd/manager
 log "all binaries built in $((SECONDS - total_start))s"
 

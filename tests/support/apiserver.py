@@ -1,9 +1,10 @@
 """A real, local Kubernetes control plane for the integration tests (envtest-style, no kubelet).
 
 ``LocalCluster`` runs etcd, kube-apiserver and kube-controller-manager (garbage collector and namespace
-controllers unless ``controllers=`` names more) on loopback, with a throwaway PKI, and talks to it through the real ``kubectl``,
-``helm`` and the Python ``kubernetes`` client. The binaries come from ``hack/build-test-binaries.sh``,
-which builds them once from pinned Go modules into a cache outside the repo.
+controllers unless ``controllers=`` names more) and, with ``scheduler=True``, kube-scheduler on loopback, with a
+throwaway PKI, and talks to it through the real ``kubectl``, ``helm`` and the Python ``kubernetes`` client.
+The binaries come from ``hack/build-test-binaries.sh``, which builds them once from pinned Go modules into a
+cache outside the repo.
 
 Typical use (see tests/integration/conftest.py for the pytest fixtures)::
 
@@ -92,6 +93,10 @@ class TestBinaries:
         return self.bin_dir / "kube-controller-manager"
 
     @property
+    def kube_scheduler(self) -> Path:
+        return self.bin_dir / "kube-scheduler"
+
+    @property
     def kubectl(self) -> Path:
         return self.bin_dir / "kubectl"
 
@@ -105,7 +110,8 @@ class TestBinaries:
         return self.bin_dir / "kserve-manager"
 
     def all(self) -> list[Path]:
-        return [self.etcd, self.kube_apiserver, self.kube_controller_manager, self.kubectl, self.helm,
+        return [self.etcd, self.kube_apiserver, self.kube_controller_manager, self.kube_scheduler, self.kubectl,
+                self.helm,
                 self.kserve_manager]
 
     def missing(self) -> list[Path]:
@@ -468,9 +474,14 @@ class LocalCluster:
 
     # What kube-controller-manager runs unless told otherwise: the tests need only garbage collection.
     DEFAULT_CONTROLLERS = ("garbage-collector-controller", "namespace-controller")
+    # What Pods that really run need besides (tests/support/node_agent.py): Deployments make ReplicaSets make
+    # Pods, and Services get the Ready Pods' addresses.
+    WORKLOAD_CONTROLLERS = ("deployment-controller", "replicaset-controller", "endpoints-controller",
+                            "endpointslice-controller")
 
     def __init__(self, binaries: TestBinaries, workdir: Path, *, startup_timeout: float = 90.0,
-                 controllers: Sequence[str] = DEFAULT_CONTROLLERS) -> None:
+                 controllers: Sequence[str] = DEFAULT_CONTROLLERS, scheduler: bool = False) -> None:
+        """SCHEDULER: also run kube-scheduler (for a Node of tests/support/node_agent.py)."""
         self.binaries = binaries
         self.workdir = workdir.resolve()
         self.startup_timeout = startup_timeout
@@ -480,6 +491,7 @@ class LocalCluster:
         self.etcd_port = free_port()
         self.apiserver_port = free_port()
         self.controller_manager_port = free_port()
+        self.scheduler_port = free_port()
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self.kubeconfig = write_kubeconfig(
             self.workdir / "kubeconfig", self.server, self.pki.ca.cert, self.pki.admin, "vss-test-admin"
@@ -511,6 +523,11 @@ class LocalCluster:
             "kube-controller-manager",
             self._controller_manager_argv(),
             self.logs_dir / "kube-controller-manager.log",
+        )
+        # The scheduler runs as the admin (system:masters): its own RBAC is not what these tests are about.
+        self.scheduler: ManagedProcess | None = (
+            ManagedProcess("kube-scheduler", self._scheduler_argv(), self.logs_dir / "kube-scheduler.log")
+            if scheduler else None
         )
 
     # -- command lines ----------------------------------------------------------------------------
@@ -572,6 +589,19 @@ class LocalCluster:
             "--v=1",
         ]
 
+    def _scheduler_argv(self) -> list[str]:
+        return [
+            str(self.binaries.kube_scheduler),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.scheduler_port}",
+            f"--cert-dir={self.workdir / 'scheduler-certs'}",
+            "--v=1",
+        ]
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self, crds: Sequence[Path] = ()) -> None:
@@ -586,14 +616,18 @@ class LocalCluster:
             if crds:
                 self.install_crds(crds)
             self._start_controller_manager()
+            if self.scheduler is not None:
+                self.scheduler.start()
+                self._wait_healthz(self.scheduler, self.scheduler_port)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         """Stop every component (controller manager, apiserver, etcd); safe to call twice."""
-        for proc in (self.controller_manager, self.apiserver, self.etcd):
-            proc.stop()
+        for proc in (self.scheduler, self.controller_manager, self.apiserver, self.etcd):
+            if proc is not None:
+                proc.stop()
 
     def _start_etcd(self) -> None:
         self.etcd.start()
@@ -638,26 +672,25 @@ class LocalCluster:
 
     def _start_controller_manager(self) -> None:
         self.controller_manager.start()
+        self._wait_healthz(self.controller_manager, self.controller_manager_port)
+
+    def _wait_healthz(self, proc: ManagedProcess, port: int) -> None:
         insecure = ssl.create_default_context()
-        # The manager serves /healthz with a self-signed cert it generates itself; this loopback
-        # probe only checks liveness, the cluster's own traffic is verified against our CA.
+        # The manager and the scheduler serve /healthz with a self-signed cert they generate themselves;
+        # this loopback probe only checks liveness, the cluster's own traffic is verified against our CA.
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
 
         def healthy() -> bool:
-            status, _ = _https_get(self.controller_manager_port, "/healthz", context=insecure)
+            status, _ = _https_get(port, "/healthz", context=insecure)
             return status == 200
 
-        wait_until(
-            healthy,
-            timeout=self.startup_timeout,
-            what="kube-controller-manager /healthz",
-            abort=self.controller_manager.exit_reason,
-        )
+        wait_until(healthy, timeout=self.startup_timeout, what=f"{proc.name} /healthz", abort=proc.exit_reason)
 
     def logs(self) -> dict[str, str]:
         """Tail of each component's log, for failure messages."""
-        return {p.name: p.log_tail() for p in (self.etcd, self.apiserver, self.controller_manager)}
+        procs = (self.etcd, self.apiserver, self.controller_manager, self.scheduler)
+        return {p.name: p.log_tail() for p in procs if p is not None}
 
     # -- clients ----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-// Wrapper module: builds kube-apiserver and kube-controller-manager from the pinned k8s.io/kubernetes.
+// Wrapper module: builds kube-apiserver, kube-controller-manager and kube-scheduler from the pinned k8s.io/kubernetes.
 // k8s.io/kubernetes requires its staging repos as v0.0.0 and replaces them with ./staging paths that
 // consumers never see, so every one of them is pinned here to the matching published v0.34.4.
 module github.com/vss-serving/hack/testbins/kube
