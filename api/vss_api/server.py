@@ -523,10 +523,44 @@ class JsonParsing:
             raise InvalidInput(f"request is not valid JSON: {exc}") from exc
 
 
+def not_ready_reason(model: object) -> str | None:
+    """Why a model that loaded stays not ready (`not_ready_reason`: a predictor asked for a GPU it did not get),
+    or None. KServe's readiness answers carry no reason, so ours do (`install_routes`)."""
+    reason = getattr(model, "not_ready_reason", None)
+    return reason if isinstance(reason, str) and reason else None
+
+
+def refusals(dataplane: DataPlane) -> list[str]:
+    """The reasons of every registered model that stays not ready."""
+    return [f"{name}: {reason}" for name, model in dataplane.model_registry.get_models().items()
+            if (reason := not_ready_reason(model)) is not None]
+
+
 def install_routes(app: FastAPI, dataplane: DataPlane,
                    configs: dict[str, Callable[[], dict[str, Any]]]) -> None:
     """Routes registered before KServe's own, so they take precedence for the same paths."""
     parsing = JsonParsing()  # its idle thread ends with the process (concurrent.futures joins it at exit)
+
+    async def server_ready() -> Response:
+        """KServe's, but a model that stays not ready makes the server not ready, with its reason (KServe's
+        answers 200 once the process serves, whatever its models)."""
+        reasons = refusals(dataplane)
+        if reasons:
+            return json_response({"ready": False, "error": "; ".join(reasons)}, status_code=503)
+        if not await dataplane.ready():
+            raise ServerNotReady()
+        return json_response({"ready": True})
+
+    async def model_ready(model_name: str) -> Response:
+        model = dataplane.model_registry.get_model(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        reason = not_ready_reason(model)
+        if reason is not None:
+            raise ModelNotReady(model_name, reason)
+        if not await dataplane.model_ready(model_name):
+            raise ModelNotReady(model_name)
+        return json_response({"name": model_name, "ready": True})
 
     async def infer(model_name: str, request: Request) -> Response:
         arrived = time.monotonic()
@@ -599,9 +633,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
 
     async def version_ready(model_name: str, model_version: str) -> Response:
         await served_version(model_name, model_version)
-        if not await dataplane.model_ready(model_name):
-            raise ModelNotReady(model_name)
-        return json_response({"name": model_name, "ready": True})
+        return await model_ready(model_name)
 
     async def config(model_name: str) -> Response:
         await dataplane.get_model(model_name)  # 404/503 through KServe's handlers
@@ -610,6 +642,8 @@ def install_routes(app: FastAPI, dataplane: DataPlane,
             return json_response({"name": model_name, "parameters": {}})
         return json_response(describe())
 
+    app.add_api_route("/v2/health/ready", server_ready, methods=["GET"])
+    app.add_api_route("/v2/models/{model_name}/ready", model_ready, methods=["GET"])
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
     app.add_api_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
     for action in ("load", "unload"):
@@ -640,6 +674,14 @@ class HeaderEchoingServicer(InferenceServicer):
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,  # noqa: N802
                                     context: Any) -> pb.RepositoryModelUnloadResponse:
         raise RepositoryClosed(request.model_name)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest,  # noqa: N802
+                          context: Any) -> pb.ServerReadyResponse:
+        """Not ready while a model stays not ready (as `/v2/health/ready`): the transformer's health check of its
+        predictor asks this."""
+        if refusals(self._data_plane):
+            return pb.ServerReadyResponse(ready=False)
+        return pb.ServerReadyResponse(ready=await self._data_plane.ready())
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         arrived = time.monotonic()
@@ -732,4 +774,9 @@ def serve(models: list[kserve.Model], *, max_request_bytes: int, max_concurrency
     model_server.app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)  # sizes first
     model_server.app.add_middleware(BodyIdleTimeout, idle_s=body_idle_timeout_s)
     model_server.app.add_middleware(InternalErrors)  # outermost: a 413 is not an internal error
-    server.start(models)
+    # A model that loaded but stays not ready (it says why) is registered without KServe's start, which refuses
+    # to serve when no model is ready: the process then answers its probes with the reason instead of exiting.
+    refused = [m for m in models if not m.ready and not_ready_reason(m) is not None]
+    for model in refused:
+        server.register_model(model)
+    server.start([m for m in models if m not in refused])

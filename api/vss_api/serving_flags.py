@@ -193,6 +193,7 @@ class PredictorFlags:
     grpc_port: int
     max_message_bytes: int  # gRPC receive and send limits: a batch of frames is larger than one request
     tracing: TracingFlags = TracingFlags()
+    allow_cpu_fallback: bool = False  # device gpu without a usable GPU: serve on CPU instead of staying not ready
 
     def args(self) -> list[str]:
         return [
@@ -209,6 +210,7 @@ class PredictorFlags:
             "--grpc_max_receive_message_length", str(self.max_message_bytes),
             "--grpc_max_send_message_length", str(self.max_message_bytes),
             *([] if self.threads is None else ["--threads", str(self.threads)]),
+            *(["--allow_cpu_fallback"] if self.allow_cpu_fallback else []),
             *self.tracing.args(),
         ]
 
@@ -231,7 +233,7 @@ def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: s
         max_inflight_batches=batching.max_in_flight, max_queue_size=batching.max_queue_size,
         max_concurrency=predictor_concurrency(spec), threads=spec.predictor.threads, http_port=http_port,
         grpc_port=grpc_port, max_message_bytes=grpc_message_bytes(spec.transformer.max_request_bytes),
-        tracing=tracing or tracing_flags(spec))
+        tracing=tracing or tracing_flags(spec), allow_cpu_fallback=spec.predictor.allow_cpu_fallback)
 
 
 def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
@@ -253,6 +255,8 @@ def predictor_parser(*parents: argparse.ArgumentParser, description: str | None 
     parser.add_argument("--model_format", choices=MODEL_FORMATS, default="onnx")
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--allow_cpu_fallback", action="store_true",
+                        help="with --device gpu and no usable GPU, serve on CPU instead of staying not ready")
     parser.add_argument("--normalize", type=Normalization.parse, default=None,
                         help="MEAN:STD per RGB channel; takes UINT8 NHWC pixels and normalises in the graph")
     parser.add_argument("--max_batch_size", type=int, default=8)
@@ -278,7 +282,8 @@ def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
         max_latency_ms=args.max_latency_ms, max_inflight_batches=args.max_inflight_batches,
         max_queue_size=args.max_queue_size, max_concurrency=args.max_concurrency, threads=args.threads,
         http_port=args.http_port, grpc_port=args.grpc_port,
-        max_message_bytes=args.grpc_max_receive_message_length, tracing=_tracing_flags(args))
+        max_message_bytes=args.grpc_max_receive_message_length, tracing=_tracing_flags(args),
+        allow_cpu_fallback=args.allow_cpu_fallback)
 
 
 # --- transformer ---------------------------------------------------------------------------------------

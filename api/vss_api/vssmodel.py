@@ -127,7 +127,11 @@ class PredictorSpec(SpecModel):
         "predictor.maxReplicas must be >= predictor.minReplicas", ".maxReplicas")))
 
     device: Device = Field(default=Device.CPU, description=(
-        "cpu, or gpu: ONNX Runtime's TensorRT and CUDA providers (falling back to CPU), TorchScript on CUDA."))
+        "cpu, or gpu: ONNX Runtime's TensorRT and CUDA providers, TorchScript on CUDA. A gpu predictor that "
+        "finds no usable GPU stays not ready and says why, unless allowCpuFallback is true."))
+    allow_cpu_fallback: bool = Field(default=False, description=(
+        "With device gpu: serve on the CPU when no GPU provider starts (ready, with a warning in the log) "
+        "instead of staying not ready with reason GpuUnavailable."))
     resources: Resources = Field(default_factory=Resources)
     min_replicas: Annotated[int, Field(ge=0, le=100, description=(
         "Fewest pods of each version; 0 lets an idle version scale to zero (Serverless mode only)."))] = 1

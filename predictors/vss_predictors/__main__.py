@@ -24,7 +24,8 @@ def settings_from(flags: PredictorFlags) -> PredictorSettings:
         model_format=flags.model_format, device=flags.device, threads=flags.threads,
         normalization=flags.normalization, max_batch_size=flags.max_batch_size,
         max_latency_ms=flags.max_latency_ms, max_in_flight=flags.max_inflight_batches,
-        max_queue_size=flags.max_queue_size, warmup_shape=flags.warmup_shape)
+        max_queue_size=flags.max_queue_size, warmup_shape=flags.warmup_shape,
+        allow_cpu_fallback=flags.allow_cpu_fallback)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from vss_api.tracing import Tracing, annotate, record, traced
 from vss_api.v2 import Array
 from vss_predictors.batcher import DynamicBatcher, RunTiming
 from vss_predictors.errors import InvalidTensor, ModelLoadError, UnsupportedModel
-from vss_predictors.runtime import Runtime, TensorSpec, has_dynamic_batch
+from vss_predictors.runtime import Runtime, RuntimeInfo, TensorSpec, has_dynamic_batch
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class PredictorSettings:
     max_in_flight: int = 2
     max_queue_size: int = 256
     warmup_shape: tuple[int, int] = (640, 640)
+    allow_cpu_fallback: bool = False  # device gpu without a usable GPU: serve on CPU (else stay not ready)
     warmup_runs: int = 2
     load_attempts: int = 5
     load_backoff_s: float = 0.5
@@ -88,6 +89,19 @@ def load_with_retries(settings: PredictorSettings, *, sleep: Callable[[float], N
     raise AssertionError("unreachable")
 
 
+GPU_UNAVAILABLE = "GpuUnavailable"
+
+
+def gpu_refusal(settings: PredictorSettings, info: RuntimeInfo) -> str | None:
+    """Why a runtime that loaded must not serve: the spec asked for a GPU and the runtime fell back to the CPU,
+    which the spec did not allow (`predictor.allowCpuFallback`). None: it may serve."""
+    if settings.device != "gpu" or info.device == "gpu" or settings.allow_cpu_fallback:
+        return None
+    return (f"{GPU_UNAVAILABLE}: device gpu was asked for, but {info.backend} runs on the CPU "
+            f"(providers {', '.join(info.providers)}): no usable GPU or GPU libraries in this pod; set "
+            "spec.predictor.allowCpuFallback to serve on the CPU")
+
+
 def warmup_feeds(inputs: list[TensorSpec], hw: tuple[int, int], batch: int = 1) -> dict[str, Array]:
     """Zeros of each input's shape, `batch` rows where the batch is dynamic, with image height/width from `hw`
     where dynamic."""
@@ -114,6 +128,7 @@ class PredictorModel(kserve.Model):
         self.runtime: Runtime | None = None
         self.batcher: DynamicBatcher | None = None
         self._labels = {"model_name": settings.model_name, "version": settings.version}
+        self.not_ready_reason: str | None = None  # why it stays not ready (`vss_api.server.not_ready_reason`)
 
     def _warm_up_largest_batches(self, runtime: Runtime) -> int:
         """Run the largest batch the batcher can form, as many at once as it runs (`max_in_flight`), so that the
@@ -136,7 +151,18 @@ class PredictorModel(kserve.Model):
         return self.settings.version
 
     def load(self) -> bool:
+        if self.not_ready_reason is not None:
+            return False  # KServe calls load() again on a model that is not ready: the answer stays the same
         runtime = load_with_retries(self.settings)
+        refusal = gpu_refusal(self.settings, runtime.info)
+        if refusal is not None:
+            self.not_ready_reason = refusal
+            log.error("model not ready", extra={"model": self.name, "version": self.settings.version,
+                                                "reason": refusal})
+            return False
+        if self.settings.device == "gpu" and runtime.info.device != "gpu":
+            log.warning("device gpu was asked for: serving on the CPU (allowCpuFallback)",
+                        extra={"providers": list(runtime.info.providers)})
         feeds = warmup_feeds(runtime.inputs, self.settings.warmup_shape)
         started = time.perf_counter()
         for _ in range(self.settings.warmup_runs):
@@ -190,7 +216,7 @@ class PredictorModel(kserve.Model):
 
     def _runtime(self) -> Runtime:
         if self.runtime is None:
-            raise kserve.errors.ModelNotReady(self.name)
+            raise kserve.errors.ModelNotReady(self.name, self.not_ready_reason)
         return self.runtime
 
     def feeds(self, request: InferRequest) -> dict[str, Array]:

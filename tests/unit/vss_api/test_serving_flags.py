@@ -52,7 +52,7 @@ def _variants(model: VSSModel) -> Iterator[tuple[str, VSSModel]]:
     yield "as written", model
     body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
     body["spec"]["predictor"].update({
-        "device": "gpu", "threads": 3,
+        "device": "gpu", "allowCpuFallback": True, "threads": 3,
         "batching": {"maxBatchSize": 17, "maxLatencyMs": 2.5, "maxInFlight": 3, "maxQueueSize": 19}})
     body["spec"]["transformer"].update({"maxRequestBytes": 2 * 1024 * 1024 + 1, "maxConcurrency": 23,
                                         "requestTimeoutMs": 2500, "predictorTimeoutSeconds": 7,
@@ -92,6 +92,8 @@ def test_the_predictor_reads_back_every_setting_the_operator_renders(model: VSSM
     assert flags.max_queue_size == batching.max_queue_size
     assert flags.max_concurrency == batching.max_queue_size + batching.max_in_flight * batching.max_batch_size
     assert flags.threads == spec.predictor.threads
+    assert flags.allow_cpu_fallback == spec.predictor.allow_cpu_fallback
+    assert settings.allow_cpu_fallback == spec.predictor.allow_cpu_fallback
     assert (flags.http_port, flags.grpc_port) == (PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT)
     assert flags.max_message_bytes == min(spec.transformer.max_request_bytes * 8, (1 << 31) - 1)
     if spec.task is Task.CLASSIFICATION:

@@ -254,3 +254,19 @@ def test_a_model_that_cannot_batch_is_warmed_up_at_batch_one_only(monkeypatch: p
     assert model.load()
     assert set(runtime.rows) == {1}, runtime.rows
     model.stop()
+
+
+def test_a_gpu_setting_on_a_cpu_runtime_is_refused_with_its_reason_unless_the_fallback_is_allowed() -> None:
+    from vss_predictors.model import gpu_refusal
+    from vss_predictors.runtime import RuntimeInfo
+
+    on_cpu = RuntimeInfo(backend="onnxruntime-1.23", providers=("CPUExecutionProvider",), device="cpu")
+    on_gpu = RuntimeInfo(backend="onnxruntime-1.23", providers=("CUDAExecutionProvider",), device="gpu")
+    gpu = PredictorSettings(model_name="m", version="v1", model_path=Path("/m"), device="gpu")
+    reason = gpu_refusal(gpu, on_cpu)
+    assert reason is not None and reason.startswith("GpuUnavailable")
+    assert "CPUExecutionProvider" in reason and "allowCpuFallback" in reason
+    assert gpu_refusal(gpu, on_gpu) is None
+    assert gpu_refusal(PredictorSettings(model_name="m", version="v1", model_path=Path("/m"), device="gpu",
+                                         allow_cpu_fallback=True), on_cpu) is None
+    assert gpu_refusal(PredictorSettings(model_name="m", version="v1", model_path=Path("/m")), on_cpu) is None
