@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -39,7 +39,15 @@ from vss_operator.render import (
     child_selector,
     render,
 )
-from vss_operator.rollout import Observations, RolloutDecision, RolloutStatus, analysis_due, decide
+from vss_operator.rollout import (
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    Observations,
+    RolloutDecision,
+    RolloutStatus,
+    analysis_due,
+    decide,
+)
 from vss_operator.status import (
     APPLY_REJECTED,
     INVALID_SPEC,
@@ -52,6 +60,38 @@ from vss_operator.status import (
 )
 
 FINALIZER = f"{GROUP}/finalizer"
+# kopf's bookkeeping (handler progress, the last handled configuration) under a prefix of its own: kopf leaves
+# every annotation under a prefix it keeps storage in out of change detection, so under GROUP it hid ours
+# (serving.vss.ai/retry, /promote) and an annotation alone never reached a handler. Not `kopf.`-prefixed:
+# kopf marks only other prefixes as its own (`<prefix>/kopf-managed`), and unmarked, its progress annotations
+# would count as changes.
+KOPF_PREFIX = "operator.vss.ai"
+DIFFBASE_KEY = "last-handled-configuration"
+# The annotations of ours under GROUP that are the user's to set; the rest under GROUP on objects handled
+# before the move is kopf's old bookkeeping (its marker makes kopf ignore the whole prefix).
+USER_ANNOTATIONS = frozenset({PROMOTE_ANNOTATION, RETRY_ANNOTATION})
+LEGACY_KOPF_ANNOTATIONS = (f"{GROUP}/kopf-managed", f"{GROUP}/{DIFFBASE_KEY}")
+
+
+def is_legacy_kopf_annotation(key: str) -> bool:
+    return key.startswith(f"{GROUP}/") and key not in USER_ANNOTATIONS
+
+
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last handled configuration under KOPF_PREFIX, compared without the bookkeeping an older operator
+    left under GROUP (whose marker would make kopf drop our own annotations from the comparison again)."""
+
+    def __init__(self) -> None:
+        super().__init__(prefix=KOPF_PREFIX, key=DIFFBASE_KEY)
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        annotations = body.metadata.annotations
+        if not any(is_legacy_kopf_annotation(k) for k in annotations):
+            return super().build(body=body, extra_fields=extra_fields)
+        metadata = {**body.get("metadata", {}),
+                    "annotations": {k: v for k, v in annotations.items() if not is_legacy_kopf_annotation(k)}}
+        raw = cast(kopf.RawBody, {**body, "metadata": metadata})
+        return super().build(body=kopf.Body(raw), extra_fields=extra_fields)
 CHILD_KINDS = ((ISVC_API_VERSION, ISVC_KIND), (ROUTE_API_VERSION, ROUTE_KIND))
 # A timer fires on the event loop's clock, the decision counts on the wall clock: a hair later never
 # finds the analysis "not due yet" and spins.
@@ -132,10 +172,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # adds no finalizer: a VSSModel stays deletable while the operator is down. The name is set anyway
     # so that anything kopf might add is ours to recognise.
     settings.persistence.finalizer = FINALIZER
-    # Status has a strict schema (no `status.kopf`); kopf's bookkeeping goes into our annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+    # Status has a strict schema (no `status.kopf`); kopf's bookkeeping goes into annotations (KOPF_PREFIX).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = DiffBaseStorage()
     # Events are posted by `advance` on transitions (through kube), not for every log line.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -149,9 +188,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """The spec or the annotations changed (or the operator started): advance the VSSModel."""
     ctx = context(memo)
+    for key in LEGACY_KOPF_ANNOTATIONS:  # an older operator's bookkeeping goes with this handler's own patch
+        if key in body.metadata.annotations:
+            patch.metadata.annotations[key] = None
     generation = body.metadata.get("generation")
     try:
         VSSModel.from_body(body)

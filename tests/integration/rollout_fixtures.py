@@ -35,7 +35,7 @@ SIDE = 64  # the frame size every version accepts; the erroring canary refuses e
 INTERVAL_S = 3.0
 FAILURE_LIMIT = 2
 DEADLINE = 60.0
-ROLLOUT_REASONS = {"RolloutStarted", "ShadowStarted", "StepAdvanced", "AwaitingPromotion", "Promoted",
+ROLLOUT_REASONS = {"RolloutStarted", "RetryStarted", "ShadowStarted", "StepAdvanced", "AwaitingPromotion", "Promoted",
                    "RolloutCompleted", "CheckFailed", "CheckNoData", "AnalysisFailed", "NoAnalysisData",
                    "ProgressDeadlineExceeded", "CanaryFailed", "RolloutAborted"}
 

@@ -203,3 +203,26 @@ def test_a_manual_rollout_waits_for_the_promote_annotation_naming_the_canary(
     assert history(final) == [("v2", "Promoted")]
     assert is_subsequence(["StepAdvanced", "AwaitingPromotion", "Promoted", "RolloutCompleted"],
                           setup.rollout_reasons())
+
+
+def test_a_rolled_back_canary_is_retried_by_the_retry_annotation_alone_and_then_promoted(
+    rollout: RolloutFactory, k8s_cluster: LocalCluster, operator: OperatorProcess,
+) -> None:
+    """No spec edit: only `serving.vss.ai/retry` changes, which kopf saw no more than its own bookkeeping while
+    that lived under the same prefix. The canary erred on one frame size, which the clients then stop sending."""
+    setup = rollout("retried", "erroring")
+    with traffic(setup, k8s_cluster, sides=(SIDE, SIDE, SIDE, SIDE + 32)):
+        setup.start()
+        rolled_back = setup.wait_status(lambda s: s.get("phase") == "RolledBack", "the rollback")
+    assert history(rolled_back) == [("v2", "RolledBack")]
+    annotations = (setup.get() or {})["metadata"].get("annotations") or {}
+    assert not any(k.startswith("serving.vss.ai/") for k in annotations), annotations  # kopf keeps its own
+
+    with traffic(setup, k8s_cluster) as loop:
+        setup.annotate("serving.vss.ai/retry", "1")
+        final = setup.wait_status(lambda s: s.get("phase") == "Stable" and s.get("stableVersion") == "v2",
+                                  "the retried canary promoted")
+        wait_until(lambda: 100 in loop.weights_seen("v2"), timeout=DEADLINE, what="the route at 100% v2")
+    assert history(final) == [("v2", "RolledBack"), ("v2", "Promoted")]
+    assert final["rollout"]["lastRetry"] == "1"
+    assert is_subsequence(["AnalysisFailed", "RetryStarted", "StepAdvanced", "Promoted"], setup.rollout_reasons())

@@ -192,3 +192,21 @@ async def test_a_due_time_in_the_past_fires_at_once(delay: float) -> None:
     requeues.schedule("ns/a", delay, mark)
     await asyncio.wait_for(done.wait(), timeout=5)
     await requeues.close()
+
+
+def test_kopf_compares_the_retry_annotation_even_on_objects_an_older_operator_marked_as_its_own() -> None:
+    """Before, kopf's bookkeeping lived under serving.vss.ai with its marker, which makes kopf drop every
+    annotation under that prefix from the comparison; now its bookkeeping is under its own prefix, and what an
+    older operator left is left out instead of our annotations."""
+    import kopf
+
+    from vss_operator.handlers import DiffBaseStorage
+
+    legacy = {"serving.vss.ai/kopf-managed": "yes", "serving.vss.ai/last-handled-configuration": "{}\n",
+              "serving.vss.ai/retry": "1", "operator.vss.ai/kopf-managed": "yes",
+              "operator.vss.ai/last-handled-configuration": "{}\n", "team": "vision"}
+    body = kopf.Body({"apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel",
+                      "metadata": {"name": "m", "namespace": "n", "annotations": legacy}, "spec": {"version": "v1"}})
+    essence = DiffBaseStorage().build(body=body)
+    assert essence["metadata"]["annotations"] == {"serving.vss.ai/retry": "1", "team": "vision"}
+    assert essence["spec"] == {"version": "v1"}
