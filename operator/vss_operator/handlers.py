@@ -23,7 +23,7 @@ import kopf
 from pydantic import ValidationError
 
 from vss_api.vssmodel import API_VERSION, GROUP, KIND, PLURAL, READY, VERSION, VSSModel, describe_validation_error
-from vss_operator.kube import Kube, KubeError, Rejected
+from vss_operator.kube import Forbidden, Kube, KubeError, Rejected
 from vss_operator.metrics import ModelMetrics
 from vss_operator.objects import Manifest
 from vss_operator.prometheus import PrometheusClient
@@ -49,12 +49,14 @@ from vss_operator.rollout import (
     decide,
 )
 from vss_operator.status import (
+    APPLY_FORBIDDEN,
     APPLY_REJECTED,
     INVALID_SPEC,
     Failure,
     VSSModelStatus,
     canary_readiness,
     failed_status,
+    retrying_status,
     status_for,
     transitions,
 )
@@ -92,6 +94,15 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
                     "annotations": {k: v for k, v in annotations.items() if not is_legacy_kopf_annotation(k)}}
         raw = cast(kopf.RawBody, {**body, "metadata": metadata})
         return super().build(body=kopf.Body(raw), extra_fields=extra_fields)
+# A child the apiserver forbids for now (403: a full ResourceQuota, an admission webhook) is tried again after
+# retry_delay, doubled each time up to this.
+MAX_FORBIDDEN_BACKOFF_S = 300.0
+
+
+def forbidden_backoff(base_s: float, attempt: int) -> float:
+    return float(min(base_s * 2 ** min(attempt, 16), MAX_FORBIDDEN_BACKOFF_S))
+
+
 CHILD_KINDS = ((ISVC_API_VERSION, ISVC_KIND), (ROUTE_API_VERSION, ROUTE_KIND))
 # A timer fires on the event loop's clock, the decision counts on the wall clock: a hair later never
 # finds the analysis "not due yet" and spins.
@@ -188,7 +199,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, retry: int = 0,
+                    **_: Any) -> None:
     """The spec or the annotations changed (or the operator started): advance the VSSModel."""
     ctx = context(memo)
     for key in LEGACY_KOPF_ANNOTATIONS:  # an older operator's bookkeeping goes with this handler's own patch
@@ -202,11 +214,14 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger:
         await _write_failure(ctx, body, failure, generation)
         raise kopf.PermanentError(f"invalid spec: {failure.message}") from exc
     try:
-        advanced = await advance(ctx, str(body.metadata.namespace), body.metadata.name, generation)
+        advanced = await advance(ctx, str(body.metadata.namespace), body.metadata.name, generation,
+                                 attempt=retry)
     except ValidationError as exc:  # the spec changed again since this event; its own event reports it
         raise kopf.TemporaryError(f"the spec changed meanwhile: {exc}", delay=ctx.retry_delay) from exc
     except Rejected as exc:
         raise kopf.PermanentError(f"the apiserver refused a child: {exc}") from exc
+    except Forbidden as exc:  # kopf counts the tries: `retry` doubles the wait
+        raise kopf.TemporaryError(f"the apiserver forbade a child for now: {exc}", delay=exc.retry_in_s) from exc
     except KubeError as exc:
         raise kopf.TemporaryError(f"apiserver: {exc}", delay=ctx.retry_delay) from exc
     if advanced is not None:
@@ -250,6 +265,10 @@ async def _advance_quietly(ctx: OperatorContext, namespace: str, name: str, uid:
         return
     except Rejected as exc:
         log.warning("the apiserver refused a child of %s/%s: %s", namespace, name, exc)
+    except Forbidden as exc:
+        log.warning("the apiserver forbade a child of %s/%s for now: %s; again in %gs", namespace, name, exc,
+                    exc.retry_in_s)
+        _requeue(ctx, namespace, name, exc.retry_in_s)
     except KubeError as exc:
         log.warning("could not advance %s/%s: %s; again in %gs", namespace, name, exc, ctx.retry_delay)
         _requeue(ctx, namespace, name, ctx.retry_delay)
@@ -272,7 +291,7 @@ class Advanced:
 
 
 async def advance(ctx: OperatorContext, namespace: str, name: str, observed_generation: int | None, *,
-                  uid: str | None = None) -> Advanced | None:
+                  uid: str | None = None, attempt: int = 0) -> Advanced | None:
     """Move the VSSModel `namespace/name` one decision on, under its lock, from a fresh read:
 
     read the status and the children; query Prometheus only when an analysis is due; `decide`; write the
@@ -329,6 +348,14 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
             await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, failed.as_patch())
             ctx.metrics.observe(namespace, name, failed)
             await _post(ctx, fresh, [(e.type, e.reason, e.message) for e in transitions(current, failed)])
+            raise
+        except Forbidden as exc:  # `attempt`: the reconcile's count of tries, for the backoff
+            exc.retry_in_s = forbidden_backoff(ctx.retry_delay, attempt)
+            failure = Failure(APPLY_FORBIDDEN, f"the apiserver forbade a child for now: {exc}")
+            retrying = retrying_status(current, failure, datetime.now(UTC), observed_generation, exc.retry_in_s)
+            await ctx.kube.patch_status(API_VERSION, KIND, namespace, name, retrying.as_patch())
+            ctx.metrics.observe(namespace, name, retrying)
+            await _post(ctx, fresh, [(e.type, e.reason, e.message) for e in transitions(current, retrying)])
             raise
     _requeue(ctx, namespace, name, decision.requeue_after)
     return Advanced(decision, desired)

@@ -62,6 +62,13 @@ class Rejected(KubeError):
     """The apiserver (or an admission webhook) refused the object as written: retrying will not help."""
 
 
+class Forbidden(KubeError):
+    """403: refused for now, by a ResourceQuota that is full, an admission webhook or RBAC, any of which may
+    change without the object changing: retried with backoff, never taken for a verdict on the spec."""
+
+    retry_in_s: float = 0.0  # when the operator tries again (set where the backoff is decided)
+
+
 class Unavailable(KubeError):
     """The apiserver is unreachable, overloaded or failing: worth retrying later."""
 
@@ -89,6 +96,8 @@ def _error(exc: ApiException) -> KubeError:
         return NotFound(message, status)
     if status == 409:
         return Conflict(message, status)
+    if status == 403:
+        return Forbidden(message, status)
     if status == 429 or status >= 500 or status == 0:
         return Unavailable(message or "apiserver unavailable", status)
     return Rejected(message, status)

@@ -34,6 +34,7 @@ INFERENCE_SERVICE_FAILED = "InferenceServiceFailed"
 PROGRESSING = "Progressing"
 INVALID_SPEC = "InvalidSpec"
 APPLY_REJECTED = "ApplyRejected"
+APPLY_FORBIDDEN = "ApplyForbidden"
 
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 CONDITION_TYPE_PATTERN = (
@@ -223,6 +224,20 @@ def failed_status(previous: VSSModelStatus, failure: Failure, now: datetime,
     conditions = _remove_condition(conditions, RECONCILING)
     return previous.model_copy(update={
         "observed_generation": observed_generation, "conditions": _ordered(conditions), "phase": "Failed"})
+
+
+def retrying_status(previous: VSSModelStatus, failure: Failure, now: datetime,
+                    observed_generation: int | None, retry_in_s: float) -> VSSModelStatus:
+    """Ready=False and Reconciling=True with the failure's reason, and when the next try is: the operator tries
+    again by itself (a 403 from a ResourceQuota or an admission webhook may pass), so it is not Stalled."""
+    message = f"{failure.message}; trying again in {retry_in_s:g}s"
+    conditions = set_condition(previous.conditions, _condition(
+        READY, "False", failure.reason, message, now, observed_generation))
+    conditions = set_condition(conditions, _condition(
+        RECONCILING, "True", failure.reason, message, now, observed_generation))
+    conditions = _remove_condition(conditions, STALLED)
+    return previous.model_copy(update={"observed_generation": observed_generation,
+                                       "conditions": _ordered(conditions)})
 
 
 def status_for(

@@ -283,3 +283,43 @@ def test_apiserver_restart_in_the_middle_of_reconciling_converges(
     wait_until(converged, timeout=DEADLINE * 2, what="convergence after apiserver restarts")
     assert _names(k8s_cluster, "inferenceservice", k8s_namespace) == ["yolo-v1"]
     assert operator.exit_reason() is None
+
+
+def _quota(cluster: LocalCluster, namespace: str, inference_services: int) -> None:
+    """A ResourceQuota on InferenceServices, its status written as kube-controller-manager's quota controller
+    would (this cluster does not run it); the refusal is the apiserver's own ResourceQuota admission."""
+    key = "count/inferenceservices.serving.kserve.io"
+    doc = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "models", "namespace": namespace},
+           "spec": {"hard": {key: str(inference_services)}}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    used = len(_list(cluster, "inferenceservice", namespace))
+    cluster.kubectl("patch", "resourcequota", "models", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"hard": {key: str(inference_services)}, "used": {key: str(used)}}}))
+
+
+def test_a_child_a_resourcequota_forbids_is_retried_and_the_model_becomes_ready_once_the_quota_is_raised(
+    k8s_cluster: LocalCluster, k8s_namespace: str, operator: OperatorProcess,
+) -> None:
+    _quota(k8s_cluster, k8s_namespace, 0)
+    _apply(k8s_cluster, MODEL, k8s_namespace)
+    forbidden = wait_until(
+        lambda: (c := _condition(_get(k8s_cluster, "vssm", "yolo", k8s_namespace), "Ready"))
+        and c["reason"] == "ApplyForbidden" and c, timeout=DEADLINE, what="Ready False with reason ApplyForbidden")
+    assert forbidden["status"] == "False"
+    assert "exceeded quota" in forbidden["message"] and "trying again in" in forbidden["message"]
+    model = _get(k8s_cluster, "vssm", "yolo", k8s_namespace)
+    reconciling = _condition(model, "Reconciling")
+    assert reconciling is not None and (reconciling["status"], reconciling["reason"]) == ("True", "ApplyForbidden")
+    assert _condition(model, "Stalled") is None
+    generation = model["metadata"]["generation"] if model else None
+
+    _quota(k8s_cluster, k8s_namespace, 5)  # no spec edit: the operator's own retry finds room
+    wait_until(lambda: _get(k8s_cluster, "inferenceservice", "yolo-v1", k8s_namespace), timeout=DEADLINE,
+               what="yolo-v1 once the quota allows it")
+    _set_isvc_ready(k8s_cluster, "yolo-v1", k8s_namespace, "True")
+    waited = k8s_cluster.kubectl("wait", "--for=condition=Ready", "vssm/yolo", "-n", k8s_namespace,
+                                 f"--timeout={DEADLINE:.0f}s", check=False)
+    assert waited.returncode == 0, waited.stderr
+    after = _get(k8s_cluster, "vssm", "yolo", k8s_namespace)
+    assert after is not None and after["metadata"]["generation"] == generation
+    assert _condition(after, "Reconciling") is None

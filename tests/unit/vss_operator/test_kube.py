@@ -6,7 +6,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from vss_operator import kube
-from vss_operator.kube import Conflict, NotFound, Rejected, Unavailable, resource_path
+from vss_operator.kube import Conflict, Forbidden, NotFound, Rejected, Unavailable, resource_path
 
 
 @pytest.mark.parametrize(("args", "path"), [
@@ -27,7 +27,7 @@ def test_status_subresource_path() -> None:
 
 
 @pytest.mark.parametrize(("status", "error"), [
-    (404, NotFound), (409, Conflict), (422, Rejected), (400, Rejected), (403, Rejected),
+    (404, NotFound), (409, Conflict), (422, Rejected), (400, Rejected), (403, Forbidden),
     (429, Unavailable), (500, Unavailable), (503, Unavailable),
 ])
 def test_api_errors_map_to_what_a_handler_should_do(status: int, error: type[Exception]) -> None:
