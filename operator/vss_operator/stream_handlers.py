@@ -93,8 +93,15 @@ async def reconcile_stream(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger
     logger.info("stream %s: worker rendered against %s", name, endpoint)
 
 
+@kopf.index(GROUP, VERSION, STREAM_PLURAL)
+def streams_by_model(namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[tuple[str | None, Any], None]:
+    """The VSSStreams of each (namespace, model name), kept by kopf from its watch: a VSSModel event looks
+    here, not at the apiserver, whether any stream follows it."""
+    return {(namespace, (spec.get("model") or {}).get("name")): None}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def follow_promoted_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def follow_promoted_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """A rollout promoted another version of a model: its streams call that version from now on.
 
     An event handler, level-based: on every event of a VSSModel, its streams whose `status.modelEndpoint`
@@ -102,6 +109,11 @@ async def follow_promoted_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.L
     kopf keeps the progress of all change handlers of an object together, so one that retried here (streams
     not listable, a child refused) held back the VSSModel's own reconcile of every later spec change."""
     if body.metadata.get("deletionTimestamp"):
+        return
+    # Most models have no stream: listing the streams on every event of every model was one apiserver call
+    # per event (a few thousand when 500 VSSModels arrive at once).
+    streams_by_model: kopf.Index[tuple[str | None, Any], None] = kwargs["streams_by_model"]  # kopf's keyword
+    if (body.metadata.namespace, body.metadata.name) not in streams_by_model:
         return
     ctx = context(memo)
     namespace = str(body.metadata.namespace)
@@ -129,4 +141,4 @@ async def follow_promoted_model(body: kopf.Body, memo: kopf.Memo, logger: kopf.L
         logger.warning("streams of %s not updated: %s", model.metadata.name, exc)
 
 
-__all__ = ["STREAM_LABEL", "follow_promoted_model", "reconcile_stream", "stream_model_endpoint"]
+__all__ = ["STREAM_LABEL", "follow_promoted_model", "reconcile_stream", "stream_model_endpoint", "streams_by_model"]
