@@ -49,12 +49,21 @@ class OperatorOptions:
 class _State:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     leader_gauge: Gauge = field(init=False)
+    lease_error_gauge: Gauge = field(init=False)
     leader: bool = False
     running: bool = False
+    lease_error: str | None = None  # why the last attempt at the Lease failed (a 403: RBAC or namespace)
 
     def __post_init__(self) -> None:
         self.leader_gauge = Gauge("vss_operator_leader", "1 while this replica holds the leader Lease",
                                   registry=self.registry)
+        self.lease_error_gauge = Gauge("vss_operator_lease_error",
+                                       "1 while this replica's last attempt at the leader Lease failed",
+                                       registry=self.registry)
+
+    def set_lease_error(self, error: str | None) -> None:
+        self.lease_error = error
+        self.lease_error_gauge.set(0 if error is None else 1)
 
     def set_leader(self, value: bool) -> None:
         self.leader = value
@@ -65,12 +74,19 @@ async def _serve_health(options: OperatorOptions, state: _State) -> web.AppRunne
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"ok": True, "leader": state.leader, "kopf": state.running})
 
+    async def readyz(_: web.Request) -> web.Response:
+        """Not ready while the Lease cannot be read or written: a standby that could never lead shows in
+        `kubectl get pods` instead of waiting forever as a healthy-looking one (liveness stays /healthz)."""
+        if state.lease_error is not None:
+            return web.json_response({"ready": False, "lease_error": state.lease_error}, status=503)
+        return web.json_response({"ready": True, "leader": state.leader})
+
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(state.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
-    app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)])
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, options.health_host, options.health_port).start()
@@ -89,7 +105,7 @@ async def run(options: OperatorOptions) -> int:
     try:
         if options.leader_election:
             elector = LeaseElector(kube, options.lease_name, options.lease_namespace, options.identity,
-                                   options.lease)
+                                   options.lease, on_error=state.set_lease_error)
             logger.info("waiting for lease %s/%s as %s", options.lease_namespace, options.lease_name,
                         options.identity)
             await elector.acquire()

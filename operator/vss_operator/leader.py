@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from vss_operator.kube import Kube, KubeError
+from vss_operator.kube import Forbidden, Kube, KubeError
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
@@ -77,13 +77,17 @@ def _micro_time(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+LOG_EVERY_S = 60.0  # the same lease error is logged again at most this often
+
+
 class LeadershipLost(Exception):
     """This replica could not renew the Lease in time: another may be leading now."""
 
 
 class LeaseElector:
     def __init__(self, kube: Kube, name: str, namespace: str, identity: str,
-                 timings: LeaseTimings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 timings: LeaseTimings | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_error: Callable[[str | None], None] | None = None) -> None:
         self._kube = kube
         self.name = name
         self.namespace = namespace
@@ -92,6 +96,11 @@ class LeaseElector:
         self._clock = clock
         self._seen = Observation()
         self.is_leader = False
+        # Why the last attempt failed (None: it did not): a standby that cannot even read the Lease is not a
+        # healthy standby, and says so (`vss_operator.daemon`'s /readyz and vss_operator_lease_error).
+        self.error: str | None = None
+        self._on_error = on_error
+        self._logged: tuple[str, float] | None = None
 
     async def _try(self) -> bool:
         """One attempt to acquire or renew; True when we hold the Lease afterwards."""
@@ -125,14 +134,35 @@ class LeaseElector:
             await self._kube.replace({**lease, "spec": {**old, **spec}})
         return True
 
+    def _failed(self, exc: KubeError | None) -> None:
+        error = None if exc is None else str(exc)
+        if error != self.error and self._on_error is not None:
+            self._on_error(error)
+        self.error = error
+        if exc is None:
+            self._logged = None
+            return
+        now = self._clock()
+        if self._logged is not None and self._logged[0] == error and now - self._logged[1] < LOG_EVERY_S:
+            return
+        self._logged = (error or "", now)
+        if isinstance(exc, Forbidden):  # RBAC or the namespace is wrong: nothing gets better by waiting
+            logger.error("lease %s/%s is forbidden to this replica, which will never lead until its RBAC allows "
+                         "get, create and update on leases in %s: %s", self.namespace, self.name, self.namespace,
+                         exc)
+        else:
+            logger.warning("lease %s/%s not acquired: %s", self.namespace, self.name, exc)
+
     async def acquire(self) -> None:
         """Wait until this replica holds the Lease."""
         while True:
             try:
-                if await self._try():
+                held = await self._try()
+                self._failed(None)
+                if held:
                     break
             except KubeError as exc:
-                logger.debug("lease %s/%s not acquired: %s", self.namespace, self.name, exc)
+                self._failed(exc)
             await asyncio.sleep(self.timings.retry_period)
         self.is_leader = True
         logger.info("acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
