@@ -262,3 +262,25 @@ def test_hadolint_finds_nothing(dockerfile: Path) -> None:
                             check=False)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_the_torchscript_example_is_rendered_onto_an_image_that_installs_torch(device: str) -> None:
+    """`format: torchscript` imports torch in the predictor container: the image render gives it (by the
+    Dockerfile of the same name) must install the torch extra, and its transformer's image the serving one."""
+    from vss_api.vssmodel import VSSModel
+    from vss_operator.render import PREDICTOR_CONTAINER, TRANSFORMER_CONTAINER, render
+
+    model = VSSModel.from_yaml_file(ROOT / "examples" / "classification-torchscript.yaml")
+    assert {v.format.value for v in model.spec.versions} == {"torchscript"}
+    body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"]["predictor"]["device"] = device
+    isvc = render(VSSModel.model_validate(body))[0]
+    containers = {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
+
+    def extras(container: dict[str, Any]) -> set[str]:
+        image = container["image"].rsplit("/", 1)[-1].split(":")[0]
+        return _extras_installed(ROOT / "docker" / f"{image}.Dockerfile")
+
+    assert "torch" in extras(containers[PREDICTOR_CONTAINER])
+    assert "serving" in extras(containers[TRANSFORMER_CONTAINER])
