@@ -23,6 +23,20 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
 PROMETHEUS_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
+# --- the name budget: what KServe makes of a VSSModel's name -------------------------------------------------
+# Each version is served by the InferenceService `<metadata.name>-<version>`, for which KServe (v0.20, raw mode)
+# writes the Deployment, Service and HPA `<isvc>-predictor`: a Service name is a DNS label of at most 63.
+# KServe's webhook also refuses an InferenceService name that starts with a digit ([a-z]([-a-z0-9]*[a-z0-9])?).
+DNS_LABEL_LIMIT = 63
+KSERVE_PREDICTOR_SUFFIX = "-predictor"
+# len(name) + len("-") + len(version) + len("-predictor") <= 63
+NAME_AND_VERSION_LIMIT = DNS_LABEL_LIMIT - len(KSERVE_PREDICTOR_SUFFIX) - 1
+NAME_BUDGET_MESSAGE = (
+    f"metadata.name and each version name may have at most {NAME_AND_VERSION_LIMIT} characters together: "
+    f"KServe names the Service <name>-<version>{KSERVE_PREDICTOR_SUFFIX}, a DNS label of at most {DNS_LABEL_LIMIT}")
+LEADING_LETTER_MESSAGE = ("metadata.name must start with a lowercase letter: KServe refuses an InferenceService "
+                          "name (<name>-<version>) that starts with a digit")
+
 # --- the status vocabulary: what `status` of a VSSModel says (kstatus conditions, phase) ------------------
 # Condition types: kstatus' Ready/Reconciling/Stalled (`kubectl wait`, Argo CD and Flux read them) and ours.
 READY = "Ready"
@@ -541,6 +555,15 @@ class VSSModel(BaseModel):
     spec: VSSModelSpec
     status: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _fits_kserve_names(self) -> VSSModel:
+        name = self.metadata.name
+        if not name[:1].isalpha():
+            raise ValueError(LEADING_LETTER_MESSAGE)
+        if any(len(name) + len(v.name) > NAME_AND_VERSION_LIMIT for v in self.spec.versions):
+            raise ValueError(NAME_BUDGET_MESSAGE)
+        return self
+
     @classmethod
     def from_body(cls, body: Any) -> VSSModel:
         return cls.model_validate(dict(body))
@@ -589,3 +612,12 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {text!r}")
     return sum(int(n) * units[u] for n, u in parts)
+
+
+def kserve_name_rules() -> list[dict[str, str]]:
+    """The CRD's twins of VSSModel._fits_kserve_names (on the root: only there can CEL read metadata.name)."""
+    return [
+        cel("self.metadata.name.matches('^[a-z]')", LEADING_LETTER_MESSAGE),
+        cel(f"self.spec.versions.all(v, size(self.metadata.name) + size(v.name) <= {NAME_AND_VERSION_LIMIT})",
+            NAME_BUDGET_MESSAGE),
+    ]

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from vss_api.vssmodel import DNS_LABEL, GROUP, KIND, PLURAL, VERSION, VSSModelSpec, cel
+from vss_api.vssmodel import DNS_LABEL, GROUP, KIND, PLURAL, VERSION, VSSModelSpec, cel, kserve_name_rules
 from vss_api.vssstream import STREAM_KIND, STREAM_PLURAL, VSSStreamSpec, VSSStreamStatus
 from vss_operator.status import VSSModelStatus
 
@@ -161,7 +161,8 @@ def crd() -> dict[str, Any]:
         name_rule=cel(
             f"size(self.metadata.name) <= {MAX_NAME} && self.metadata.name.matches('{DNS_LABEL}')",
             f"metadata.name must be a DNS label of at most {MAX_NAME} characters "
-            "(it prefixes the names of the InferenceServices)"))
+            "(it prefixes the names of the InferenceServices)"),
+        extra_rules=kserve_name_rules())
 
 
 def stream_crd() -> dict[str, Any]:
@@ -179,7 +180,8 @@ def stream_crd() -> dict[str, Any]:
 
 def _definition(*, kind: str, plural: str, singular: str, short_names: tuple[str, ...],
                 columns: list[dict[str, Any]], spec: Schema, spec_description: str, status: Schema,
-                description: str, name_rule: dict[str, str]) -> dict[str, Any]:
+                description: str, name_rule: dict[str, str],
+                extra_rules: list[dict[str, str]] | None = None) -> dict[str, Any]:
     root: Schema = {
         "type": "object",
         "description": description,
@@ -199,7 +201,7 @@ def _definition(*, kind: str, plural: str, singular: str, short_names: tuple[str
             "status": {"description": "What the operator observed (kstatus conditions Ready, Reconciling, "
                                       "Stalled).", **status},
         },
-        "x-kubernetes-validations": [name_rule],
+        "x-kubernetes-validations": [name_rule, *(extra_rules or [])],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

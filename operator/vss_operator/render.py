@@ -88,8 +88,16 @@ def host(model: VSSModel, config: RenderConfig) -> str:
 
 
 def model_path(storage_uri: str) -> str:
-    """Where a file named by `storage_uri` lands in the pod: KServe downloads it into MODEL_DIR."""
-    base = posixpath.basename(urlparse(storage_uri).path)
+    """Where the model `storage_uri` names is in the pod.
+
+    KServe's storage initializer downloads a remote file (s3://, gs://, https://...) into MODEL_DIR under its
+    own name. A `pvc://claim/path` URI is not downloaded: KServe's pod mutator mounts the claim at MODEL_DIR
+    with `subPath: path` (storage_initializer_injector.go), so when `path` names a file, MODEL_DIR *is* that
+    file, and when it names a directory, MODEL_DIR is the directory."""
+    parsed = urlparse(storage_uri)
+    if parsed.scheme == "pvc":
+        return MODEL_DIR
+    base = posixpath.basename(parsed.path)
     return f"{MODEL_DIR}/{base}" if base else MODEL_DIR
 
 
@@ -221,6 +229,13 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
     requests = dict(spec.predictor.resources.requests)
     if gpu:
         limits.setdefault(GPU_RESOURCE, "1")
+    # KServe's defaulting webhook gives a container without a cpu/memory limit the inferenceservice-config
+    # default (cpu 1, memory 2Gi in the release), whatever it requests: a request above that default then
+    # makes the Deployment invalid (seen with KServe v0.20's webhook, tests/integration/test_kserve_admission.py).
+    # The request is the one limit that is always valid.
+    for resource in ("cpu", "memory"):
+        if resource in requests:
+            limits.setdefault(resource, requests[resource])
     predictor: dict[str, Any] = {
         "name": PREDICTOR_CONTAINER,
         "image": config.gpu_image if gpu else config.cpu_image,

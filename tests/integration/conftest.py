@@ -10,6 +10,9 @@ Fixtures (session-scoped unless noted):
 - ``k8s_env`` -> ``dict[str, str]``: environment with KUBECONFIG and the binaries first on PATH.
 - ``k8s_api_client`` -> ``kubernetes.client.ApiClient`` for the admin user.
 - ``k8s_namespace`` (function) -> ``str``: a fresh namespace, deleted after the test.
+- ``kserve_cluster`` -> ``KServeCluster``: a second control plane of its own (opt-in, so the others stay
+  fast) whose kube-controller-manager also runs the deployment and replicaset controllers, with KServe's
+  real controller manager and webhooks in Standard (raw) mode beside it; see tests/support/kserve.py.
 
 A cold binary build takes many minutes, so it runs once before the first test (outside the per-test
 timeout) when any collected test uses these fixtures. It never skips: a failed build fails the run.
@@ -30,9 +33,10 @@ if str(_REPO_ROOT) not in sys.path:  # tests/ is no package; make `tests.support
     sys.path.insert(0, str(_REPO_ROOT))
 
 from tests.support.apiserver import LocalCluster, TestBinaries, ensure_test_binaries  # noqa: E402
+from tests.support.kserve import KServeController  # noqa: E402
 from tests.support.upstream_crds import upstream_crd_paths  # noqa: E402
 
-_CLUSTER_FIXTURES = {"k8s_binaries", "k8s_cluster", "k8s_env", "k8s_api_client", "k8s_namespace"}
+_CLUSTER_FIXTURES = {"k8s_binaries", "k8s_cluster", "k8s_env", "k8s_api_client", "k8s_namespace", "kserve_cluster"}
 _HERE = Path(__file__).resolve().parent
 
 
@@ -93,3 +97,26 @@ def k8s_namespace(k8s_cluster: LocalCluster) -> Iterator[str]:
     yield name
     if k8s_cluster.apiserver.running:
         k8s_cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+class KServeCluster:
+    """A LocalCluster with KServe's controller manager and webhooks (``.cluster``, ``.kserve``)."""
+
+    def __init__(self, cluster: LocalCluster, kserve: KServeController) -> None:
+        self.cluster = cluster
+        self.kserve = kserve
+
+
+@pytest.fixture(scope="session")
+def kserve_cluster(k8s_binaries: TestBinaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServeCluster]:
+    cluster = LocalCluster(k8s_binaries, tmp_path_factory.mktemp("k8s-kserve"),
+                           controllers=(*LocalCluster.DEFAULT_CONTROLLERS, "deployment-controller",
+                                        "replicaset-controller"))
+    cluster.start(crds=[*upstream_crd_paths(), *_repo_crds()])
+    kserve = KServeController(cluster)
+    try:
+        kserve.start()
+        yield KServeCluster(cluster, kserve)
+    finally:
+        kserve.stop()
+        cluster.stop()

@@ -337,11 +337,12 @@ def test_canary_weight_outside_0_to_100_is_refused() -> None:
 
 @pytest.mark.parametrize(("uri", "path"), [
     ("s3://models/yolo/v2/model.onnx", "/mnt/models/model.onnx"),
-    ("pvc://claim/dir/resnet.pt", "/mnt/models/resnet.pt"),
+    # KServe mounts the claim at /mnt/models with subPath dir/resnet.pt: the mount is the file itself.
+    ("pvc://claim/dir/resnet.pt", "/mnt/models"),
     ("https://example.com/m.onnx?x=1", "/mnt/models/m.onnx"),
     ("gs://bucket/folder/", "/mnt/models"),
 ])
-def test_model_path_is_the_file_under_mnt_models(uri: str, path: str) -> None:
+def test_model_path_is_where_kserve_puts_the_model_file(uri: str, path: str) -> None:
     assert model_path(uri) == path
 
 
@@ -391,3 +392,12 @@ def test_the_predictor_startup_probe_allows_the_whole_wait_the_transformer_grant
     containers = _containers(isvc)
     predictor, transformer = containers["kserve-container"], containers["transformer-container"]
     assert PREDICTOR_WAIT_S <= _startup_budget_s(predictor) < _startup_budget_s(transformer)
+
+
+def test_a_cpu_or_memory_request_without_a_limit_gets_the_request_as_its_limit() -> None:
+    """Else KServe's defaulting webhook gives the container its configured default limit (cpu 1), below a
+    larger request, and the Deployment KServe writes is invalid."""
+    model = _model(predictor={"resources": {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "4Gi"}}})
+    isvc = render(model)[0]
+    resources = {c["name"]: c["resources"] for c in isvc["spec"]["predictor"]["containers"]}["kserve-container"]
+    assert resources["limits"] == {"cpu": "2", "memory": "4Gi"}
