@@ -8,6 +8,7 @@ spec KServe's pod mutator gave them. Nothing here is mocked.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,11 @@ def _create(cluster: LocalCluster, manifest: dict[str, Any]) -> dict[str, Any]:
     return created
 
 
-def _pods(cluster: LocalCluster, isvc: str, namespace: str) -> list[dict[str, Any]]:
+def _pods(cluster: LocalCluster, isvc: str, namespace: str) -> list[dict[str, Any]] | None:
+    """The Pods of the InferenceService ISVC; None while there are none (for wait_until)."""
     items: list[dict[str, Any]] = json.loads(cluster.kubectl(
         "get", "pods", "-n", namespace, "-l", f"{ISVC_LABEL}={isvc}", "-o", "json").stdout)["items"]
-    return items
+    return items or None
 
 
 @pytest.fixture
@@ -81,15 +83,15 @@ def test_kserve_admits_every_example_and_mounts_its_pvc_model_where_the_predicto
         # KServe's defaulting webhook ran: it rewrites the legacy mode name and fills in the cpu limit default.
         assert created["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
 
-        deployment = wait_until(lambda: _get(cluster, "deployment", f"{name}-predictor", kserve_namespace),
+        deployment = wait_until(functools.partial(_get, cluster, "deployment", f"{name}-predictor", kserve_namespace),
                                 timeout=DEADLINE, what=f"KServe's Deployment {name}-predictor",
                                 abort=kserve_cluster.kserve.process.exit_reason)
-        service = wait_until(lambda: _get(cluster, "service", f"{name}-predictor", kserve_namespace),
+        service = wait_until(functools.partial(_get, cluster, "service", f"{name}-predictor", kserve_namespace),
                              timeout=DEADLINE, what=f"KServe's Service {name}-predictor")
         assert deployment["metadata"]["ownerReferences"][0]["name"] == name
         assert {p["port"] for p in service["spec"]["ports"]} >= {80}
 
-        pods = wait_until(lambda: _pods(cluster, name, kserve_namespace) or None, timeout=DEADLINE,
+        pods = wait_until(functools.partial(_pods, cluster, name, kserve_namespace), timeout=DEADLINE,
                           what=f"Pods of {name} created by the ReplicaSet controller")
         spec = pods[0]["spec"]
         version = next(v for v in model.spec.versions if isvc_name(model, v.name) == name)
@@ -145,7 +147,8 @@ def test_a_name_with_a_leading_digit_is_refused_by_the_crd_as_kserve_would_refus
         cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
     assert "metadata.name must start with a lowercase letter" in ours.value.stderr
     # KServe's validating webhook refuses the InferenceService such a name would have given.
-    isvc = _isvcs(VSSModel.model_validate({**manifest, "metadata": {"name": "seven", "namespace": kserve_namespace}}))[0]
+    seven = {**manifest, "metadata": {"name": "seven", "namespace": kserve_namespace}}
+    isvc = _isvcs(VSSModel.model_validate(seven))[0]
     isvc["metadata"]["name"] = "7eleven-v1"
     with pytest.raises(CommandError) as theirs:
         _create(cluster, isvc)
