@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
-import tritonclient.grpc as grpcclient
 import yaml
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from tests.e2e.conftest import CLASSIFICATION_YAML
 from tests.e2e.predictor_process import stop
@@ -81,10 +83,11 @@ def test_a_gpu_predictor_without_a_gpu_stays_not_ready_and_says_why(model_file: 
             assert "GpuUnavailable" in str(answer["error"]) and "allowCpuFallback" in str(answer["error"])
         status, answer = _get(f"{base}/v2/models/colours/config")
         assert status == 503 and "GpuUnavailable" in str(answer["error"])  # what the transformer's load() reads
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-        assert client.is_server_live()
-        assert not client.is_server_ready()
-        assert not client.is_model_ready("colours")
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+            assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="colours"), timeout=10).ready
         log = (tmp_path / "predictor.log").read_text()
         assert any(json.loads(line).get("reason", "").startswith("GpuUnavailable")
                    for line in log.splitlines() if line.startswith('{"'))
@@ -98,4 +101,5 @@ def test_a_gpu_predictor_allowed_to_fall_back_serves_on_the_cpu_and_is_ready(
         assert _get(f"{base}/v2/models/colours/ready") == (200, {"name": "colours", "ready": True})
         status, config = _get(f"{base}/v2/models/colours/config")
         assert status == 200 and config["parameters"]["device"] == "cpu"  # type: ignore[index]
-        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_server_ready()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            assert GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=10).ready
