@@ -92,6 +92,19 @@ def rest_body(model_outputs: tuple[str, ...], jpeg: bytes, timeout_us: int | Non
     return raw + data, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(raw))}
 
 
+def v2_protos() -> tuple[Any, Any]:
+    """KServe's v2 gRPC messages and stub. Importing them runs KServe's argument parser on `sys.argv` (this
+    script's `--protocol grpc` is not one of its choices), so they are imported with the command line hidden;
+    tritonclient's copy of the same protos would clash with KServe's in a process that loads both (the tests')."""
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+        from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+    finally:
+        sys.argv = saved
+    return pb, GRPCInferenceServiceStub
+
+
 class Client:
     """One asyncio client of the served model over REST (aiohttp, binary tensors) or gRPC (grpc.aio); `infer` never
     raises: every answer, refusal, failure or hang becomes an `Outcome`."""
@@ -110,8 +123,7 @@ class Client:
         else:
             import grpc
 
-            # tritonclient's copy of the v2 protos: importing KServe's parses this script's command line
-            from tritonclient.grpc.service_pb2_grpc import GRPCInferenceServiceStub
+            _, GRPCInferenceServiceStub = v2_protos()  # noqa: N806 - a class
 
             self.channel = grpc.aio.insecure_channel(self.target.url,
                                                      options=[("grpc.max_receive_message_length", -1)])
@@ -140,7 +152,7 @@ class Client:
             except aiohttp.ClientError as exc:
                 return Outcome(f"error: {type(exc).__name__}", time.monotonic() - began)
         import grpc
-        from tritonclient.grpc import service_pb2 as pb
+        pb, _ = v2_protos()
 
         request = pb.ModelInferRequest(model_name=self.target.model, raw_input_contents=[bytes_tensor([frame])])
         request.inputs.add(name="image", datatype="BYTES", shape=[1])

@@ -137,12 +137,12 @@ def test_model_becomes_ready_when_kserve_reports_its_inferenceservice_ready(
     assert _condition(model, "Reconciling") is None
     table = k8s_cluster.kubectl("get", "vssm", "-n", k8s_namespace).stdout
     print(table)
-    assert table.split("\n")[0].split() == ["NAME", "VERSION", "CANARY", "WEIGHT", "READY", "AGE"]
+    assert table.split("\n")[0].split() == ["NAME", "VERSION", "CANARY", "WEIGHT", "PHASE", "READY", "AGE"]
     assert table.split("\n")[1].split()[:2] == ["yolo", "v1"]
     assert "True" in table.split("\n")[1].split()
     wide = k8s_cluster.kubectl("get", "vssm", "-n", k8s_namespace, "-o", "wide").stdout
     print(wide)
-    assert {"TASK", "PHASE"} <= set(wide.split("\n")[0].split())
+    assert {"TASK", "STABLE"} <= set(wide.split("\n")[0].split())
     events = k8s_cluster.kubectl("get", "events", "-n", k8s_namespace, "--field-selector",
                                  "involvedObject.name=yolo", "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}

@@ -35,16 +35,17 @@ def _run(tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_each_binary_is_announced_n_of_n_with_the_time_elapsed_and_then_an_estimate(tmp_path: Path) -> None:
     first = _run(tmp_path)
-    announced = re.findall(r"\[(\d)/5\] (\S+): building .*, (\d+)s elapsed(.*)", first.stderr)
+    announced = re.findall(r"\[(\d)/7\] (\S+): building .*, (\d+)s elapsed(.*)", first.stderr)
     assert [(n, name) for n, name, _, _ in announced] == [
-        ("1", "etcd"), ("2", "kubectl"), ("3", "helm"), ("4", "kube-apiserver"), ("5", "kube-controller-manager")]
+        ("1", "etcd"), ("2", "kubectl"), ("3", "helm"), ("4", "kube-apiserver"), ("5", "kube-controller-manager"),
+        ("6", "kube-scheduler"), ("7", "kserve-manager")]
     assert all(estimate == "" for *_, estimate in announced), "no estimate without an earlier build"
     bin_dir = Path(first.stdout.strip().splitlines()[-1])
     assert sorted(p.name for p in bin_dir.iterdir()) == sorted(
-        ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm"])
+        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm", "kserve-manager"])
 
     shutil.rmtree(bin_dir)  # the next build on this machine knows how long each one took
     second = _run(tmp_path)
     estimates = re.findall(r"building .*elapsed, ~(\d+)s left \(the last build here\)", second.stderr)
-    assert len(estimates) == 5, second.stderr
+    assert len(estimates) == 7, second.stderr
     assert [int(s) for s in estimates] == sorted((int(s) for s in estimates), reverse=True)
