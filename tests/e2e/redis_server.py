@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from tests.e2e.predictor_process import stop
 from tests.e2e.prometheus_server import free_port, wait_until
 
 
@@ -64,13 +65,8 @@ class RedisServer:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop([self.process])
 
 
 @contextmanager
