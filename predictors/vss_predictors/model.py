@@ -54,18 +54,41 @@ class PredictorSettings:
     load_backoff_s: float = 0.5
 
 
+MODEL_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".torchscript")}
+
+
+def model_file(path: Path, model_format: str) -> Path:
+    """The file to load for PATH: PATH itself when it is a file (KServe mounts a `pvc://claim/file.onnx` URI as
+    the file `/mnt/models`, without its suffix), or the one model file of MODEL_FORMAT in PATH when it is a
+    directory (a downloaded or `pvc://claim/dir` model). A missing path raises OSError, so it is retried."""
+    if not path.is_dir():
+        path.stat()  # FileNotFoundError while a storage initializer or sidecar has not written it yet
+        return path
+    suffixes = MODEL_SUFFIXES.get(model_format, ())
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in suffixes)
+    if len(found) == 1:
+        return found[0]
+    listing = sorted(p.name for p in path.iterdir())[:20]
+    if not found:
+        raise UnsupportedModel(f"{path} is a directory with no {'/'.join(suffixes)} file in it "
+                               f"(it holds {listing or 'nothing'}): point storageUri at the model file")
+    raise UnsupportedModel(f"{path} holds {len(found)} {model_format} files ({[p.name for p in found]}): "
+                           f"point storageUri at one of them")
+
+
 def open_runtime(settings: PredictorSettings) -> Runtime:
+    if settings.model_format not in MODEL_SUFFIXES:
+        raise UnsupportedModel(f"unknown model format {settings.model_format!r} (onnx | torchscript)")
+    path = model_file(settings.model_path, settings.model_format)
     if settings.model_format == "onnx":
         from vss_predictors.onnx_runtime import OnnxRuntime
 
-        return OnnxRuntime(settings.model_path, device=settings.device, threads=settings.threads,
+        return OnnxRuntime(path, device=settings.device, threads=settings.threads,
                            normalization=settings.normalization)
-    if settings.model_format == "torchscript":
-        from vss_predictors.torchscript_runtime import TorchScriptRuntime
+    from vss_predictors.torchscript_runtime import TorchScriptRuntime
 
-        return TorchScriptRuntime(settings.model_path, device=settings.device, threads=settings.threads,
-                                  normalization=settings.normalization)
-    raise UnsupportedModel(f"unknown model format {settings.model_format!r} (onnx | torchscript)")
+    return TorchScriptRuntime(path, device=settings.device, threads=settings.threads,
+                              normalization=settings.normalization)
 
 
 def load_with_retries(settings: PredictorSettings, *, sleep: Callable[[float], None] = time.sleep) -> Runtime:

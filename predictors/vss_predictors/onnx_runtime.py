@@ -92,13 +92,16 @@ def _release_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+ONNX_SUFFIXES = (".onnx", "")
+
+
 class OnnxRuntime:
     """One `InferenceSession`, with the uint8 NHWC prelude in front of image models."""
 
     def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
                  normalization: Normalization | None = None,
                  cache_dir: Path = Path("/tmp/vss-trt-cache")) -> None:  # noqa: S108
-        if path.suffix != ".onnx":
+        if path.suffix not in ONNX_SUFFIXES:  # no suffix: KServe's /mnt/models for a pvc:// URI naming a file
             raise UnsupportedModel(f"{path}: ONNX models must be .onnx files")
         try:
             model = onnx.load_model(str(path))

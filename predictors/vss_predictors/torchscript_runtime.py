@@ -21,6 +21,9 @@ from vss_predictors.runtime import RuntimeInfo, TensorSpec
 log = logging.getLogger(__name__)
 
 
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".torchscript", "")
+
+
 class TorchScriptRuntime:
     """An image model in TorchScript: takes UINT8 NHWC pixels when a normalisation is given (done in
     torch on the model's device), FP32 NCHW otherwise; its output is read as `output0`."""
@@ -29,7 +32,7 @@ class TorchScriptRuntime:
                  normalization: Normalization | None = None) -> None:
         import torch
 
-        if path.suffix not in (".pt", ".pth", ".torchscript"):
+        if path.suffix not in TORCHSCRIPT_SUFFIXES:  # no suffix: KServe's /mnt/models for a pvc:// file
             raise UnsupportedModel(f"{path}: TorchScript models must be .pt/.torchscript archives")
         with path.open("rb"):  # torch reports a missing file as ValueError: open it first to get an OSError
             pass

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from tests.fixtures.onnx_graphs import CLASSES, mean_colour_classifier, save
 from tests.support.apiserver import LocalCluster, TestBinaries, wait_until
 from tests.support.node_agent import NodeAgent
 from vss_api.vssmodel import VSSModel
-from vss_operator.render import render
+from vss_operator.render import PREDICTOR_HTTP_PORT, render
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "ghcr.io/vss-serving/predictor-cpu:0.1.0"
@@ -71,6 +74,63 @@ def _predictor_container() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     predictor = isvc["spec"]["predictor"]
     container = dict(predictor["containers"][0])
     return container, list(predictor.get("volumes") or [])
+
+
+def test_a_deployment_of_the_rendered_predictor_serves_v2_from_two_pods_with_their_own_addresses(
+        cluster: LocalCluster, agent: NodeAgent, namespace: str, tmp_path: Path) -> None:
+    source = tmp_path / "store"
+    source.mkdir()
+    save(mean_colour_classifier(), source / "classifier.onnx")
+    container, volumes = _predictor_container()
+    assert container["args"][container["args"].index("--model_path") + 1] == "/mnt/models"
+    # As KServe's storage initializer would: an init container copies the model into an emptyDir, and the
+    # predictor gets the file itself at /mnt/models (subPath), the way a pvc://claim/file URI is mounted.
+    container["volumeMounts"] = [*container.get("volumeMounts", []),
+                                 {"name": "models", "mountPath": "/mnt/models", "subPath": "classifier.onnx",
+                                  "readOnly": True}]
+    init = {"name": "storage-initializer", "image": IMAGE, "command": ["python", "-c"],
+            "args": ["import shutil, sys; shutil.copy('/store/classifier.onnx', '/mnt/out/classifier.onnx')"],
+            "volumeMounts": [{"name": "store", "mountPath": "/store", "readOnly": True},
+                             {"name": "models", "mountPath": "/mnt/out"}]}
+    volumes = [v for v in volumes if v["name"] != "models"] + [
+        {"name": "models", "emptyDir": {}}, {"name": "store", "hostPath": {"path": str(source)}}]
+    if not any(v["name"] == "tmp" for v in volumes):
+        volumes.append({"name": "tmp", "emptyDir": {}})
+    labels = {"app": "classifier"}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "classifier",
+                                                                              "namespace": namespace},
+                  "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                           "template": {"metadata": {"labels": labels},
+                                        "spec": {"initContainers": [init], "containers": [container],
+                                                 "volumes": volumes, "terminationGracePeriodSeconds": 2}}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "classifier", "namespace": namespace},
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": 80,
+                                                       "targetPort": PREDICTOR_HTTP_PORT}]}}
+    _apply(cluster, deployment, service)
+
+    def endpoints() -> list[str] | None:
+        out = cluster.kubectl("get", "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=classifier",
+                              "-o", "json").stdout
+        ips = [a for s in json.loads(out)["items"] for e in s.get("endpoints") or []
+               if (e.get("conditions") or {}).get("ready") for a in e["addresses"]]
+        return ips if len(ips) == 2 else None
+
+    ips = wait_until(endpoints, timeout=120, interval=1, what="two ready endpoints of Service classifier")
+    assert len(set(ips)) == 2
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+    assert sorted(p["status"]["podIP"] for p in pods) == sorted(ips)
+    assert all(p["status"]["phase"] == "Running" and p["spec"]["nodeName"] == agent.node_name for p in pods)
+    red = np.broadcast_to(np.array((250, 10, 10), np.uint8), (1, 224, 224, 3))
+    body = {"inputs": [{"name": "images", "shape": list(red.shape), "datatype": "UINT8",
+                        "data": red.ravel().tolist()}]}
+    for ip in ips:
+        request = urllib.request.Request(f"http://{ip}:{PREDICTOR_HTTP_PORT}/v2/models/classifier/infer",
+                                         data=json.dumps(body).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer = json.loads(resp.read())
+        logits = answer["outputs"][0]["data"]
+        assert int(np.argmax(logits)) == CLASSES.index("red"), answer
 
 
 def test_a_container_failing_its_liveness_probe_is_restarted_with_a_growing_backoff(

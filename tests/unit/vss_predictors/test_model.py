@@ -213,6 +213,34 @@ def test_a_file_that_is_there_but_not_a_model_fails_at_once_without_retrying(
     assert delays == []
 
 
+def test_a_model_file_without_a_suffix_is_loaded_as_kserve_mounts_a_pvc_file_uri(tmp_path: Path) -> None:
+    """KServe's pod mutator mounts `pvc://claim/colour.onnx` with subPath, so the file is `/mnt/models` itself."""
+    save(mean_colour_classifier(), tmp_path / "colour.onnx").replace(tmp_path / "models")
+    runtime = load_with_retries(_settings(tmp_path / "models"), sleep=lambda _: None)
+    assert [t.name for t in runtime.inputs] == ["images"]
+
+
+def test_a_directory_holding_one_model_file_serves_that_file(tmp_path: Path) -> None:
+    save(mean_colour_classifier(), tmp_path / "models" / "colour.onnx")
+    (tmp_path / "models" / "README.txt").write_text("not a model")
+    runtime = load_with_retries(_settings(tmp_path / "models"), sleep=lambda _: None)
+    assert [t.name for t in runtime.inputs] == ["images"]
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    (["README.txt"], r"no \.onnx file in it \(it holds \['README.txt'\]\)"),
+    (["a.onnx", "b.onnx"], r"holds 2 onnx files \(\['a.onnx', 'b.onnx'\]\): point storageUri at one")])
+def test_a_directory_without_exactly_one_model_file_fails_at_once_saying_what_it_holds(
+        tmp_path: Path, files: list[str], message: str) -> None:
+    (tmp_path / "models").mkdir()
+    for name in files:
+        (tmp_path / "models" / name).write_bytes(b"x")
+    delays: list[float] = []
+    with pytest.raises(ModelLoadError, match=message):
+        load_with_retries(_settings(tmp_path / "models"), sleep=delays.append)
+    assert delays == []
+
+
 class RecordingRuntime(GatedRuntime):
     """Records the rows of every run; runs of `barrier_rows` rows wait at a barrier of `parties`, so they only
     finish when that many run at once."""
