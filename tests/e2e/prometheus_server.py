@@ -71,6 +71,11 @@ class PrometheusServer:
     def scrape(self, target: str, **labels: str) -> None:
         """Add `host:port` to the scraped targets (its /metrics), with extra target labels."""
         self.targets[target] = labels
+        self.set_targets(self.targets)
+
+    def set_targets(self, targets: dict[str, dict[str, str]]) -> None:
+        """Scrape exactly TARGETS (`host:port` → target labels), as a service discovery's refresh does."""
+        self.targets = dict(targets)
         groups = [{"targets": [t], "labels": lbl} for t, lbl in self.targets.items()]
         tmp = self.targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(groups))

@@ -518,7 +518,11 @@ class NodeAgent:
     """Registers Node NODE_NAME and runs the Pods bound to it; ``start()``, then ``stop()`` (idempotent)."""
 
     def __init__(self, api_client: Any, workdir: Path, *, node_name: str | None = None,
-                 pod_cidr: str | None = None, backoff_s: float = 10.0, interval_s: float = 0.3) -> None:
+                 pod_cidr: str | None = None, backoff_s: float = 10.0, interval_s: float = 0.3,
+                 cpu: str | None = None) -> None:
+        """CPU: the Node's advertised cpu capacity (default: this machine's cores). Requests are not enforced
+        here, so a test whose Pods request more than the machine has (the examples ask for 2 cores each) says
+        how many it pretends to have."""
         from kubernetes import client
 
         self.api_client = api_client
@@ -534,6 +538,7 @@ class NodeAgent:
         self.bridge = f"vssbr{uuid.uuid4().hex[:6]}"
         self.backoff_s = backoff_s
         self.interval_s = interval_s
+        self.cpu = cpu or str(os.cpu_count() or 1)
         self.pods: dict[str, _PodRunner] = {}
         self.netns_made: set[str] = set()
         self.errors: list[str] = []
@@ -572,7 +577,7 @@ class NodeAgent:
     def register(self) -> None:
         mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                        if line.startswith("MemTotal:"))
-        resources = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem_kib}Ki", "pods": "110",
+        resources = {"cpu": self.cpu, "memory": f"{mem_kib}Ki", "pods": "110",
                      "ephemeral-storage": "100Gi"}
         self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
             "name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
