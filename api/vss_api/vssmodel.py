@@ -25,15 +25,20 @@ PROMETHEUS_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
 # --- the name budget: what KServe makes of a VSSModel's name -------------------------------------------------
 # Each version is served by the InferenceService `<metadata.name>-<version>`, for which KServe (v0.20, raw mode)
-# writes the Deployment, Service and HPA `<isvc>-predictor`: a Service name is a DNS label of at most 63.
-# KServe's webhook also refuses an InferenceService name that starts with a digit ([a-z]([-a-z0-9]*[a-z0-9])?).
+# writes the Deployment, Service and HPA `<isvc>-predictor` and labels the Deployment's selector and Pods
+# `app: isvc.<isvc>-predictor` (constants.GetRawServiceLabel): a label value of at most 63 characters, the
+# tightest of KServe's names (a longer one is admitted, but KServe's Deployment is then refused by the apiserver
+# and no Pod ever starts: tests/integration/test_kserve_e2e.py). KServe's webhook also refuses an
+# InferenceService name that starts with a digit ([a-z]([-a-z0-9]*[a-z0-9])?).
 DNS_LABEL_LIMIT = 63
 KSERVE_PREDICTOR_SUFFIX = "-predictor"
-# len(name) + len("-") + len(version) + len("-predictor") <= 63
-NAME_AND_VERSION_LIMIT = DNS_LABEL_LIMIT - len(KSERVE_PREDICTOR_SUFFIX) - 1
+KSERVE_RAW_LABEL_PREFIX = "isvc."
+# len("isvc.") + len(name) + len("-") + len(version) + len("-predictor") <= 63
+NAME_AND_VERSION_LIMIT = DNS_LABEL_LIMIT - len(KSERVE_RAW_LABEL_PREFIX) - len(KSERVE_PREDICTOR_SUFFIX) - 1
 NAME_BUDGET_MESSAGE = (
     f"metadata.name and each version name may have at most {NAME_AND_VERSION_LIMIT} characters together: "
-    f"KServe names the Service <name>-<version>{KSERVE_PREDICTOR_SUFFIX}, a DNS label of at most {DNS_LABEL_LIMIT}")
+    f"KServe labels the Pods app={KSERVE_RAW_LABEL_PREFIX}<name>-<version>{KSERVE_PREDICTOR_SUFFIX}, "
+    f"a label value of at most {DNS_LABEL_LIMIT}")
 LEADING_LETTER_MESSAGE = ("metadata.name must start with a lowercase letter: KServe refuses an InferenceService "
                           "name (<name>-<version>) that starts with a digit")
 

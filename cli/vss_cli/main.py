@@ -148,6 +148,10 @@ def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> 
                         default=get("VSS_GATEWAY_NAMESPACE", defaults.gateway_namespace))
     parser.add_argument("--domain", default=get("VSS_DOMAIN", defaults.domain),
                         help="hosts are <model>.<namespace>.<domain>")
+    parser.add_argument("--kserve-domain-template",
+                        default=get("VSS_KSERVE_DOMAIN_TEMPLATE", defaults.kserve_domain_template),
+                        help="KServe's ingress.domainTemplate (its inferenceservice-config): specs whose host it "
+                             "could not make are refused with the reason in status")
     parser.add_argument("--model-service-account", default=get("VSS_MODEL_SERVICE_ACCOUNT") or None,
                         help="ServiceAccount holding the storage credentials of the model pods")
     parser.add_argument("--stream-image", default=get("VSS_STREAM_IMAGE", defaults.stream_image),
@@ -169,7 +173,7 @@ def _render_config(args: argparse.Namespace) -> RenderConfig:
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, image_pull_policy=args.image_pull_policy,
         gateway_name=args.gateway_name, gateway_namespace=args.gateway_namespace, domain=args.domain,
         model_service_account=args.model_service_account, stream_image=args.stream_image,
-        tracing_endpoint=args.tracing_endpoint)
+        tracing_endpoint=args.tracing_endpoint, kserve_domain_template=args.kserve_domain_template)
 
 
 def _lease_namespace(flag: str | None) -> str:

@@ -37,6 +37,7 @@ from vss_operator.render import (
     ROUTE_KIND,
     RenderConfig,
     child_selector,
+    kserve_host_problem,
     render,
 )
 from vss_operator.rollout import (
@@ -213,11 +214,15 @@ async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger:
             patch.metadata.annotations[key] = None
     generation = body.metadata.get("generation")
     try:
-        VSSModel.from_body(body)
+        model = VSSModel.from_body(body)
     except ValidationError as exc:
         failure = Failure(INVALID_SPEC, describe_validation_error(exc))
         await _write_failure(ctx, body, failure, generation)
         raise kopf.PermanentError(f"invalid spec: {failure.message}") from exc
+    if (problem := kserve_host_problem(model, ctx.render)) is not None:
+        # Admitted by the CRD and by KServe's webhook, but KServe's controller would fail the InferenceService.
+        await _write_failure(ctx, body, Failure(INVALID_SPEC, problem), generation)
+        raise kopf.PermanentError(f"invalid spec: {problem}")
     try:
         advanced = await advance(ctx, str(body.metadata.namespace), body.metadata.name, generation,
                                  attempt=retry)

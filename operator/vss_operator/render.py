@@ -19,7 +19,16 @@ from vss_api.serving_flags import (
     tracing_flags,
     transformer_args,
 )
-from vss_api.vssmodel import API_VERSION, KIND, Device, ModelVersion, VSSModel, VSSModelSpec
+from vss_api.vssmodel import (
+    API_VERSION,
+    DNS_LABEL_LIMIT,
+    KIND,
+    KSERVE_PREDICTOR_SUFFIX,
+    Device,
+    ModelVersion,
+    VSSModel,
+    VSSModelSpec,
+)
 from vss_operator.objects import Manifest
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
@@ -52,6 +61,9 @@ PREDICTOR_STARTUP_FAILURES = math.ceil(PREDICTOR_WAIT_S / STARTUP_PERIOD_S)
 TRANSFORMER_STARTUP_FAILURES = math.ceil((PREDICTOR_WAIT_S + 60) / STARTUP_PERIOD_S)
 
 
+KSERVE_DEFAULT_DOMAIN_TEMPLATE = "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """Operator-wide settings for what render writes (flags of `vss operator`, values of the chart)."""
@@ -73,6 +85,8 @@ class RenderConfig:
     model_service_account: str | None = None
     # The OTLP/HTTP collector of a VSSModel whose spec.tracing names none; None: those are not traced.
     tracing_endpoint: str | None = None
+    # KServe's `ingress.domainTemplate` (inferenceservice-config): the host it derives for each component.
+    kserve_domain_template: str = KSERVE_DEFAULT_DOMAIN_TEMPLATE
 
 
 DEFAULT_CONFIG = RenderConfig()
@@ -80,6 +94,27 @@ DEFAULT_CONFIG = RenderConfig()
 
 def isvc_name(model: VSSModel, version: str) -> str:
     return f"{model.metadata.name}-{version}"
+
+
+def kserve_host_problem(model: VSSModel, config: RenderConfig = DEFAULT_CONFIG) -> str | None:
+    """Why KServe could not make a host name for a version of MODEL (None: it can).
+
+    KServe (v0.20, raw mode too) derives `<isvc>-predictor`'s host from its domainTemplate, by default
+    `{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}`, and fails the InferenceService ("failed creating host
+    name: ... must be no more than 63 characters") when a DNS label of it is longer than 63: with the default
+    template, name, version and namespace share one label. The CRD cannot check this (CEL sees no namespace)."""
+    namespace = model.metadata.namespace or ""
+    for version in model.spec.versions:
+        component = f"{isvc_name(model, version.name)}{KSERVE_PREDICTOR_SUFFIX}"
+        rendered = (config.kserve_domain_template.replace("{{ .Name }}", component)
+                    .replace("{{ .Namespace }}", namespace).replace("{{ .IngressDomain }}", "domain"))
+        label = max(rendered.split("."), key=len)
+        if len(label) > DNS_LABEL_LIMIT:
+            return (f"KServe makes the host of version {version.name} from its domainTemplate "
+                    f"{config.kserve_domain_template!r}: the DNS label {label!r} has {len(label)} characters, "
+                    f"more than {DNS_LABEL_LIMIT}; shorten metadata.name, the version name or the namespace "
+                    f"by {len(label) - DNS_LABEL_LIMIT}")
+    return None
 
 
 def host(model: VSSModel, config: RenderConfig) -> str:

@@ -48,7 +48,7 @@ from tests.support.apiserver import LocalCluster, TestBinaries, wait_until
 from tests.support.kserve import KServeController
 from tests.support.node_agent import NodeAgent
 from tests.support.upstream_crds import upstream_crd_paths
-from vss_api.vssmodel import VSSModel
+from vss_api.vssmodel import NAME_AND_VERSION_LIMIT, NAME_BUDGET_MESSAGE, VSSModel
 from vss_models.inference import OnnxClassifier
 from vss_models.patterns import generate_pattern_image
 from vss_models.scenes import generate_scene
@@ -111,7 +111,10 @@ class Stack:
                 for c in [*runner.init, *runner.containers]:
                     text = self.agent.logs(self.namespace, runner.name, c.name)[-3000:]
                     logs.append(f"--- {runner.name}/{c.name}\n{text}")
-        return f"{pods}\n{events[-4000:]}\n" + "\n".join(logs) + f"\nagent errors: {self.agent.errors[-5:]}"
+        kserve = "\n".join(line for line in self.kserve.log_tail(400).splitlines()
+                            if isvc in line and '"level":"error"' in line)[-3000:]
+        return (f"{pods}\n{events[-4000:]}\n" + "\n".join(logs) + f"\nagent errors: {self.agent.errors[-5:]}"
+                f"\nKServe's errors about {isvc}:\n{kserve}")
 
 
 SCRAPED_PORT_NAMES = ("predictor-http", "http1", "http")  # the chart's PodMonitor's podMetricsEndpoints
@@ -235,7 +238,7 @@ def _isvc_ready(stack: Stack, isvc: str) -> None:
     """kubectl wait, as a user would, with the cluster's state in the message when it times out."""
     wait_until(lambda: stack.get("isvc", isvc), timeout=60, interval=0.3, what=f"InferenceService {isvc}")
     result = stack.cluster.kubectl("wait", "--for=condition=Ready", f"isvc/{isvc}", "-n", stack.namespace,
-                                   f"--timeout={int(READY_TIMEOUT)}s", check=False)
+                                   f"--timeout={int(READY_TIMEOUT)}s", check=False, timeout=READY_TIMEOUT + 30)
     assert result.returncode == 0, f"{result.stderr}\n{stack.diagnosis(isvc)}"
 
 
@@ -377,6 +380,58 @@ def test_the_forecasting_example_gives_the_in_process_forecast(stack: Stack) -> 
         served, expected = _infer(client, name, "series", windows, "FP32", FORECAST_OUTPUTS), local(windows)
         for output in FORECAST_OUTPUTS:
             np.testing.assert_allclose(served[output], expected[output], atol=1e-4, err_msg=output)
+    finally:
+        _delete(stack, name, isvc)
+
+
+def _named(stack: Stack, name: str, version: str) -> dict[str, Any]:
+    doc = _example(EXAMPLES / "classification.yaml", stack.namespace)
+    doc["metadata"]["name"] = name
+    doc["spec"]["version"] = doc["spec"]["versions"][0]["name"] = version
+    return doc
+
+
+def test_names_kserve_cannot_host_are_refused_before_any_inferenceservice_and_the_longest_it_can_serves(
+        stack: Stack) -> None:
+    """Two budgets, both KServe's (v0.20): the Pod label `app: isvc.<name>-<version>-predictor` (at most 63,
+    checked by the CRD: NAME_AND_VERSION_LIMIT), and the host KServe makes from its domainTemplate, by default
+    `<name>-<version>-predictor-<namespace>.<domain>`, whose first DNS label also holds at most 63. The CRD cannot
+    see the namespace, so the operator checks the host: a name the CRD admits but KServe could not host gets
+    Stalled=True with the reason, and no InferenceService (KServe's controller would fail it only after
+    admission: "failed creating host name ... must be no more than 63 characters")."""
+    over_label = _named(stack, "d" * 40, "v" + "1" * (NAME_AND_VERSION_LIMIT - 40))  # 48 together
+    refused = stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=json.dumps(over_label),
+                                    check=False)
+    assert refused.returncode != 0 and NAME_BUDGET_MESSAGE in refused.stderr, refused.stderr
+
+    # The CRD's longest (47 together) in this namespace: the host label is 47 + 1 + 10 + 1 + len(namespace).
+    crd_longest = _named(stack, "e" * 40, "v" + "1" * (NAME_AND_VERSION_LIMIT - 41))
+    stack.kubectl("apply", "-f", "-", input=json.dumps(crd_longest))
+
+    def stalled() -> dict[str, Any] | None:
+        conditions = ((stack.get("vssm", "e" * 40) or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Stalled" and c["status"] == "True"), None)
+
+    condition = wait_until(stalled, timeout=60, interval=0.3, what="the over-long host refused in status")
+    assert condition["reason"] == "InvalidSpec" and "more than 63" in condition["message"], condition
+    assert "domainTemplate" in condition["message"] and "namespace" in condition["message"]
+    assert stack.get("isvc", f"{'e' * 40}-{crd_longest['spec']['version']}") is None
+    stack.kubectl("delete", "vssm", "e" * 40)
+
+    # The longest name KServe can host here: a host label of exactly 63.
+    name = "c" * 30
+    version = "v" + "1" * (63 - len(f"{name}--predictor-{stack.namespace}") - 1)
+    doc = _named(stack, name, version)
+    isvc = f"{name}-{version}"
+    assert len(f"{isvc}-predictor-{stack.namespace}") == 63
+    stack.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    try:
+        _isvc_ready(stack, isvc)
+        _vssm_ready(stack, name)
+        image = generate_pattern_image(SEED, 0).image
+        answer = _infer(_service_client(stack, isvc), name, "pixels", image, "UINT8", ("class_ids",))
+        reference = OnnxClassifier.load(ARTIFACTS / "classifier.onnx")
+        assert answer["class_ids"][0][0] == int(np.argmax(reference.probabilities([image])[0]))
     finally:
         _delete(stack, name, isvc)
 

@@ -8,7 +8,7 @@ import pytest
 
 from vss_api.serving_flags import predictor_args, transformer_args
 from vss_api.vssmodel import VSSModel
-from vss_operator.render import RenderConfig, child_selector, model_path, render
+from vss_operator.render import RenderConfig, child_selector, kserve_host_problem, model_path, render
 
 UID = "0c6f1c9e-2f5b-4f7e-9d55-0a4b3f0e8e11"
 
@@ -401,3 +401,28 @@ def test_a_cpu_or_memory_request_without_a_limit_gets_the_request_as_its_limit()
     isvc = render(model)[0]
     resources = {c["name"]: c["resources"] for c in isvc["spec"]["predictor"]["containers"]}["kserve-container"]
     assert resources["limits"] == {"cpu": "2", "memory": "4Gi"}
+
+
+def _named(name: str, namespace: str, version: str = "v1") -> VSSModel:
+    return VSSModel.model_validate({
+        "apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"task": "classification", "version": version,
+                 "versions": [{"name": version, "storageUri": "pvc://m/classifier.onnx"}]}})
+
+
+def test_a_host_label_of_63_characters_under_kserves_default_domain_template_is_accepted() -> None:
+    # <name>-<version>-predictor-<namespace>: 20 + 1 + 2 + 10 + 1 + 29 = 63
+    assert kserve_host_problem(_named("n" * 20, "s" * 29)) is None
+
+
+def test_one_character_more_in_the_namespace_is_refused_naming_the_label_and_what_to_shorten() -> None:
+    problem = kserve_host_problem(_named("n" * 20, "s" * 30))
+    assert problem is not None
+    assert f"'{'n' * 20}-v1-predictor-{'s' * 30}' has 64 characters, more than 63" in problem
+    assert "shorten metadata.name, the version name or the namespace by 1" in problem
+
+
+def test_a_cluster_whose_domain_template_puts_the_namespace_in_a_label_of_its_own_accepts_the_long_namespace() -> None:
+    config = RenderConfig(kserve_domain_template="{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}")
+    assert kserve_host_problem(_named("n" * 20, "s" * 50), config) is None
