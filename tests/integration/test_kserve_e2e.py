@@ -318,6 +318,11 @@ def test_the_detection_example_served_by_the_pod_kserve_created_answers_as_vss_r
                 objects += n
             local_client.close()
         assert objects >= 12, "the scenes should hold objects the shipped detector finds"
+        tensor = httpclient.InferInput("pixels", list(image.shape), "UINT8")
+        tensor.set_data_from_numpy(image, binary_data=True)
+        shown = client.infer(name, [tensor], outputs=[httpclient.InferRequestedOutput(o, binary_data=False)
+                                                     for o in ("num_detections", "class_ids", "scores")])
+        print(f"v2 response from the Pod: {json.dumps(shown.get_response())[:1500]}")
         # v2 gRPC on the Service's other port (8081 → the transformer's gRPC port), with KServe's own stubs.
         address, port = stack.endpoints(f"{isvc}-predictor", port=8081)[0]
         image = generate_scene(SEED, 0).image
