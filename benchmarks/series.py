@@ -25,6 +25,7 @@ import argparse
 import csv
 import http.client
 import json
+import os
 import sys
 import tempfile
 import time
@@ -92,6 +93,9 @@ def measure(task: str, args: argparse.Namespace, work: Path) -> list[dict[str, A
     model = VSSModel.from_yaml_file(example)
     spec_path = with_version(example, model.spec.version, STORE, work)
     document = yaml.safe_load(spec_path.read_text())
+    if args.max_batch_size:  # the predictor's batching as the example has it, or this largest merged batch
+        document["spec"]["predictor"].setdefault("batching", {})["maxBatchSize"] = args.max_batch_size
+        spec_path.write_text(yaml.safe_dump(document, sort_keys=False))
     name = str(document["metadata"]["name"])
     model_file = Path(document["spec"]["versions"][[v["name"] for v in document["spec"]["versions"]].index(
         model.spec.version)]["storageUri"])
@@ -120,24 +124,39 @@ def measure(task: str, args: argparse.Namespace, work: Path) -> list[dict[str, A
                 "b ours v1 JSON": _v1_json(rest_url, name, (steps, features), payloads),
             }
             for concurrency in args.concurrency:
-                rows += _level(task, count, concurrency, senders, payloads, args)
+                rows += _level(task, count, concurrency, senders, payloads, args, list(stack.roles.values()))
         return rows
     finally:
         stack.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _level(task: str, count: int, concurrency: int, senders: dict[str, MakeSender], payloads: list[bytes],
-           args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One windows-per-request and concurrency level: every target in interleaved rounds."""
+           args: argparse.Namespace, servers: list[int]) -> list[dict[str, Any]]:
+    """One windows-per-request and concurrency level: every target in interleaved rounds. Beside the wall-clock
+    figures, the CPU time each request cost: the server processes' (transformer and predictor) for ours, this
+    process's for in-process (the load generator's threads included, little beside the task); on a machine others
+    load too it moves far less than the rates do."""
     latencies: dict[str, list[float]] = {t: [] for t in TARGETS}
     seconds = {t: 0.0 for t in TARGETS}
     errors = {t: 0 for t in TARGETS}
+    cpu = {t: 0.0 for t in TARGETS}
     per_round = max(args.requests // args.rounds, 2 * concurrency)
     for round_index in range(args.rounds):
         order = TARGETS[round_index % len(TARGETS):] + TARGETS[:round_index % len(TARGETS)]
         for target in order:
+            local = target == "a in-process"
+            result = run_load(senders[target], payloads, concurrency=concurrency, requests=max(4, concurrency),
+                              warmup=0, max_seconds=args.max_seconds_per_cell)  # warm-up, outside the CPU count
+            used = time.process_time() if local else sum(cpu_seconds(pid) for pid in servers)
             result = run_load(senders[target], payloads, concurrency=concurrency, requests=per_round,
-                              warmup=max(4, concurrency), max_seconds=args.max_seconds_per_cell)
+                              warmup=0, max_seconds=args.max_seconds_per_cell)
+            cpu[target] += (time.process_time() if local else sum(cpu_seconds(pid) for pid in servers)) - used
             latencies[target] += result["latencies_s"]
             seconds[target] += result["wall_s"]
             errors[target] += result["errors"]
@@ -150,7 +169,8 @@ def _level(task: str, count: int, concurrency: int, senders: dict[str, MakeSende
         rows.append({"task": task, "w": count, "c": concurrency, "target": target, "n": len(ms),
                      "err": errors[target], "per_s": per_s, "windows_per_s": per_s * count,
                      "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-                     "p99": float(np.percentile(ms, 99))})
+                     "p99": float(np.percentile(ms, 99)),
+                     "cpu_ms": cpu[target] / len(ms) * 1000 if len(ms) else float("nan")})
     print(f"[{task}] w={count} c={concurrency}: " + ", ".join(
         f"{r['target']} {r['windows_per_s']:.0f} windows/s" for r in rows), flush=True)
     return rows
@@ -169,10 +189,11 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
     lines = [header, "", "| task | windows/req | c | target | n | err | req/s | windows/s | p50 ms | p95 ms | "
-             "p99 ms | x a | x v1 JSON |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "p99 ms | CPU ms/req | x a | x v1 JSON |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['task']} | {r['w']} | {r['c']} | {r['target']} | {r['n']} | {r['err']} | {r['per_s']:.1f} | "
-              f"{r['windows_per_s']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['x_a']:.2f} | "
-              f"{r['x_json']:.2f} |" for r in rows]
+              f"{r['windows_per_s']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['cpu_ms']:.2f} | "
+              f"{r['x_a']:.2f} | {r['x_json']:.2f} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -185,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="anomaly,forecasting")
     parser.add_argument("--windows", default="1,64", help="windows per request, comma-separated")
     parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--max_batch_size", type=int, default=0,
+                        help="serve with this spec.predictor.batching.maxBatchSize (0: the example's)")
     parser.add_argument("--requests", type=int, default=240, help="recorded requests per target and level")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max_seconds_per_cell", type=float, default=120.0)
