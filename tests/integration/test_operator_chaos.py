@@ -220,7 +220,7 @@ def backends(route: dict[str, Any]) -> list[tuple[str, int]]:
 
 def assert_children_once(setup: Rollout, model: dict[str, Any]) -> Counter[str]:
     """The children are exactly what render wants: one InferenceService per version it names, one
-    HTTPRoute with its weights, each controlled by this VSSModel alone. Waits for the garbage the
+    HTTPRoute with its weights, one NetworkPolicy, each controlled by this VSSModel alone. Waits for the garbage the
     operator prunes after a status write (the old stable version's InferenceService)."""
     wanted = expected_children(model)
     kinds = {(m["apiVersion"], m["kind"]) for m in wanted} | set(CHILD_KINDS)
@@ -313,11 +313,11 @@ def test_an_operator_killed_in_a_rollout_state_ends_it_as_if_never_killed_with_n
     if case.promoted:
         assert history(final) == [("v2", "Promoted")]  # one rollout, not restarted from the beginning
         assert "canaryVersion" not in final and "canaryWeight" not in final
-        assert kinds == {"InferenceService": 1, "HTTPRoute": 1}
+        assert kinds == {"InferenceService": 1, "HTTPRoute": 1, "NetworkPolicy": 1}
         assert "Promoted" in reasons or case.id == "promoted", reasons  # killed before posting it: lost
     else:
         assert history(final) == [("v2", "RolledBack")]
         assert (final["stableVersion"], final["canaryVersion"], final["canaryWeight"]) == ("v1", "v2", 0)
         assert final["rollout"]["failedChecks"] == FAILURE_LIMIT
-        assert kinds == {"InferenceService": 2, "HTTPRoute": 1}  # the canary kept for inspection
+        assert kinds == {"InferenceService": 2, "HTTPRoute": 1, "NetworkPolicy": 1}  # the canary kept for inspection
     assert (setup.condition("Ready") or {}).get("status") == "True"
