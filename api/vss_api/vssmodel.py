@@ -437,6 +437,10 @@ class RolloutSpec(SpecModel):
         "naming the canary version."))
     progress_deadline: Annotated[str, Field(pattern=DURATION, description=(
         "Longest wait for the new version's InferenceService to become ready; then it rolls back."))] = "10m"
+    scale_down_delay: Annotated[str, Field(pattern=DURATION, description=(
+        "How long a version the route no longer sends to (the old one after a promotion, an aborted canary) "
+        "keeps running before its InferenceService is deleted, so a gateway still applying the new weights "
+        "and the requests in flight reach a live backend. 0s deletes it at once."))] = "30s"
     shadow: Shadow | None = Field(default=None, description=(
         "Optional shadow phase before the first step (Gateway API RequestMirror)."))
     sticky_header: Annotated[str | None, Field(

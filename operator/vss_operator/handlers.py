@@ -22,7 +22,17 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from vss_api.vssmodel import API_VERSION, GROUP, KIND, PLURAL, READY, VERSION, VSSModel, describe_validation_error
+from vss_api.vssmodel import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    READY,
+    VERSION,
+    VSSModel,
+    describe_validation_error,
+    parse_duration,
+)
 from vss_operator.kube import Forbidden, Kube, KubeError, Rejected
 from vss_operator.metrics import ModelMetrics
 from vss_operator.objects import Manifest
@@ -65,6 +75,9 @@ from vss_operator.status import (
 )
 
 FINALIZER = f"{GROUP}/finalizer"
+# On a child InferenceService the route no longer sends to: when the operator first found it unwanted. It is
+# deleted spec.rollout.scaleDownDelay later (the old version after a promotion, an aborted canary).
+RETIRED_ANNOTATION = f"{GROUP}/retired-at"
 # kopf's bookkeeping (handler progress, the last handled configuration) under a prefix of its own: kopf leaves
 # every annotation under a prefix it keeps storage in out of change detection, so under GROUP it hid ours
 # (serving.vss.ai/retry, /promote) and an annotation alone never reached a handler. Not `kopf.`-prefixed:
@@ -138,6 +151,11 @@ class Requeues:
 
     def pending(self, key: str) -> bool:
         return key in self._timers
+
+    def due_in(self, key: str) -> float | None:
+        """Seconds until `key`'s callback, slack included; None when none is scheduled."""
+        timer = self._timers.get(key)
+        return None if timer is None else timer.when() - asyncio.get_running_loop().time()
 
     def _fire(self, key: str, callback: Callable[[], Awaitable[None]]) -> None:
         self._timers.pop(key, None)
@@ -354,7 +372,7 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
                                  *((e.type, e.reason, e.message) for e in transitions(previous, current))])
         try:
             await ctx.kube.apply_all(desired)
-            await _prune(ctx.kube, model, desired, observed)
+            retiring = await _prune(ctx.kube, model, desired, observed, now)
         except Rejected as exc:
             failure = Failure(APPLY_REJECTED, f"the apiserver refused a child: {exc}")
             failed = failed_status(current, failure, datetime.now(UTC), observed_generation)
@@ -370,8 +388,12 @@ async def advance(ctx: OperatorContext, namespace: str, name: str, observed_gene
             ctx.metrics.observe(namespace, name, retrying)
             await _post(ctx, fresh, [(e.type, e.reason, e.message) for e in transitions(current, retrying)])
             raise
-    _requeue(ctx, namespace, name, decision.requeue_after)
+    _requeue(ctx, namespace, name, _sooner(decision.requeue_after, retiring))
     return Advanced(decision, desired)
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 async def _nothing() -> None:
@@ -418,16 +440,50 @@ async def children_of(kube: Kube, model: VSSModel) -> list[dict[str, Any]]:
 
 
 async def _prune(kube: Kube, model: VSSModel, desired: Sequence[Mapping[str, Any]],
-                 observed: Sequence[Mapping[str, Any]]) -> None:
+                 observed: Sequence[Mapping[str, Any]], now: datetime) -> float | None:
     """Delete the children render no longer wants (the old stable version after a promotion, a canary
-    after an abort). `observed` is the listing `advance` decided from: under the VSSModel's lock only
-    the apply of `desired` came since, so it is not listed again (two calls fewer on every advance, the
-    bulk of the work when 500 VSSModels arrive at once)."""
+    after an abort); return the seconds until the next retired InferenceService is due (None: none waits).
+
+    The route already sends nothing to an unwanted InferenceService (`desired` was applied just before),
+    but a gateway applies new weights some time later and requests are in flight: it is marked retired
+    (RETIRED_ANNOTATION) and deleted only spec.rollout.scaleDownDelay after, by the advance the returned
+    delay schedules; the mark is in the apiserver, so a restarted operator keeps the same deadline. One
+    wanted again before then (a rollout back to it) loses the mark and serves on, warm. `observed` is the
+    listing `advance` decided from: under the VSSModel's lock only the apply of `desired` came since, so it
+    is not listed again (two calls fewer on every advance, the bulk of the work when 500 VSSModels arrive)."""
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    delay_s = parse_duration(model.spec.rollout.scale_down_delay)
+    namespace, due = model.metadata.namespace, None
     for child in observed:
-        if (child["kind"], child["metadata"]["name"]) not in wanted:
-            await kube.delete(child["apiVersion"], child["kind"], model.metadata.namespace,
-                              child["metadata"]["name"])
+        name = child["metadata"]["name"]
+        mark = (child["metadata"].get("annotations") or {}).get(RETIRED_ANNOTATION)
+        if (child["kind"], name) in wanted:
+            if mark is not None:
+                await kube.annotate(child["apiVersion"], child["kind"], namespace, name, {RETIRED_ANNOTATION: None})
+            continue
+        if child["kind"] == ISVC_KIND and delay_s > 0:
+            retired = _parse_time(mark)
+            if retired is None:
+                await kube.annotate(child["apiVersion"], child["kind"], namespace, name,
+                                    {RETIRED_ANNOTATION: now.isoformat()})
+                logger.info("%s/%s: %s is retired, deleted in %.0f s", namespace, model.metadata.name, name,
+                            delay_s)
+                retired = now
+            left = (retired - now).total_seconds() + delay_s
+            if left > 0:
+                due = _sooner(due, left)
+                continue
+        await kube.delete(child["apiVersion"], child["kind"], namespace, name)
+    return due
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    """An ISO time with a zone; None for none or anything else (a mark someone garbled restarts the wait)."""
+    try:
+        found = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return found if found is not None and found.tzinfo is not None else None
 
 
 async def _write_failure(ctx: OperatorContext, body: Mapping[str, Any], failure: Failure,

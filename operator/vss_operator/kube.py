@@ -198,6 +198,14 @@ class Kube:
             return False
         return True
 
+    async def annotate(self, api_version: str, kind: str, namespace: str, name: str,
+                       annotations: Mapping[str, str | None]) -> Manifest:
+        """Merge-patch metadata.annotations: a None value removes its key. Apart from the server-side
+        apply, so a later apply of the object's manifest neither needs nor drops them."""
+        return await self.request("PATCH", resource_path(api_version, kind, namespace, name),
+                                  body={"metadata": {"annotations": dict(annotations)}},
+                                  content_type="application/merge-patch+json")
+
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                            status: Mapping[str, Any]) -> Manifest:
         return await self.request("PATCH", resource_path(api_version, kind, namespace, name, "status"),

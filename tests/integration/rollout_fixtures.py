@@ -96,7 +96,7 @@ def model_doc(name: str, namespace: str, files: tuple[Path, Path], **rollout: An
             "predictor": {"threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0}},
             "transformer": {"detection": {"inputSize": SIDE, "rectangular": False}},
             "rollout": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
-                        "analysis": analysis, "progressDeadline": "60s", **rollout},
+                        "analysis": analysis, "progressDeadline": "60s", "scaleDownDelay": "2s", **rollout},
         },
     }
 

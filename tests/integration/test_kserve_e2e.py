@@ -53,6 +53,7 @@ from vss_models.inference import OnnxClassifier
 from vss_models.patterns import generate_pattern_image
 from vss_models.scenes import generate_scene
 from vss_models.timeseries.evaluation import ANOMALY_OUTPUTS, FORECAST_OUTPUTS, InProcess
+from vss_operator.handlers import RETIRED_ANNOTATION
 from vss_transformers.anomaly import AnomalyTask
 from vss_transformers.forecasting import ForecastingTask
 
@@ -442,6 +443,8 @@ def test_names_kserve_cannot_host_are_refused_before_any_inferenceservice_and_th
 
 # --- canary rollouts on real KServe ------------------------------------------------------------------------
 
+# Long enough for the test to see the old version retired, serving, after the promotion's status.
+SCALE_DOWN_DELAY_S = 10
 SQUARE, WIDE = (64, 64), (64, 128)  # (H, W): the erroring canary fails on the wide frame's 32x64 letterbox
 
 
@@ -488,7 +491,7 @@ def _rollout_doc(stack: Stack, name: str, canary: str) -> dict[str, Any]:
                           "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}},
             "transformer": {"detection": {"inputSize": 64}},
             "rollout": {"steps": [{"weight": 25, "pause": "4s"}, {"weight": 50, "pause": "4s"}],
-                        "progressDeadline": "240s",
+                        "progressDeadline": "240s", "scaleDownDelay": f"{SCALE_DOWN_DELAY_S}s",
                         "analysis": {"interval": "4s", "failureLimit": 2, "noDataLimit": 5, "minRequests": 3,
                                      "maxErrorRate": 0.05, "maxP95LatencyMs": 5000,
                                      "prometheus": {"endpoint": PROMETHEUS_ENDPOINT, "timeout": "2s"}}},
@@ -547,6 +550,16 @@ def test_a_healthy_canary_on_kserve_is_promoted_on_the_metrics_prometheus_scrape
     print(f"promoted rollout: {wall:.1f} s wall\n{timeline}\nsent: {dict(loop.sent)}")
     try:
         assert (status["phase"], status["stableVersion"]) == ("Stable", "v2"), json.dumps(status, indent=1)
+        # v1 left the route but is kept for the scale-down delay (a gateway applies new weights late), serving,
+        # and is deleted after it, on the deadline its annotation holds.
+        retired = wait_until(lambda: ((stack.get("isvc", "promoted-v1") or {}).get("metadata", {})
+                                      .get("annotations", {}).get(RETIRED_ANNOTATION)),
+                             timeout=SCALE_DOWN_DELAY_S / 2, interval=0.2, what="v1 marked retired, not deleted")
+        assert ServiceVersion(stack, "promoted", "promoted-v1").infer(SQUARE[1]) == 200
+        wait_until(lambda: stack.get("isvc", "promoted-v1") is None, timeout=SCALE_DOWN_DELAY_S + 60,
+                   interval=0.5, what="v1's InferenceService deleted after the scale-down delay")
+        deleted_after_s = time.time() - datetime.datetime.fromisoformat(retired).timestamp()
+        assert deleted_after_s >= SCALE_DOWN_DELAY_S, deleted_after_s
         reasons = [e["reason"] for e in _events(stack, "promoted")]
         assert "StepAdvanced" in reasons and "Promoted" in reasons, reasons
         assert loop.sent[("v2", 200)] > 0 and not [k for k in loop.sent if k[1] >= 500]

@@ -52,7 +52,7 @@ from tests.integration.rollout_fixtures import (  # noqa: F401 - the fixtures
 from tests.integration.rollout_traffic import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, split_of
 from tests.support.apiserver import LocalCluster, wait_until
 from vss_api.vssmodel import GROUP, PLURAL, VERSION, VSSModel
-from vss_operator.handlers import CHILD_KINDS
+from vss_operator.handlers import CHILD_KINDS, RETIRED_ANNOTATION
 from vss_operator.kube import PLURALS
 from vss_operator.render import MODEL_LABEL, VERSION_LABEL, child_selector, render
 from vss_operator.rollout import PROMOTE_ANNOTATION
@@ -136,8 +136,12 @@ CASES = [
     Case("awaiting-promotion", _stage("AwaitingPromotion"),
          rollout={"steps": STEPS[1:], "promotion": "Manual"}, while_down=_promote),
     Case("promoted", _phase("Promoted")),
-    # Between the prune of the old version and the status write that finishes the rollout.
-    Case("promoted-v1-pruned", _phase("Promoted"),
+    # The old version marked retired, its scale-down delay running: the new operator deletes it on time.
+    Case("promoted-v1-retired", _phase("Stable"), rollout={"scaleDownDelay": "8s"},
+         child_write=ChildWrite(ISVC_GROUP, ISVC_VERSION, "inferenceservices", "-v1", frozenset({"MODIFIED"}),
+                                test=lambda isvc, _: RETIRED_ANNOTATION in isvc["metadata"].get("annotations", {}))),
+    # At the deletion of the old version, its scale-down delay over (the rollout's status already final).
+    Case("promoted-v1-pruned", _phase("Stable"),
          child_write=ChildWrite(ISVC_GROUP, ISVC_VERSION, "inferenceservices", "-v1", frozenset({"DELETED"}))),
     Case("rolling-back", _phase("Progressing", failed_checks=1), promoted=False),
     Case("rolled-back", _phase("RolledBack"), promoted=False, settled="AnalysisFailed"),

@@ -62,9 +62,14 @@ class ImageEntryPoint:
     env: Mapping[str, str]
 
 
-# The images' ENV: `PATH=/opt/vss/bin:${PATH}` is this virtualenv's bin directory here.
+# The source folders of the packages the images install (pyproject's [tool.setuptools] package-dir).
+SOURCE_DIRS = ("api", "cli", "operator", "predictors", "transformers", "models", "streams")
+# The images' ENV: `PATH=/opt/vss/bin:${PATH}` is this virtualenv's bin directory here. The images hold this
+# checkout's code: PYTHONPATH names its sources, since the virtualenv's editable install may point at another
+# checkout (a git worktree of a branch shares the main checkout's virtualenv).
 _IMAGE_ENV = {
     "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+    "PYTHONPATH": ":".join(str(REPO_ROOT / d) for d in SOURCE_DIRS),
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }

@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from vss_api.vssmodel import VSSModel
-from vss_operator.handlers import OperatorContext, Requeues, advance
+from vss_operator.handlers import RETIRED_ANNOTATION, OperatorContext, Requeues, advance
 from vss_operator.kube import Kube
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import Sample, VersionQuery, VersionSample
@@ -59,6 +59,14 @@ class FakeKube:
             old = self.children.get((m["kind"], m["metadata"]["name"]), {})
             self.children[(m["kind"], m["metadata"]["name"])] = {**copy.deepcopy(m), "status": old.get("status", {})}
         return manifests
+
+    async def annotate(self, api_version: str, kind: str, namespace: str, name: str,
+                       annotations: dict[str, str | None]) -> dict[str, Any]:
+        self.calls.append(f"annotate {name} " + ",".join(f"{k}={v}" for k, v in annotations.items()))
+        meta = self.children[(kind, name)]["metadata"]
+        merged = {**(meta.get("annotations") or {}), **annotations}
+        meta["annotations"] = {k: v for k, v in merged.items() if v is not None}
+        return self.children[(kind, name)]
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         self.calls.append(f"delete {name}")
@@ -128,11 +136,61 @@ async def test_prometheus_is_asked_only_when_an_analysis_is_due_and_a_pass_promo
     assert first.decision.check is not None and first.decision.check.verdict == "Pass"
     assert kube.model["status"]["phase"] == "Promoted"  # the step's pause passed and its check too
 
-    second = await advance(ctx, NAMESPACE, NAME, None)  # promoted: no analysis, the old version goes
+    second = await advance(ctx, NAMESPACE, NAME, None)  # promoted: no analysis, the old version retires
     assert second is not None and len(prometheus.queries) == 2
     assert kube.model["status"]["phase"] == "Stable" and kube.model["status"]["stableVersion"] == "v2"
-    assert "delete yolo-v1" in kube.calls
     assert [h["result"] for h in kube.model["status"]["history"]] == ["Promoted"]
+    assert ("InferenceService", "yolo-v1") in kube.children and "delete yolo-v1" not in kube.calls
+    assert RETIRED_ANNOTATION in kube.children[("InferenceService", "yolo-v1")]["metadata"]["annotations"]
+    await ctx.requeues.close()
+
+
+def _retired(kube: FakeKube, version: str, ago_s: float) -> None:
+    kube.children[("InferenceService", f"{NAME}-{version}")]["metadata"]["annotations"] = {
+        RETIRED_ANNOTATION: (datetime.now(UTC) - timedelta(seconds=ago_s)).isoformat()}
+
+
+@pytest.mark.parametrize(("delay", "retired_ago_s", "deleted"), [("30s", 10.0, False), ("30s", 31.0, True),
+                                                                   ("0s", 0.0, True)])
+async def test_the_old_version_is_deleted_only_a_scale_down_delay_after_the_route_left_it(
+        delay: str, retired_ago_s: float, deleted: bool) -> None:
+    """Promoted to v2: v1's InferenceService stays (its deadline in its annotation, so a new operator keeps
+    it) until spec.rollout.scaleDownDelay has passed, and the next look is scheduled for then."""
+    model = _model("v2", {"phase": "Stable", "stableVersion": "v2", "observedGeneration": 1})
+    model["spec"]["rollout"]["scaleDownDelay"] = delay
+    kube = FakeKube(model)
+    ctx = _context(kube, FakePrometheus(GOOD))
+    await kube.apply_all(render(VSSModel.from_body(model), stable_version="v1"))
+    await kube.apply_all(render(VSSModel.from_body(model), stable_version="v2"))
+    kube.set_ready("v2")
+    if retired_ago_s:
+        _retired(kube, "v1", retired_ago_s)
+
+    await advance(ctx, NAMESPACE, NAME, None)
+
+    assert (("InferenceService", "yolo-v1") not in kube.children) is deleted
+    assert ("delete yolo-v1" in kube.calls) is deleted
+    due = ctx.requeues.due_in(f"{NAMESPACE}/{NAME}")
+    if not deleted:
+        assert due is not None and 30 - retired_ago_s - 2 <= due <= 30 - retired_ago_s + 1
+    await ctx.requeues.close()
+
+
+async def test_a_retired_version_wanted_again_loses_its_mark_and_is_not_deleted() -> None:
+    """A rollout back to v1 during its scale-down delay: v1 is the canary again, and serves on, warm."""
+    status = {"phase": "Stable", "stableVersion": "v2", "observedGeneration": 1}
+    kube = FakeKube(_model("v1", status))
+    ctx = _context(kube, FakePrometheus(GOOD))
+    await kube.apply_all(render(VSSModel.from_body(kube.model), stable_version="v1"))
+    await kube.apply_all(render(VSSModel.from_body(kube.model), stable_version="v2"))
+    kube.set_ready("v2")
+    _retired(kube, "v1", 5.0)
+
+    await advance(ctx, NAMESPACE, NAME, 2)
+
+    assert f"annotate yolo-v1 {RETIRED_ANNOTATION}=None" in kube.calls and "delete yolo-v1" not in kube.calls
+    assert RETIRED_ANNOTATION not in kube.children[("InferenceService", "yolo-v1")]["metadata"]["annotations"]
+    assert kube.model["status"]["canaryVersion"] == "v1"
     await ctx.requeues.close()
 
 
