@@ -1,5 +1,6 @@
 """VSSModel → the manifests the operator applies (pure): one KServe InferenceService per served version,
-with the transformer collocated in the predictor pod, and the Gateway API HTTPRoute that splits traffic.
+with the transformer collocated in the predictor pod (or, in single-process mode, one container running both:
+`vss_api.serving_flags.single_process`), and the Gateway API HTTPRoute that splits traffic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from vss_api.serving_flags import (
     PREDICTOR_WAIT_S,
     TracingFlags,
     predictor_args,
+    single_process,
+    single_process_args,
     tracing_flags,
     transformer_args,
 )
@@ -322,6 +325,11 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         predictor["readinessProbe"] = _http_get("/v2/health/ready", PREDICTOR_HTTP_PORT, period=5, failures=3)
         predictor["livenessProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=10, failures=3)
 
+    metrics_port = PREDICTOR_HTTP_PORT
+    containers = [predictor, transformer]
+    if single_process(spec):
+        containers = [_single_process_container(model, config, version, predictor, transformer, tracing)]
+        metrics_port = TRANSFORMER_HTTP_PORT
     pod: dict[str, Any] = {
         "minReplicas": spec.predictor.min_replicas,
         "maxReplicas": spec.predictor.max_replicas,
@@ -329,14 +337,14 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         "annotations": {
             # The predictor's metrics carry the version label the rollout analysis queries.
             "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(PREDICTOR_HTTP_PORT),
+            "prometheus.io/port": str(metrics_port),
             "prometheus.io/path": "/metrics",
         },
         "securityContext": {
             "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [predictor, transformer],
+        "containers": containers,
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     if config.model_service_account:
@@ -352,6 +360,23 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         "kind": ISVC_KIND,
         "metadata": _metadata(model, name, labels, annotations),
         "spec": {"predictor": pod},
+    }
+
+
+def _single_process_container(model: VSSModel, config: RenderConfig, version: ModelVersion,
+                              predictor: dict[str, Any], transformer: dict[str, Any], tracing: TracingFlags
+                              ) -> dict[str, Any]:
+    """Single-process mode: one `kserve-container` that serves the transformer's ports and probes and runs the
+    model itself, with the predictor's image, resources and model env (the model's cores are the pod's)."""
+    return {
+        **transformer,
+        "name": PREDICTOR_CONTAINER,
+        "image": predictor["image"],
+        "command": ["python", "-m", "vss_cli.single_process"],
+        "args": single_process_args(model.spec, version, model_path(version.storage_uri), TRANSFORMER_HTTP_PORT,
+                                    TRANSFORMER_GRPC_PORT, model_name=model.metadata.name, tracing=tracing),
+        "env": [{"name": "STORAGE_URI", "value": version.storage_uri}, *transformer["env"]],
+        "resources": predictor["resources"],
     }
 
 
