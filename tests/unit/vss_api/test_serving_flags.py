@@ -28,6 +28,7 @@ from vss_api.serving_flags import (
     transformer_parser,
 )
 from vss_api.vssmodel import Device, ModelFormat, Processes, Task, VSSModel
+from vss_cli import single_process as single_process_main
 from vss_operator.render import (
     PREDICTOR_CONTAINER,
     PREDICTOR_GRPC_PORT,
@@ -38,7 +39,6 @@ from vss_operator.render import (
     model_path,
     render,
 )
-from vss_cli import single_process as single_process_main
 from vss_predictors import __main__ as predictor_main
 from vss_transformers import __main__ as transformer_main
 from vss_transformers.anomaly import AnomalyTask
