@@ -328,7 +328,7 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
     metrics_port = PREDICTOR_HTTP_PORT
     containers = [predictor, transformer]
     if single_process(spec):
-        containers = [_single_process_container(model, config, version, predictor, transformer, tracing)]
+        containers = [_single_process_container(model, version, predictor, transformer, tracing)]
         metrics_port = TRANSFORMER_HTTP_PORT
     pod: dict[str, Any] = {
         "minReplicas": spec.predictor.min_replicas,
@@ -363,9 +363,8 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
     }
 
 
-def _single_process_container(model: VSSModel, config: RenderConfig, version: ModelVersion,
-                              predictor: dict[str, Any], transformer: dict[str, Any], tracing: TracingFlags
-                              ) -> dict[str, Any]:
+def _single_process_container(model: VSSModel, version: ModelVersion, predictor: dict[str, Any],
+                              transformer: dict[str, Any], tracing: TracingFlags) -> dict[str, Any]:
     """Single-process mode: one `kserve-container` that serves the transformer's ports and probes and runs the
     model itself, with the predictor's image, resources and model env (the model's cores are the pod's)."""
     return {

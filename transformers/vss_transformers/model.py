@@ -93,7 +93,8 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
 
     def stop(self) -> None:
         """Called by KServe's ModelServer on SIGTERM/SIGINT (`ModelRepository.unload`): closes the channel to
-        the predictor. The pre/post-processing runs in the loop's default executor, which asyncio shuts down."""
+        the predictor (in one process: stops its batcher). The pre/post-processing runs in the loop's default
+        executor, which asyncio shuts down."""
         self.client.close()
         if self.cache is not None:
             try:  # the cache's connections belong to the serving loop: closed there, stores under way first
