@@ -212,6 +212,8 @@ def progress(api: Any, namespace: str, expected: dict[str, set[tuple[str, str]]]
                for i in _list(api, f"/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices")}
     present |= {("HTTPRoute", i["metadata"]["name"])
                 for i in _list(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes")}
+    present |= {("NetworkPolicy", i["metadata"]["name"])
+                for i in _list(api, f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies")}
     found = Progress(models=len(models))
     for body in models:
         meta = body["metadata"]
@@ -224,11 +226,12 @@ def progress(api: Any, namespace: str, expected: dict[str, set[tuple[str, str]]]
 
 
 def last_write(api: Any, namespace: str) -> int:
-    """The newest resourceVersion among the namespace's VSSModels, InferenceServices and HTTPRoutes: it
+    """The newest resourceVersion among the namespace's VSSModels and their children: it
     moves whenever anyone (the operator) writes one of them."""
     paths = (f"/apis/serving.vss.ai/v1alpha1/namespaces/{namespace}/vssmodels",
              f"/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices",
-             f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes")
+             f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes",
+             f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies")
     return max((int(i["metadata"]["resourceVersion"]) for path in paths for i in _list(api, path)), default=0)
 
 

@@ -9,8 +9,12 @@ loaded over v2 gRPC at concurrency 1 and then 8 with 1280x720 JPEG frames. Print
 
 and writes the profiles (tree, flat, HTML) to --out.
 
+For the time-series tasks (`--task anomaly|forecasting`) the shipped model and examples/ spec serve, and
+the load is `--windows` random windows per v2 gRPC request, sent from this process.
+
     python benchmarks/profile_served.py --requests 24
     python benchmarks/profile_served.py --task classification
+    python benchmarks/profile_served.py --task forecasting --windows 64 --concurrency 1,4 --requests 200
 """
 
 from __future__ import annotations
@@ -28,13 +32,20 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.frames import read_frames, write_frames
-from benchmarks.servers import Stack, free_port, wait_ready
+from benchmarks.loadgen import TargetSpec, Tensor, grpc_sender, run_load
+from benchmarks.servers import REPO, Stack, free_port, wait_ready
 from benchmarks.suite import CLASSIFICATION_OUTPUTS, DETECTION_OUTPUTS, HERE, Config, _python, prepare_models
 from vss_api.serving_flags import predictor_args, transformer_args
 from vss_api.vssmodel import VSSModel
+from vss_models.timeseries.evaluation import ANOMALY_OUTPUTS, FORECAST_OUTPUTS
+from vss_models.timeseries.served import with_version
+
+SERIES = {"anomaly": ("anomaly.yaml", ANOMALY_OUTPUTS), "forecasting": ("forecasting.yaml", FORECAST_OUTPUTS)}
 
 
 def scrape(port: int) -> dict[tuple[str, str], float]:
@@ -68,7 +79,8 @@ def mean_batch(before: dict[tuple[str, str], float], after: dict[tuple[str, str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["detection", "classification"], default="detection")
+    parser.add_argument("--task", choices=["detection", "classification", *SERIES], default="detection")
+    parser.add_argument("--windows", type=int, default=64, help="time-series tasks: windows per request")
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--requests", type=int, default=24, help="recorded requests per concurrency level")
     parser.add_argument("--warmup", type=int, default=4)
@@ -80,23 +92,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=12, help="self-time lines printed per thread group")
     a = parser.parse_args(argv)
     levels = [int(c) for c in a.concurrency.split(",")]
-    cfg = Config(tasks=[a.task], targets=[], concurrency=levels, requests=a.requests, warmup=a.warmup, rounds=1,
-                 max_seconds_per_cell=600, work=a.work, out=a.out, name="profile", detector=a.detector,
-                 classifier=a.classifier)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.work / "logs").mkdir(parents=True, exist_ok=True)
-    frames_dir = a.work / "frames"
-    write_frames(frames_dir, 8)
-    (setup,) = prepare_models(cfg, read_frames(frames_dir))
-    spec = VSSModel.from_yaml_file(setup.spec_path).spec
-    name = "yolo" if a.task == "detection" else "classifier"
+    series = a.task in SERIES
+    if series:
+        example, series_outputs = SERIES[a.task]
+        version = VSSModel.from_yaml_file(REPO / "examples" / example).spec.version
+        spec_path = with_version(REPO / "examples" / example, version, REPO / "models" / "artifacts", a.work)
+        spec = VSSModel.from_yaml_file(spec_path).spec
+        name = str(yaml.safe_load(spec_path.read_text())["metadata"]["name"])
+        model_path = next(v.storage_uri for v in spec.versions if v.name == version)
+    else:
+        cfg = Config(tasks=[a.task], targets=[], concurrency=levels, requests=a.requests, warmup=a.warmup,
+                     rounds=1, max_seconds_per_cell=600, work=a.work, out=a.out, name="profile",
+                     detector=a.detector, classifier=a.classifier)
+        frames_dir = a.work / "frames"
+        write_frames(frames_dir, 8)
+        (setup,) = prepare_models(cfg, read_frames(frames_dir))
+        spec = VSSModel.from_yaml_file(setup.spec_path).spec
+        name = "yolo" if a.task == "detection" else "classifier"
+        model_path = str(setup.model_path)
     p_http, p_grpc, t_http, t_grpc = free_port(), free_port(), free_port(), free_port()
     stack = Stack("profile")
     wrap = [sys.executable, "-m", "benchmarks.profiled", "--interval", str(a.interval), "--out"]
     phases: list[dict[str, Any]] = []
     try:
         predictor = stack.start("predictor", [*wrap, str(a.out / f"{a.task}-predictor"), "-m", "vss_predictors",
-                                              *predictor_args(spec, spec.served_version(), str(setup.model_path),
+                                              *predictor_args(spec, spec.served_version(), model_path,
                                                               p_http, p_grpc, model_name=name)], a.work / "logs")
         wait_ready(f"http://127.0.0.1:{p_http}/v2/models/{name}/ready", [predictor], 600)
         transformer = stack.start("transformer", [
@@ -109,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             process.popen.send_signal(signal.SIGUSR1)
         for c in levels:
             before = (scrape(t_http), scrape(p_http))
-            raw = json.loads(_python(["-m", "benchmarks.loadgen", "--target", "grpc", "--url",
-                                      f"127.0.0.1:{t_grpc}", "--model", name, "--outputs", outputs, "--frames",
-                                      str(frames_dir), "--concurrency", str(c), "--requests", str(a.requests),
-                                      "--warmup", str(a.warmup), "--max_seconds", "600"]))
+            if series:
+                raw = _series_load(a, f"127.0.0.1:{t_grpc}", name, series_outputs, spec, c)
+            else:
+                raw = json.loads(_python([
+                    "-m", "benchmarks.loadgen", "--target", "grpc", "--url", f"127.0.0.1:{t_grpc}", "--model", name,
+                    "--outputs", outputs, "--frames", str(frames_dir), "--concurrency", str(c), "--requests",
+                    str(a.requests), "--warmup", str(a.warmup), "--max_seconds", "600"]))
             after = (scrape(t_http), scrape(p_http))
             phases.append({"c": c, "raw": raw, "before": before, "after": after})
             print(f"c={c}: {len(raw['latencies_s']) / raw['wall_s']:.2f} req/s, "
@@ -122,6 +147,24 @@ def main(argv: list[str] | None = None) -> int:
     print_breakdown(phases)
     print_profiles(a.out, a.task, a.top)
     return 0
+
+
+def _series_load(a: argparse.Namespace, url: str, name: str, outputs: tuple[str, ...], spec: Any,
+                 concurrency: int) -> dict[str, Any]:
+    """Closed-loop v2 gRPC load of `a.windows` random windows per request, from this process."""
+    block = spec.anomaly if a.task == "anomaly" else spec.forecasting
+    steps = block.window if a.task == "anomaly" else block.lookback
+    shape = [a.windows, steps, len(block.features)]
+    rng = np.random.default_rng(0)
+    payloads = [rng.normal(20.0, 3.0, shape).astype(np.float32).tobytes() for _ in range(8)]
+
+    def encode(payload: bytes) -> Tensor:
+        return "series", "FP32", shape, payload
+
+    result: dict[str, Any] = run_load(grpc_sender(TargetSpec("grpc", url, name, outputs), payloads, encode),
+                                      payloads, concurrency=concurrency, requests=a.requests, warmup=a.warmup,
+                                      max_seconds=600)
+    return result
 
 
 def print_breakdown(phases: list[dict[str, Any]]) -> None:

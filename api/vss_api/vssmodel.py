@@ -487,6 +487,85 @@ class TracingSpec(SpecModel):
         "traceparent follows the caller's sampled flag instead."))] = 1.0
 
 
+# A label key: an optional DNS-subdomain prefix and `/`, then a name (Kubernetes' qualified name).
+LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+             r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+SELECTOR_VALUES_MESSAGE = "operator In and NotIn need values; Exists and DoesNotExist take none"
+PEER_MESSAGE = "a peer needs a namespaceSelector, a podSelector or both"
+
+
+class LabelSelectorRequirement(SpecModel):
+    """One expression of a label selector, as in Kubernetes' own LabelSelectorRequirement."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(cel(
+        "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+        SELECTOR_VALUES_MESSAGE)))
+
+    key: Annotated[str, Field(pattern=LABEL_KEY, max_length=317, description="The label key it applies to.")]
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description=(
+        "How the label's value is compared with `values`: In, NotIn, Exists or DoesNotExist."))
+    values: list[Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]] = Field(
+        default_factory=list, max_length=64, description=(
+            "The values for In and NotIn (at least one); empty for Exists and DoesNotExist."))
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> Self:
+        if (self.operator in ("In", "NotIn")) != bool(self.values):
+            raise ValueError(SELECTOR_VALUES_MESSAGE)
+        return self
+
+
+class LabelSelector(SpecModel):
+    """A Kubernetes label selector: every `matchLabels` entry and every `matchExpressions` expression must
+    hold. An empty selector ({}) selects everything."""
+
+    match_labels: dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]] = Field(
+        default_factory=dict, description="Labels that must all be present with these values.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=32, description="Expressions that must all hold.")
+
+
+class NetworkPolicyPeer(SpecModel):
+    """Who may connect, as a NetworkPolicyPeer: pods chosen by `podSelector` in the namespaces chosen by
+    `namespaceSelector`. Only `namespaceSelector`: every pod of those namespaces; only `podSelector`: those pods
+    of the VSSModel's own namespace."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(cel(
+        "has(self.namespaceSelector) || has(self.podSelector)", PEER_MESSAGE)))
+
+    namespace_selector: LabelSelector | None = Field(default=None, description=(
+        "The namespaces, by their labels (every namespace carries kubernetes.io/metadata.name: <its name>); "
+        "{} is every namespace."))
+    pod_selector: LabelSelector | None = Field(default=None, description=(
+        "The pods, by their labels; {} is every pod of the selected namespaces."))
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> Self:
+        if self.namespace_selector is None and self.pod_selector is None:
+            raise ValueError(PEER_MESSAGE)
+        return self
+
+
+class NetworkPolicySettings(SpecModel):
+    """The NetworkPolicy the operator renders for the serving pods of every version of this VSSModel: callers
+    reach only the transformer's ports (8080 REST, 8081 gRPC), the scrape reaches the metrics ports (8085, the
+    predictor's /metrics, and 8080), and nothing else from outside the pod reaches the predictor (8085, 8086),
+    which the transformer calls on localhost. Only a CNI that enforces NetworkPolicy (Calico, Cilium, ...)
+    applies it. Not rendered with rollout.trafficRouter knative, whose activator, queue-proxy and autoscaler
+    need ports of their own."""
+
+    enabled: bool = Field(default=True, description=(
+        "Render the NetworkPolicy; false deletes it, leaving the pods open to every pod of the cluster."))
+    ingress_from: list[NetworkPolicyPeer] | None = Field(default=None, min_length=1, max_length=32, description=(
+        "Who may call the transformer (8080, 8081): the Gateway's pods, the stream workers, your clients. "
+        "Unset: every pod and address."))
+    metrics_from: list[NetworkPolicyPeer] | None = Field(default=None, min_length=1, max_length=32, description=(
+        "Who may scrape the metrics ports (8085, 8080): your Prometheus. Unset: every pod of the operator's "
+        "metrics namespaces (vss operator --metrics-namespace, the chart's serving.metricsNamespaces; "
+        "monitoring by default). Whoever may scrape 8085 may also call the predictor there."))
+
+
 class VSSModelSpec(SpecModel):
     """What to serve and how to roll it out."""
 
@@ -513,6 +592,7 @@ class VSSModelSpec(SpecModel):
     transformer: TransformerSpec = Field(default_factory=TransformerSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     tracing: TracingSpec = Field(default_factory=TracingSpec)
+    network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -134,6 +134,14 @@ def _prometheus_endpoints(flags: list[tuple[str, str]] | None) -> dict[str, str]
     return dict(DEFAULT_ENDPOINTS)
 
 
+def _namespaces(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if not re.fullmatch(DNS_LABEL, n)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"namespace names are DNS labels, not {', '.join(bad)}")
+    return names
+
+
 def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> None:
     get = os.environ.get
     parser.add_argument("--cpu-image", default=get("VSS_CPU_IMAGE", defaults.cpu_image),
@@ -159,6 +167,11 @@ def _render_options(parser: argparse.ArgumentParser, defaults: RenderConfig) -> 
     parser.add_argument("--tracing-endpoint", default=get("VSS_TRACING_ENDPOINT") or None, metavar="URL",
                         help="OTLP/HTTP collector (http://otel-collector.observability:4318) of the VSSModels whose "
                              "spec.tracing names none; default: those are not traced")
+    parser.add_argument("--metrics-namespaces", type=_namespaces, metavar="NS[,NS...]",
+                        default=_namespaces(get("VSS_METRICS_NAMESPACES", ",".join(defaults.metrics_namespaces))),
+                        help="namespaces whose pods may scrape the model pods' metrics ports through their "
+                             "NetworkPolicy when spec.networkPolicy.metricsFrom names no one (your Prometheus'); "
+                             f"empty: no one; default: {','.join(defaults.metrics_namespaces)}")
 
 
 def _report_target(args: argparse.Namespace) -> tuple[str | None, Path | None, Path | None] | None:
@@ -173,7 +186,8 @@ def _render_config(args: argparse.Namespace) -> RenderConfig:
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, image_pull_policy=args.image_pull_policy,
         gateway_name=args.gateway_name, gateway_namespace=args.gateway_namespace, domain=args.domain,
         model_service_account=args.model_service_account, stream_image=args.stream_image,
-        tracing_endpoint=args.tracing_endpoint, kserve_domain_template=args.kserve_domain_template)
+        tracing_endpoint=args.tracing_endpoint, kserve_domain_template=args.kserve_domain_template,
+        metrics_namespaces=args.metrics_namespaces)
 
 
 def _lease_namespace(flag: str | None) -> str:

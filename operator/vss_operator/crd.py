@@ -235,7 +235,11 @@ def _definition(*, kind: str, plural: str, singular: str, short_names: tuple[str
 
 class _Dumper(yaml.SafeDumper):
     """Quotes the strings YAML 1.1 reads as booleans (`y`, `n`, ...), which PyYAML writes bare: kubectl's
-    parser would turn a field named `y` into `true`."""
+    parser would turn a field named `y` into `true`. Never writes anchors and aliases: a model used in two places
+    (a label selector) is written out in both."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

@@ -33,6 +33,8 @@ from vss_operator.render import (
     ISVC_KIND,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    NETWORK_POLICY_API_VERSION,
+    NETWORK_POLICY_KIND,
     ROUTE_API_VERSION,
     ROUTE_KIND,
     RenderConfig,
@@ -104,7 +106,8 @@ def forbidden_backoff(base_s: float, attempt: int) -> float:
     return float(min(base_s * 2 ** min(attempt, 16), MAX_FORBIDDEN_BACKOFF_S))
 
 
-CHILD_KINDS = ((ISVC_API_VERSION, ISVC_KIND), (ROUTE_API_VERSION, ROUTE_KIND))
+CHILD_KINDS = ((ISVC_API_VERSION, ISVC_KIND), (ROUTE_API_VERSION, ROUTE_KIND),
+               (NETWORK_POLICY_API_VERSION, NETWORK_POLICY_KIND))
 # A timer fires on the event loop's clock, the decision counts on the wall clock: a hair later never
 # finds the analysis "not due yet" and spins.
 REQUEUE_SLACK_S = 0.05
@@ -250,7 +253,7 @@ def forget_deleted(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: 
 def deleted(body: kopf.Body, **_: Any) -> None:
     """Seen only while something else holds the object (e.g. a foreground deletion)."""
     kopf.event(body, type="Normal", reason="Deleting",
-               message="InferenceServices and HTTPRoute are removed by the garbage collector")
+               message="InferenceServices, HTTPRoute and NetworkPolicy are removed by the garbage collector")
 
 
 @kopf.on.event(ISVC_API_VERSION.split("/")[0], ISVC_API_VERSION.split("/")[1], "inferenceservices",

@@ -36,6 +36,7 @@ PLURALS: dict[str, str] = {
     "RoleBinding": "rolebindings",
     "InferenceService": "inferenceservices",
     "HTTPRoute": "httproutes",
+    "NetworkPolicy": "networkpolicies",
     "Lease": "leases",
     "Event": "events",
 }

@@ -1,6 +1,7 @@
 """VSSModel → the manifests the operator applies (pure): one KServe InferenceService per served version,
 with the transformer collocated in the predictor pod (or, in single-process mode, one container running both:
-`vss_api.serving_flags.single_process`), and the Gateway API HTTPRoute that splits traffic.
+`vss_api.serving_flags.single_process`), the Gateway API HTTPRoute that splits traffic, and the NetworkPolicy
+that keeps callers off the predictor's ports.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from vss_api.vssmodel import (
     KIND,
     KSERVE_PREDICTOR_SUFFIX,
     Device,
+    LabelSelector,
     ModelVersion,
+    NetworkPolicyPeer,
     VSSModel,
     VSSModelSpec,
 )
@@ -38,6 +41,8 @@ ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 ISVC_KIND = "InferenceService"
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 ROUTE_KIND = "HTTPRoute"
+NETWORK_POLICY_API_VERSION = "networking.k8s.io/v1"
+NETWORK_POLICY_KIND = "NetworkPolicy"
 
 MANAGED_BY = "vss-operator"
 MODEL_LABEL = "serving.vss.ai/model"
@@ -90,6 +95,9 @@ class RenderConfig:
     tracing_endpoint: str | None = None
     # KServe's `ingress.domainTemplate` (inferenceservice-config): the host it derives for each component.
     kserve_domain_template: str = KSERVE_DEFAULT_DOMAIN_TEMPLATE
+    # The namespaces whose pods may scrape the model pods' metrics ports when spec.networkPolicy.metricsFrom
+    # names no one (the chart's Prometheus endpoint is prometheus.monitoring); empty: no one beyond ingressFrom.
+    metrics_namespaces: tuple[str, ...] = ("monitoring",)
 
 
 DEFAULT_CONFIG = RenderConfig()
@@ -190,6 +198,7 @@ def _render(model: VSSModel, config: RenderConfig, stable_version: str | None, c
         backends.append((canary.name, canary_weight))
     mirror = (canary.name, mirror_percent) if canary is not None and mirror_percent > 0 else None
     manifests.append(_http_route(model, config, backends, mirror))
+    manifests.extend(network_policies(model, config))
     return manifests
 
 
@@ -353,7 +362,9 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
     annotations = {
         DEPLOYMENT_MODE: config.serverless_deployment_mode if knative else config.raw_deployment_mode,
-        "serving.kserve.io/enable-prometheus-scraping": "true",
+        # "false": with "true" KServe's pod mutator (metrics_aggregate_injector.go) rewrites prometheus.io/port to
+        # its queue-proxy's 9091, where nothing listens in raw mode; the pod's own annotations name the port.
+        "serving.kserve.io/enable-prometheus-scraping": "false",
     }
     return {
         "apiVersion": ISVC_API_VERSION,
@@ -413,3 +424,83 @@ def _http_route(model: VSSModel, config: RenderConfig, backends: list[tuple[str,
             "rules": [rule],
         },
     }
+
+
+# Labels KServe v0.20 puts on every Pod of an InferenceService's predictor, beside the InferenceService's own
+# labels and the predictor's (components/predictor.go, buildObjectMeta): the transformer is collocated there.
+KSERVE_ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
+KSERVE_COMPONENT_LABEL = "component"
+KSERVE_PREDICTOR_COMPONENT = "predictor"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the apiserver on every namespace
+
+
+def serving_pod_selector(model: VSSModel) -> dict[str, Any]:
+    """The pods that serve `model`, every version of it: KServe's predictor pods carrying the labels render
+    gives each of its InferenceServices. A canary's pods are covered from the moment they exist."""
+    return {
+        "matchLabels": {MODEL_LABEL: model.metadata.name, MANAGED_BY_LABEL: MANAGED_BY,
+                        KSERVE_COMPONENT_LABEL: KSERVE_PREDICTOR_COMPONENT},
+        "matchExpressions": [{"key": KSERVE_ISVC_POD_LABEL, "operator": "Exists"}],
+    }
+
+
+def _selector(selector: LabelSelector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if selector.match_labels:
+        out["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        out["matchExpressions"] = [
+            {"key": e.key, "operator": e.operator, **({"values": list(e.values)} if e.values else {})}
+            for e in selector.match_expressions]
+    return out
+
+
+def _peer(peer: NetworkPolicyPeer) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = _selector(peer.namespace_selector)
+    if peer.pod_selector is not None:
+        out["podSelector"] = _selector(peer.pod_selector)
+    return out
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def network_policies(model: VSSModel, config: RenderConfig) -> list[Manifest]:
+    """The NetworkPolicy of `model`'s serving pods, or none when spec.networkPolicy.enabled is false.
+
+    One per VSSModel, not per version: its rules do not depend on the version, and a policy selecting every
+    version's pods needs no apply before a canary's first pod starts. Ingress reaches the transformer's ports
+    (what KServe's `<isvc>-predictor` Service targets) from `ingressFrom`, and the metrics ports (the
+    predictor's /metrics on its REST port, the transformer's on its own; in single-process mode both components'
+    series are on the one /metrics of 8080) from `metricsFrom`; the predictor's ports get no rule of their own:
+    the transformer calls them on localhost, which NetworkPolicy does not filter.
+    Egress is left alone (storage, Redis, tracing and DNS are the cluster's to restrict)."""
+    settings = model.spec.network_policy
+    if not settings.enabled:
+        return []
+    rules: list[dict[str, Any]] = []
+    serving: dict[str, Any] = {"ports": _tcp(TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT)}
+    if settings.ingress_from is not None:
+        serving["from"] = [_peer(p) for p in settings.ingress_from]
+    rules.append(serving)
+    if settings.metrics_from is not None:
+        scrapers = [_peer(p) for p in settings.metrics_from]
+    elif config.metrics_namespaces:
+        scrapers = [{"namespaceSelector": {"matchExpressions": [
+            {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": list(config.metrics_namespaces)}]}}]
+    else:
+        scrapers = []
+    if scrapers:
+        metrics_ports = (TRANSFORMER_HTTP_PORT,) if single_process(model.spec) else (
+            PREDICTOR_HTTP_PORT, TRANSFORMER_HTTP_PORT)
+        rules.append({"ports": _tcp(*metrics_ports), "from": scrapers})
+    name = model.metadata.name
+    return [{
+        "apiVersion": NETWORK_POLICY_API_VERSION,
+        "kind": NETWORK_POLICY_KIND,
+        "metadata": _metadata(model, name, _labels(model, name, "network-policy", None)),
+        "spec": {"podSelector": serving_pod_selector(model), "policyTypes": ["Ingress"], "ingress": rules},
+    }]

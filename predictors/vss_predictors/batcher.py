@@ -2,7 +2,8 @@
 
 Requests already queued when the runtime frees up are merged at once, so a lone client never waits
 for company; only while traffic is concurrent (the last run held more than one request) does a
-batch wait up to `max_latency` for more.
+batch wait up to `max_latency` for more. A lone client sending many rows per request (64 sensor
+windows) is still a lone client: what counts is requests, not rows.
 
 Up to `max_in_flight` batches run at once (default 2): while one computes, the next is gathered and
 started, so the runtime never idles between batches on the event loop's turn-around, and on a GPU one
@@ -87,7 +88,7 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._carry: _Pending | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._last_rows = 1
+        self._last_requests = 1  # in the last batch gathered: more than one means traffic is concurrent
         self._max_in_flight = max_in_flight
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -207,7 +208,7 @@ class DynamicBatcher:
         batch, rows = [first], first.rows
         self._gathering = batch  # `close()` fails these if it comes while the batch is gathered
         loop = asyncio.get_running_loop()
-        wait = self._max_latency_s if self._last_rows > 1 else 0.0
+        wait = self._max_latency_s if self._last_requests > 1 else 0.0
         deadline = loop.time() + wait
         while self._merge and rows < self._max_rows:
             item = await self._next(max(0.0, deadline - loop.time()))
@@ -218,7 +219,7 @@ class DynamicBatcher:
                 break
             batch.append(item)
             rows += item.rows
-        self._last_rows = rows
+        self._last_requests = len(batch)
         self._gathering = []
         return batch
 

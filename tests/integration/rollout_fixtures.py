@@ -29,7 +29,8 @@ from tests.fixtures.onnx_graphs import colour_cell_detector, save
 from tests.integration.operator_fixtures import OperatorFactory, OperatorProcess
 from tests.integration.rollout_traffic import TrafficLoop
 from tests.support.apiserver import ClusterError, LocalCluster, wait_until
-from vss_api.vssmodel import VSSModelSpec
+from vss_api.vssmodel import VSSModel, VSSModelSpec
+from vss_operator.render import kserve_host_problem
 
 SIDE = 64  # the frame size every version accepts; the erroring canary refuses every other size
 INTERVAL_S = 3.0
@@ -133,10 +134,16 @@ class Rollout:
     def condition(self, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.status().get("conditions") or [] if c["type"] == type_), None)
 
+    def stalled(self) -> str | None:
+        """The operator's reason for making nothing (e.g. a name over KServe's budget), if it gave one."""
+        found = self.condition("Stalled")
+        return f"VSSModel Stalled: {found.get('reason')}: {found.get('message')}" \
+            if found and found.get("status") == "True" else None
+
     def set_ready(self, version: str) -> None:
         """Write the InferenceService's status as KServe's controller does once its pods are ready."""
         isvc = f"{self.name}-{version}"
-        wait_until(lambda: self.get("inferenceservice", isvc), timeout=DEADLINE, what=isvc)
+        wait_until(lambda: self.get("inferenceservice", isvc), timeout=DEADLINE, what=isvc, abort=self.stalled)
         ready = {"status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
         status = {"observedGeneration": 1, "url": f"http://{isvc}.{self.namespace}.example.com",
                   "conditions": [{**ready, "type": "PredictorReady"}, {**ready, "type": "Ready"}]}
@@ -202,6 +209,8 @@ def rollout_fixture(k8s_cluster: LocalCluster, k8s_namespace: str, prometheus: P
         doc = model_doc(name, k8s_namespace, (model_files["stable"], model_files[canary]),
                         **rollout)
         spec = VSSModelSpec.model_validate(doc["spec"])
+        # A name over KServe's host budget is Stalled by the operator and never served: say so here.
+        assert (problem := kserve_host_problem(VSSModel.model_validate(doc))) is None, problem
         with ThreadPoolExecutor(2) as pool:
             started = list(pool.map(lambda v: start_predictor(spec, name, v, tmp_path), ("v1", "v2")))
         processes.extend(p.process for p in started)

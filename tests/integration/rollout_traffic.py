@@ -9,13 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
-
-from tests.e2e.predictor_process import Predictor
 
 ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 ROUTE_READ_EVERY_S = 0.25  # how stale a split may be: a gateway also applies a route a moment later
@@ -43,6 +42,14 @@ def split_of(route: dict[str, Any], model: str) -> Split:
     return Split(weights, mirror)
 
 
+class Target(Protocol):
+    """Where one version's requests go: a predictor process, or a KServe Service's endpoints."""
+
+    def infer(self, side: int) -> int:
+        """One request with a `side`x`side` frame (or the frame `side` names); its HTTP status."""
+        ...
+
+
 @dataclass
 class TrafficLoop:
     """Send about `rate_hz` requests a second until stopped (or `limit_s` passed), each to the predictor of
@@ -52,7 +59,7 @@ class TrafficLoop:
     api: k8s_client.ApiClient
     namespace: str
     model: str
-    predictors: dict[str, Predictor]
+    predictors: Mapping[str, Target]
     sides: tuple[int, ...] = (64,)
     rate_hz: float = 30.0
     limit_s: float = 120.0

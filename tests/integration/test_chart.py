@@ -18,6 +18,7 @@ from tests.support.apiserver import LocalCluster, wait_until
 from tests.support.upstream_crds import prometheus_operator_crd_paths
 from vss_api.vssmodel import VSSModel
 from vss_api.vssstream import VSSStream
+from vss_cli import main as cli_main
 from vss_operator.render import RenderConfig, render
 from vss_operator.stream_render import render_stream
 
@@ -114,6 +115,37 @@ def test_the_prometheus_endpoints_come_from_the_values_and_reach_the_operator_fl
     assert args("--set", "prometheus.endpoints.central=https://thanos.obs:9090") == [
         "--prometheus=central=https://thanos.obs:9090", "--prometheus=default=http://prometheus.monitoring:9090"]
     refused = k8s_cluster.helm("template", "vss", str(CHART), "--set", "prometheus.endpoints.x=file:///etc/passwd",
+                               check=False)
+    assert refused.returncode != 0
+
+
+def test_the_metrics_namespaces_come_from_the_values_and_reach_the_rendered_network_policy(
+    k8s_cluster: LocalCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Values → the operator's flag → what `vss render` (the operator's render, with its flags) makes of it."""
+    model = tmp_path / "yolo.yaml"
+    model.write_text(MODEL)
+
+    def scrapers(*values: str) -> list[dict[str, Any]] | None:
+        deployment = next(d for d in _template(k8s_cluster, "ops", *values) if d["kind"] == "Deployment")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        flags = [a for a in args if a.startswith("--metrics-namespaces")]
+        assert len(flags) == 1, args
+        capsys.readouterr()
+        assert cli_main.main(["render", str(model), *flags]) == 0
+        (policy,) = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "NetworkPolicy"]
+        rules = policy["spec"]["ingress"]
+        return rules[1]["from"] if len(rules) > 1 else None
+
+    def namespaces(*values: str) -> list[str] | None:
+        found = scrapers(*values)
+        return None if found is None else found[0]["namespaceSelector"]["matchExpressions"][0]["values"]
+
+    assert namespaces() == ["monitoring"]
+    assert namespaces("--set", "serving.metricsNamespaces={prometheus,observability}") == [
+        "prometheus", "observability"]
+    assert scrapers("--set-json", "serving.metricsNamespaces=[]") is None
+    refused = k8s_cluster.helm("template", "vss", str(CHART), "--set", "serving.metricsNamespaces={Not_A_Label}",
                                check=False)
     assert refused.returncode != 0
 
@@ -292,6 +324,8 @@ ALLOWED = [
     ("delete", "inferenceservices.serving.kserve.io"),
     ("create", "httproutes.gateway.networking.k8s.io"), ("patch", "httproutes.gateway.networking.k8s.io"),
     ("list", "httproutes.gateway.networking.k8s.io"), ("delete", "httproutes.gateway.networking.k8s.io"),
+    ("create", "networkpolicies.networking.k8s.io"), ("patch", "networkpolicies.networking.k8s.io"),
+    ("list", "networkpolicies.networking.k8s.io"), ("delete", "networkpolicies.networking.k8s.io"),
     ("create", "events"), ("create", "leases.coordination.k8s.io"),
     ("get", "leases.coordination.k8s.io/vss-operator"), ("update", "leases.coordination.k8s.io/vss-operator"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
@@ -314,6 +348,8 @@ FORBIDDEN = [
     ("escalate", "clusterroles.rbac.authorization.k8s.io"), ("delete", "vssstreams.serving.vss.ai"),
     ("escalate", "roles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts#token"), ("delete", "roles.rbac.authorization.k8s.io"),
+    ("update", "networkpolicies.networking.k8s.io"), ("watch", "networkpolicies.networking.k8s.io"),
+    ("deletecollection", "networkpolicies.networking.k8s.io"),
 ]
 
 

@@ -77,7 +77,6 @@ class Stack:
     operator: OperatorProcess
     prometheus: PrometheusServer
     namespace: str
-    store: Path  # what the rollout's PersistentVolume holds
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         return self.cluster.kubectl(*args, "-n", self.namespace, check=check, input=input).stdout
@@ -220,7 +219,7 @@ def stack(k8s_binaries: TestBinaries, tmp_path_factory: pytest.TempPathFactory) 
             operator.wait_leading()
             stopping.append(operator)
             try:
-                yield Stack(cluster, kserve, agent, operator, prom, namespace, store)
+                yield Stack(cluster, kserve, agent, operator, prom, namespace)
             finally:
                 print(f"--- operator log ---\n{operator.log()[-5000:]}\n--- kserve ---\n{kserve.log_tail(40)}")
     finally:
@@ -462,7 +461,10 @@ class ServiceVersion:
         raw = pixels.tobytes()
         header = json.dumps({"inputs": [{"name": "pixels", "shape": list(pixels.shape), "datatype": "UINT8",
                                          "parameters": {"binary_data_size": len(raw)}}]}).encode()
-        address, port = self.stack.endpoints(f"{self.isvc}-predictor")[0]
+        ready = self.stack.endpoints(f"{self.isvc}-predictor")
+        if not ready:  # what a gateway answers for a backend with no ready endpoint
+            return 503
+        address, port = ready[0]
         request = urllib.request.Request(
             f"http://{address}:{port}/v2/models/{self.model}/infer", data=header + raw,
             headers={"Inference-Header-Content-Length": str(len(header)),
@@ -516,7 +518,7 @@ def _rollout(stack: Stack, name: str, canary: str) -> tuple[dict[str, Any], Traf
     _isvc_ready(stack, f"{name}-v1")
     _vssm_ready(stack, name)
     versions = {v: ServiceVersion(stack, name, f"{name}-{v}") for v in ("v1", "v2")}
-    loop = TrafficLoop(stack.cluster.api_client(), stack.namespace, name, versions,  # type: ignore[arg-type]
+    loop = TrafficLoop(stack.cluster.api_client(), stack.namespace, name, versions,
                        sides=(SQUARE[1], WIDE[1]), rate_hz=8.0, limit_s=400.0)
     with loop:
         started = time.time()

@@ -1,4 +1,4 @@
-"""The operator on a real kube-apiserver: examples become InferenceServices and HTTPRoutes, KServe's
+"""The operator on a real kube-apiserver: examples become InferenceServices, HTTPRoutes and NetworkPolicies, KServe's
 status flows up to the VSSModel's kstatus conditions, edits, deletion, restarts."""
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_each_example_becomes_inferenceservices_and_an_httproute_with_the_expect
         assert _is_subset(manifest["spec"], actual["spec"]), f"{kind} {child}: {actual['spec']}"
         assert _is_subset(manifest["metadata"]["labels"], actual["metadata"]["labels"])
         assert actual["metadata"]["ownerReferences"] == manifest["metadata"]["ownerReferences"]
-    assert {m["kind"] for m in expected} == {"InferenceService", "HTTPRoute"}
+    assert {m["kind"] for m in expected} == {"InferenceService", "HTTPRoute", "NetworkPolicy"}
 
 
 def test_model_becomes_ready_when_kserve_reports_its_inferenceservice_ready(
@@ -221,8 +221,38 @@ def test_deleting_the_model_lets_the_garbage_collector_remove_its_children(
     k8s_cluster.kubectl("delete", "vssm", "yolo", "-n", k8s_namespace, "--timeout=30s")
 
     wait_until(lambda: not _list(k8s_cluster, "inferenceservice", k8s_namespace)
-               and not _list(k8s_cluster, "httproute", k8s_namespace), timeout=DEADLINE,
+               and not _list(k8s_cluster, "httproute", k8s_namespace)
+               and not _list(k8s_cluster, "networkpolicy", k8s_namespace), timeout=DEADLINE,
                what="the garbage collector to delete the children")
+
+
+def test_turning_the_network_policy_off_deletes_it_and_turning_it_on_applies_it_again(
+    k8s_cluster: LocalCluster, k8s_namespace: str, operator: OperatorProcess,
+) -> None:
+    """Only the object is checked: no CNI runs here, so what the policy lets through is not enforced by anyone
+    (tests/unit/vss_operator/test_render_network_policy.py holds its rules)."""
+    _apply(k8s_cluster, MODEL, k8s_namespace)
+    policy = wait_until(lambda: _get(k8s_cluster, "networkpolicy", "yolo", k8s_namespace), timeout=DEADLINE,
+                        what="the NetworkPolicy yolo")
+    model = _get(k8s_cluster, "vssm", "yolo", k8s_namespace)
+    assert model is not None
+    assert [(r["kind"], r["uid"], r["controller"]) for r in policy["metadata"]["ownerReferences"]] == [
+        ("VSSModel", model["metadata"]["uid"], True)]
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [8080, 8081, 8085, 8080]
+
+    k8s_cluster.kubectl("patch", "vssm", "yolo", "-n", k8s_namespace, "--type=merge", "-p",
+                        json.dumps({"spec": {"networkPolicy": {"enabled": False}}}))
+    wait_until(lambda: not _list(k8s_cluster, "networkpolicy", k8s_namespace), timeout=DEADLINE,
+               what="the NetworkPolicy pruned")
+    assert _names(k8s_cluster, "inferenceservice", k8s_namespace) == ["yolo-v1"]
+    assert _names(k8s_cluster, "httproute", k8s_namespace) == ["yolo"]
+
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kserve"}}}
+    k8s_cluster.kubectl("patch", "vssm", "yolo", "-n", k8s_namespace, "--type=merge", "-p",
+                        json.dumps({"spec": {"networkPolicy": {"enabled": True, "ingressFrom": [gateway]}}}))
+    again = wait_until(lambda: _get(k8s_cluster, "networkpolicy", "yolo", k8s_namespace), timeout=DEADLINE,
+                       what="the NetworkPolicy applied again")
+    assert again["spec"]["ingress"][0]["from"] == [gateway]
 
 
 def test_a_restarted_operator_converges_without_duplicate_children(

@@ -130,14 +130,14 @@ CASES = [
          child_write=ChildWrite(ISVC_GROUP, ISVC_VERSION, "inferenceservices", "-v2", frozenset({"ADDED"}))),
     Case("shadow", _stage("Shadow"), rollout={"shadow": {"percent": 50, "duration": "2s"}}),
     Case("canary-step-1-of-2", _stage("Canary", 0)),
-    Case("canary-step-1-of-2-route-applied", _stage("Canary", 0),
+    Case("canary-step-1-routed", _stage("Canary", 0),
          child_write=ChildWrite(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, "", test=_route_at(25))),
     Case("canary-step-2-of-2", _stage("Canary", 1)),
     Case("awaiting-promotion", _stage("AwaitingPromotion"),
          rollout={"steps": STEPS[1:], "promotion": "Manual"}, while_down=_promote),
     Case("promoted", _phase("Promoted")),
     # Between the prune of the old version and the status write that finishes the rollout.
-    Case("promoted-old-version-pruned", _phase("Promoted"),
+    Case("promoted-v1-pruned", _phase("Promoted"),
          child_write=ChildWrite(ISVC_GROUP, ISVC_VERSION, "inferenceservices", "-v1", frozenset({"DELETED"}))),
     Case("rolling-back", _phase("Progressing", failed_checks=1), promoted=False),
     Case("rolled-back", _phase("RolledBack"), promoted=False, settled="AnalysisFailed"),
@@ -220,7 +220,7 @@ def backends(route: dict[str, Any]) -> list[tuple[str, int]]:
 
 def assert_children_once(setup: Rollout, model: dict[str, Any]) -> Counter[str]:
     """The children are exactly what render wants: one InferenceService per version it names, one
-    HTTPRoute with its weights, each controlled by this VSSModel alone. Waits for the garbage the
+    HTTPRoute with its weights, one NetworkPolicy, each controlled by this VSSModel alone. Waits for the garbage the
     operator prunes after a status write (the old stable version's InferenceService)."""
     wanted = expected_children(model)
     kinds = {(m["apiVersion"], m["kind"]) for m in wanted} | set(CHILD_KINDS)
@@ -313,11 +313,11 @@ def test_an_operator_killed_in_a_rollout_state_ends_it_as_if_never_killed_with_n
     if case.promoted:
         assert history(final) == [("v2", "Promoted")]  # one rollout, not restarted from the beginning
         assert "canaryVersion" not in final and "canaryWeight" not in final
-        assert kinds == {"InferenceService": 1, "HTTPRoute": 1}
+        assert kinds == {"InferenceService": 1, "HTTPRoute": 1, "NetworkPolicy": 1}
         assert "Promoted" in reasons or case.id == "promoted", reasons  # killed before posting it: lost
     else:
         assert history(final) == [("v2", "RolledBack")]
         assert (final["stableVersion"], final["canaryVersion"], final["canaryWeight"]) == ("v1", "v2", 0)
         assert final["rollout"]["failedChecks"] == FAILURE_LIMIT
-        assert kinds == {"InferenceService": 2, "HTTPRoute": 1}  # the canary kept for inspection
+        assert kinds == {"InferenceService": 2, "HTTPRoute": 1, "NetworkPolicy": 1}  # the canary kept for inspection
     assert (setup.condition("Ready") or {}).get("status") == "True"

@@ -57,6 +57,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "classification.std values must be > 0"),
     ("unknown-format", {"versions": [{"name": "v1", "storageUri": "s3://x", "format": "pickle"}]},
      'supported values: "onnx", "torchscript"'),
+    ("network-peer-naming-no-one", {"networkPolicy": {"ingressFrom": [{}]}},
+     "a peer needs a namespaceSelector, a podSelector or both"),
+    ("selector-in-without-values", {"networkPolicy": {"metricsFrom": [{"namespaceSelector": {
+        "matchExpressions": [{"key": "team", "operator": "In"}]}}]}},
+     "operator In and NotIn need values; Exists and DoesNotExist take none"),
+    ("selector-exists-with-values", {"networkPolicy": {"ingressFrom": [{"podSelector": {
+        "matchExpressions": [{"key": "app", "operator": "Exists", "values": ["x"]}]}}]}},
+     "operator In and NotIn need values; Exists and DoesNotExist take none"),
+    ("selector-unknown-operator", {"networkPolicy": {"ingressFrom": [{"podSelector": {
+        "matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}}]}},
+     'supported values: "In", "NotIn", "Exists", "DoesNotExist"'),
+    ("network-peers-empty", {"networkPolicy": {"ingressFrom": []}}, "should have at least 1 items"),
 ]
 
 

@@ -20,7 +20,7 @@ import bisect
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -69,28 +69,75 @@ def severity_of(evidence: float, edges: Sequence[float]) -> str:
     return SEVERITIES[bisect.bisect_right(list(edges), evidence)]
 
 
+_SEVERITY_BYTES = np.array([b"none", *(s.encode() for s in SEVERITIES)], dtype=object)
+
+
+@dataclass(frozen=True, eq=False)
+class Verdicts(Sequence[AnomalyVerdict]):
+    """The verdicts of a batch of windows as arrays, one row per window: the v2 tensors are these arrays, with
+    no per-window objects on the way (a 64-window request); indexing gives one window's `AnomalyVerdict`."""
+
+    is_anomaly: npt.NDArray[np.bool_]  # [N]
+    anomaly_score: F32  # [N]
+    confidence: F32  # [N]
+    severity: npt.NDArray[np.object_]  # [N] bytes: b"none" or a band
+    affected: tuple[tuple[str, ...], ...]  # [N] feature names, strongest first
+    affected_text: npt.NDArray[np.object_]  # [N] bytes: the same names comma-separated, b"" when none
+    feature_scores: F32  # [N, F] in the VSSModel's order
+
+    def __len__(self) -> int:
+        return int(self.anomaly_score.shape[0])
+
+    @overload
+    def __getitem__(self, index: int) -> AnomalyVerdict: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[AnomalyVerdict]: ...
+
+    def __getitem__(self, index: int | slice) -> AnomalyVerdict | Sequence[AnomalyVerdict]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        return AnomalyVerdict(is_anomaly=bool(self.is_anomaly[index]),
+                              anomaly_score=float(self.anomaly_score[index]),
+                              confidence=float(self.confidence[index]), severity=self.severity[index].decode(),
+                              affected_features=self.affected[index], feature_scores=self.feature_scores[index])
+
+
 def judge(scores: F32, evidence: F32, feature_evidence: F32, features: Sequence[str],
-          calibration: Calibration) -> list[AnomalyVerdict]:
-    """Verdicts from the graph's outputs; `feature_evidence` [N, F] and `features` in the same order."""
-    verdicts = []
-    for score, strongest, per_feature in zip(scores, evidence, feature_evidence, strict=True):
-        flagged = bool(score >= calibration.threshold)
-        affected: tuple[str, ...] = ()
-        if flagged:
-            order = np.argsort(-per_feature, kind="stable")
-            top = float(per_feature[order[0]])
-            affected = tuple(features[i] for i in order
-                             if per_feature[i] > 0 and per_feature[i] >= top - calibration.affected_margin)
-            affected = affected or (features[int(order[0])],)
-        verdicts.append(AnomalyVerdict(
-            is_anomaly=flagged, anomaly_score=float(score),
-            confidence=float(score if flagged else 1.0 - score),
-            severity=severity_of(float(strongest), calibration.severity_edges) if flagged else "none",
-            affected_features=affected, feature_scores=per_feature.astype(np.float32)))
-    return verdicts
+          calibration: Calibration) -> Verdicts:
+    """Verdicts from the graph's outputs; `feature_evidence` [N, F] and `features` in the same order. Whole-batch
+    array operations; only the flagged windows are looked at one by one, to name their affected features."""
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    per_feature = np.asarray(feature_evidence, dtype=np.float32)
+    flagged = scores >= calibration.threshold
+    confidence = np.where(flagged, scores, np.float32(1.0) - scores).astype(np.float32)
+    bands = np.searchsorted(np.asarray(calibration.severity_edges, dtype=np.float64),
+                            np.asarray(evidence, dtype=np.float32).reshape(-1).astype(np.float64), side="right")
+    severity = _SEVERITY_BYTES[np.where(flagged, bands + 1, 0)]
+    affected: list[tuple[str, ...]] = [()] * int(scores.shape[0])
+    affected_text = np.full(scores.shape[0], b"", dtype=object)
+    rows = np.flatnonzero(flagged)
+    if rows.size:
+        evidence_of = per_feature[rows]
+        order = np.argsort(-evidence_of, axis=1, kind="stable")  # strongest first, ties in feature order
+        # each reading against (strongest - margin) as a float32, as the scalar comparison of one row made it
+        limit = (evidence_of.max(axis=1).astype(np.float64) - calibration.affected_margin).astype(np.float32)
+        beyond = (evidence_of > 0) & (evidence_of >= limit[:, None])
+        for row, ranked, kept in zip(rows.tolist(), order.tolist(), np.take_along_axis(beyond, order, 1).tolist(),
+                                     strict=True):
+            named = tuple(features[j] for j, keep in zip(ranked, kept, strict=True) if keep) or (features[ranked[0]],)
+            affected[row] = named
+            affected_text[row] = ",".join(named).encode()
+    return Verdicts(is_anomaly=flagged, anomaly_score=scores, confidence=confidence, severity=severity,
+                    affected=tuple(affected), affected_text=affected_text, feature_scores=per_feature)
 
 
 def as_v2_tensors(verdicts: Sequence[AnomalyVerdict]) -> dict[str, npt.NDArray[np.generic]]:
+    if isinstance(verdicts, Verdicts):
+        return {"is_anomaly": verdicts.is_anomaly, "anomaly_score": verdicts.anomaly_score,
+                "confidence": verdicts.confidence, "severity": verdicts.severity,
+                "affected_features": verdicts.affected_text,
+                "feature_scores": verdicts.feature_scores}
     return {
         "is_anomaly": np.array([v.is_anomaly for v in verdicts], dtype=np.bool_),
         "anomaly_score": np.array([v.anomaly_score for v in verdicts], dtype=np.float32),
@@ -140,7 +187,7 @@ class AnomalyTask(SeriesTask[AnomalyVerdict]):
                                                     order))
         self.calibration = Calibration.from_metadata(meta, self.params.threshold)
 
-    def postprocess(self, outputs: Mapping[str, Array], context: None) -> list[AnomalyVerdict]:
+    def postprocess(self, outputs: Mapping[str, Array], context: None) -> Verdicts:
         assert self.calibration is not None, "configure() runs before serving"
         per_feature = outputs["feature_evidence"].astype(np.float32)[:, self.requests.layout.to_client]
         return judge(outputs["anomaly_score"].astype(np.float32).reshape(-1),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -64,12 +64,40 @@ def interval_radius(meta: Mapping[str, str], level: float, horizon: int, width: 
     return mixed
 
 
-def forecasts(predicted: F32, radius: F32) -> list[Forecast]:
+@dataclass(frozen=True, eq=False)
+class Forecasts(Sequence[Forecast]):
+    """The forecasts of a batch of windows as [N, H, F] arrays (the VSSModel's feature order): the v2 tensors are
+    these arrays, with no per-window objects on the way; indexing gives one window's `Forecast`."""
+
+    predictions: F32
+    lower: F32
+    upper: F32
+
+    def __len__(self) -> int:
+        return int(self.predictions.shape[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Forecast: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Forecast]: ...
+
+    def __getitem__(self, index: int | slice) -> Forecast | Sequence[Forecast]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        return Forecast(self.predictions[index], self.lower[index], self.upper[index])
+
+
+def forecasts(predicted: F32, radius: F32) -> Forecasts:
     """Per window: predictions [H, F] with their interval, all in the same feature order."""
-    return [Forecast(p, (p - radius).astype(np.float32), (p + radius).astype(np.float32)) for p in predicted]
+    predicted = np.asarray(predicted, dtype=np.float32)
+    return Forecasts(predicted, (predicted - radius).astype(np.float32), (predicted + radius).astype(np.float32))
 
 
 def as_v2_tensors(results: Sequence[Forecast]) -> dict[str, npt.NDArray[np.generic]]:
+    if isinstance(results, Forecasts):
+        return {"predictions": results.predictions, "lower": results.lower, "upper": results.upper,
+                "forecast_horizon": np.full(len(results), results.predictions.shape[1], dtype=np.int32)}
     return {"predictions": np.stack([r.predictions for r in results]),
             "lower": np.stack([r.lower for r in results]),
             "upper": np.stack([r.upper for r in results]),
@@ -115,7 +143,7 @@ class ForecastingTask(SeriesTask[Forecast]):
         radius = interval_radius(meta, self.params.interval_level, self.params.horizon, len(self.features))
         self.radius = radius[:, layout.to_client]
 
-    def postprocess(self, outputs: Mapping[str, Array], context: None) -> list[Forecast]:
+    def postprocess(self, outputs: Mapping[str, Array], context: None) -> Forecasts:
         assert self.radius is not None, "configure() runs before serving"
         predicted = outputs[self.output_name].astype(np.float32)
         if predicted.ndim != 3 or predicted.shape[1] < self.params.horizon:

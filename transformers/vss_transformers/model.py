@@ -15,6 +15,7 @@ import contextvars
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Generic
 
 import kserve
@@ -205,7 +206,7 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
         annotate({"vss.batch.size": int(next(iter(feeds.values())).shape[0])})
         return feeds, context
 
-    def _postprocess(self, outputs: Any, context: Any) -> list[Any]:
+    def _postprocess(self, outputs: Any, context: Any) -> Sequence[Any]:
         with stage("postprocess"):
             return self.task.postprocess(outputs, context)
 

@@ -36,7 +36,7 @@ def test_render_prints_the_manifests_as_multi_document_yaml(
 
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        ("InferenceService", "yolo-v1"), ("HTTPRoute", "yolo")]
+        ("InferenceService", "yolo-v1"), ("HTTPRoute", "yolo"), ("NetworkPolicy", "yolo")]
     assert docs[0]["spec"]["predictor"]["containers"][0]["image"] == "reg/cpu:2"
     assert "&id" not in capsys.readouterr().out
 
@@ -50,6 +50,28 @@ def test_render_of_an_invalid_file_says_which_field_and_exits_2(
     assert cli.main(["render", str(path)]) == 2
 
     assert "spec.version 'v9' must name an entry" in capsys.readouterr().err
+
+
+def test_render_takes_the_metrics_namespaces_from_the_flag_or_the_environment_and_refuses_a_bad_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "yolo.yaml"
+    path.write_text(MODEL)
+
+    def scrape_namespaces(*flags: str) -> list[str]:
+        assert cli.main(["render", str(path), *flags]) == 0
+        (policy,) = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "NetworkPolicy"]
+        values: list[str] = policy["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchExpressions"][0][
+            "values"]
+        return values
+
+    assert scrape_namespaces() == ["monitoring"]
+    assert scrape_namespaces("--metrics-namespaces", "prom, obs") == ["prom", "obs"]
+    monkeypatch.setenv("VSS_METRICS_NAMESPACES", "kube-prometheus")
+    assert scrape_namespaces() == ["kube-prometheus"]
+    with pytest.raises(SystemExit):
+        cli.main(["render", str(path), "--metrics-namespaces", "Prom_1"])
+    assert "namespace names are DNS labels, not Prom_1" in capsys.readouterr().err
 
 
 def test_crd_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,7 +104,7 @@ async def test_a_new_version_writes_the_status_first_then_posts_the_event_then_a
 
     assert advanced is not None and advanced.decision.status.phase == "Progressing"
     # The Event right after the status it reports: a crash while applying the children loses neither.
-    assert kube.calls == ["patch_status", "event RolloutStarted", "apply yolo-v1,yolo-v2,yolo"]
+    assert kube.calls == ["patch_status", "event RolloutStarted", "apply yolo-v1,yolo-v2,yolo,yolo"]
     assert kube.model["status"]["canaryVersion"] == "v2" and kube.model["status"]["canaryWeight"] == 0
     assert prometheus.queries == []  # nothing to judge while the canary initializes
     assert ctx.requeues.pending(f"{NAMESPACE}/{NAME}")

@@ -37,6 +37,11 @@ def _two_process(**spec: Any) -> VSSModel:
     return _model(**{**spec, "predictor": {"processes": "two", **spec.get("predictor", {})}})
 
 
+def _route(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    (route,) = [m for m in manifests if m["kind"] == "HTTPRoute"]
+    return route
+
+
 def _containers(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
 
@@ -45,7 +50,7 @@ def test_a_two_process_cpu_detection_model_renders_the_expected_inferenceservice
     model = _two_process()
     config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1", domain="example.com")
 
-    isvc, route = render(model, config)
+    isvc, route, _policy = render(model, config)
 
     labels = {
         "app.kubernetes.io/name": "yolo",
@@ -77,7 +82,7 @@ def test_a_two_process_cpu_detection_model_renders_the_expected_inferenceservice
             "labels": labels,
             "annotations": {
                 "serving.kserve.io/deploymentMode": "RawDeployment",
-                "serving.kserve.io/enable-prometheus-scraping": "true",
+                "serving.kserve.io/enable-prometheus-scraping": "false",
             },
             "ownerReferences": [owner],
         },
@@ -220,8 +225,10 @@ def test_cpu_device_asks_for_no_gpu() -> None:
 def test_canary_gets_its_own_inferenceservice_and_the_route_splits_by_weight() -> None:
     manifests = render(_model(), stable_version="v1", canary_version="v2", canary_weight=10)
 
-    assert [m["metadata"]["name"] for m in manifests] == ["yolo-v1", "yolo-v2", "yolo"]
-    backends = manifests[2]["spec"]["rules"][0]["backendRefs"]
+    assert [(m["kind"], m["metadata"]["name"]) for m in manifests] == [
+        ("InferenceService", "yolo-v1"), ("InferenceService", "yolo-v2"), ("HTTPRoute", "yolo"),
+        ("NetworkPolicy", "yolo")]
+    backends = _route(manifests)["spec"]["rules"][0]["backendRefs"]
     assert [(b["name"], b["weight"]) for b in backends] == [
         ("yolo-v1-predictor", 90), ("yolo-v2-predictor", 10)]
     stable_args = _containers(manifests[0])["kserve-container"]["args"]
@@ -230,13 +237,13 @@ def test_canary_gets_its_own_inferenceservice_and_the_route_splits_by_weight() -
 
 
 def test_a_rolled_back_canary_stays_routed_at_zero() -> None:
-    route = render(_model(), stable_version="v1", canary_version="v2", canary_weight=0)[-1]
+    route = _route(render(_model(), stable_version="v1", canary_version="v2", canary_weight=0))
 
     assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
 
 
 def test_the_shadow_stage_mirrors_a_share_of_requests_to_the_canary_without_routing_any() -> None:
-    route = render(_model(), stable_version="v1", canary_version="v2", canary_weight=0, mirror_percent=20)[-1]
+    route = _route(render(_model(), stable_version="v1", canary_version="v2", canary_weight=0, mirror_percent=20))
 
     rule = route["spec"]["rules"][0]
     assert [b["weight"] for b in rule["backendRefs"]] == [100, 0]
@@ -248,13 +255,13 @@ def test_the_shadow_stage_mirrors_a_share_of_requests_to_the_canary_without_rout
 def test_no_mirror_filter_without_a_canary_or_outside_the_shadow_stage() -> None:
     for manifests in (render(_model(), mirror_percent=20),
                       render(_model(), stable_version="v1", canary_version="v2", canary_weight=10)):
-        assert "filters" not in manifests[-1]["spec"]["rules"][0]
+        assert "filters" not in _route(manifests)["spec"]["rules"][0]
 
 
 def test_a_sticky_header_keeps_a_client_on_one_version_through_session_persistence() -> None:
     model = _model(rollout={"stickyHeader": "x-session-id"})
 
-    route = render(model, stable_version="v1", canary_version="v2", canary_weight=10)[-1]
+    route = _route(render(model, stable_version="v1", canary_version="v2", canary_weight=10))
 
     assert route["spec"]["rules"][0]["sessionPersistence"] == {"sessionName": "x-session-id", "type": "Header"}
 
@@ -262,8 +269,8 @@ def test_a_sticky_header_keeps_a_client_on_one_version_through_session_persisten
 def test_a_promotion_renders_only_the_new_stable_version_so_the_old_one_is_pruned() -> None:
     manifests = render(_model(), stable_version="v2")
 
-    assert [m["metadata"]["name"] for m in manifests] == ["yolo-v2", "yolo"]
-    assert [(b["name"], b["weight"]) for b in manifests[-1]["spec"]["rules"][0]["backendRefs"]] == [
+    assert [m["metadata"]["name"] for m in manifests] == ["yolo-v2", "yolo", "yolo"]
+    assert [(b["name"], b["weight"]) for b in _route(manifests)["spec"]["rules"][0]["backendRefs"]] == [
         ("yolo-v2-predictor", 100)]
 
 
@@ -326,14 +333,14 @@ def test_replicas_and_model_service_account_come_through() -> None:
 
 
 def test_manifests_share_no_objects_so_a_caller_may_edit_one_safely() -> None:
-    isvc, route = render(_two_process())
+    isvc, route, policy = render(_two_process())
 
     isvc["metadata"]["labels"]["x"] = "y"
     _containers(isvc)["kserve-container"]["securityContext"]["privileged"] = True
 
     assert "x" not in isvc["spec"]["predictor"]["labels"]
     assert "privileged" not in _containers(isvc)["transformer-container"]["securityContext"]
-    assert "x" not in route["metadata"]["labels"]
+    assert "x" not in route["metadata"]["labels"] and "x" not in policy["metadata"]["labels"]
 
 
 def test_canary_weight_outside_0_to_100_is_refused() -> None:
@@ -394,7 +401,7 @@ def test_the_transformer_is_given_a_startup_probe_as_long_as_its_wait_for_the_pr
 def test_the_predictor_startup_probe_allows_the_whole_wait_the_transformer_grants_it() -> None:
     from vss_api.serving_flags import PREDICTOR_WAIT_S
 
-    (isvc, _route) = render(_two_process())
+    isvc = render(_two_process())[0]
     containers = _containers(isvc)
     predictor, transformer = containers["kserve-container"], containers["transformer-container"]
     assert PREDICTOR_WAIT_S <= _startup_budget_s(predictor) < _startup_budget_s(transformer)
@@ -440,7 +447,7 @@ def test_a_cpu_model_renders_one_container_that_runs_the_model_on_the_transforme
     model = _model(predictor={"resources": {"requests": {"cpu": "2"}}})
     config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1")
 
-    isvc, _route = render(model, config)
+    isvc = render(model, config)[0]
 
     pod = isvc["spec"]["predictor"]
     (container,) = pod["containers"]

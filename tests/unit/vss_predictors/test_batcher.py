@@ -213,12 +213,24 @@ async def test_aclose_lets_the_running_batch_answer_fails_the_queued_ones_and_le
     assert _batch_threads() == []
 
 
+async def _merged_batch_of_two_requests(batcher: DynamicBatcher, gate: threading.Event) -> None:
+    """One request blocked in the runtime, two more queued behind it, then all let through: the last batch
+    held two requests, so the batcher takes the traffic to be concurrent."""
+    blocker = asyncio.create_task(batcher.submit({"x": np.ones((1, 2))}))
+    await _until("the first request's batch to start", lambda: bool(batcher._running))
+    queued = [asyncio.create_task(batcher.submit({"x": np.ones((1, 2))})) for _ in range(2)]
+    await _until("both to queue", lambda: batcher.waiting == 2)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(blocker, *queued), 5)
+
+
 async def test_a_request_taken_off_the_queue_while_its_batch_gathers_fails_on_close_instead_of_hanging() -> None:
-    """After a batch of two rows the batcher waits up to max_latency (an hour here) for company: the lone
+    """After a batch of two requests the batcher waits up to max_latency (an hour here) for company: the lone
     request it has taken off the queue is in no queue then, and close() must still answer it."""
-    run = Recorder()
+    gate = threading.Event()
+    run = Recorder(gate)
     batcher = DynamicBatcher(run, max_batch_size=8, max_latency_s=3600.0, merge=True, max_in_flight=1)
-    await batcher.submit({"x": np.ones((2, 2))})
+    await _merged_batch_of_two_requests(batcher, gate)
     lone = asyncio.create_task(batcher.submit({"x": np.ones((1, 2))}))
     await _until("the worker to take the request", lambda: batcher._queue is not None and batcher._queue.empty()
                  and bool(batcher._gathering))
@@ -226,7 +238,35 @@ async def test_a_request_taken_off_the_queue_while_its_batch_gathers_fails_on_cl
     with pytest.raises(PredictorStopping):
         await asyncio.wait_for(lone, 5)
     await batcher.aclose()
-    assert run.sizes == [2]
+    assert run.sizes == [1, 2]
+
+
+async def test_a_lone_client_sending_many_rows_per_request_never_waits_for_company() -> None:
+    """Requests of 64 rows one after another (a client sending 64 sensor windows at a time) are a lone
+    client: each runs at once, though max_latency is an hour."""
+    run = Recorder()
+    batcher = DynamicBatcher(run, max_batch_size=256, max_latency_s=3600.0, merge=True, max_in_flight=1)
+    for i in range(3):
+        out = await asyncio.wait_for(batcher.submit({"x": np.full((64, 2), float(i))}), timeout=5)
+        np.testing.assert_array_equal(out["y"], np.full((64, 2), 2.0 * i))
+    await batcher.aclose()
+    assert run.sizes == [64, 64, 64]
+
+
+async def test_after_a_batch_of_several_requests_the_next_one_waits_for_company() -> None:
+    """Once traffic was concurrent (the last batch merged two requests), a request waits up to max_latency for
+    others to merge with: here the hour's wait is cut short by a second request filling the batch."""
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = DynamicBatcher(run, max_batch_size=4, max_latency_s=3600.0, merge=True, max_in_flight=1)
+    await _merged_batch_of_two_requests(batcher, gate)
+    first = asyncio.create_task(batcher.submit({"x": np.ones((2, 2))}))
+    await _until("the worker to gather it", lambda: bool(batcher._gathering))
+    assert not first.done()
+    second = asyncio.create_task(batcher.submit({"x": np.ones((2, 2))}))
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    await batcher.aclose()
+    assert run.sizes == [1, 2, 4]
 
 
 async def test_a_run_still_going_when_aclose_gives_up_fails_its_requests_instead_of_hanging() -> None:

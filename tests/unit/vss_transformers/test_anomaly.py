@@ -146,3 +146,34 @@ def test_v2_tensors_and_the_v1_result_carry_the_verdict_fields() -> None:
     assert v1["affected_features"] == ["temperature", "humidity"]
     assert set(v1) >= {"anomaly_score", "confidence", "feature_scores", "threshold", "processing_time"}
     json.dumps(v1)  # plain JSON types only
+
+
+def test_a_batch_of_windows_gets_the_verdicts_each_window_gets_alone_and_the_same_v2_tensors() -> None:
+    """64 windows judged at once (array operations) against each judged alone, and the batch's v2 tensors
+    against those built window by window from its verdicts."""
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0, 1, 64).astype(np.float32)
+    scores[:3] = [0.6, np.nextafter(np.float32(0.6), np.float32(0)), 1.0]  # on, just under the threshold
+    per_feature = rng.normal(0.5, 1.5, (64, 5)).astype(np.float32)
+    per_feature[5] = [2.0, 2.0, -1, 0, 0]  # a tie: the earlier feature first
+    per_feature[6] = [-1, -2, -3, -4, -5]  # nothing beyond normal: the strongest is still named
+    evidence = per_feature.max(axis=1)
+    evidence[7:10] = [1.0, 2.0, 3.0]  # on the band edges
+
+    batch = judge(scores, evidence, per_feature, FEATURES, CALIBRATION)
+    alone = [judge(scores[i:i + 1], evidence[i:i + 1], per_feature[i:i + 1], FEATURES, CALIBRATION)[0]
+             for i in range(64)]
+
+    assert len(batch) == 64 and 0 < sum(v.is_anomaly for v in batch) < 64
+    for mine, single in zip(batch, alone, strict=True):
+        assert (mine.is_anomaly, mine.anomaly_score, mine.confidence, mine.severity, mine.affected_features) == (
+            single.is_anomaly, single.anomaly_score, single.confidence, single.severity, single.affected_features)
+        np.testing.assert_array_equal(mine.feature_scores, single.feature_scores)
+    assert [v.severity for v in batch[7:10]] == [
+        severity_of(float(e), CALIBRATION.severity_edges) if s >= 0.6 else "none"
+        for e, s in zip(evidence[7:10], scores[7:10], strict=True)]
+    fast, slow = as_v2_tensors(batch), as_v2_tensors(list(batch))
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert fast[name].dtype == slow[name].dtype, name
+        np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)

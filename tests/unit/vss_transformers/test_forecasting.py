@@ -88,3 +88,20 @@ def test_v2_tensors_and_the_v1_result_of_a_forecast() -> None:
     assert intervals["level"] == 0.9  # type: ignore[index]
     assert intervals["upper"]["temperature"][5] == pytest.approx(18.0)  # type: ignore[index]
     json.dumps(v1)
+
+
+def test_a_batch_of_forecasts_gives_each_window_its_own_and_the_same_v2_tensors_as_window_by_window() -> None:
+    predicted = np.random.default_rng(5).normal(20, 3, (64, 6, 5)).astype(np.float32)
+
+    batch = forecasts(predicted, RADIUS[2])
+    fast, slow = as_v2_tensors(batch), as_v2_tensors(list(batch))
+
+    assert len(batch) == 64
+    for i, forecast in enumerate(batch):
+        np.testing.assert_array_equal(forecast.predictions, predicted[i])
+        np.testing.assert_array_equal(forecast.lower, (predicted[i] - RADIUS[2]).astype(np.float32))
+        np.testing.assert_array_equal(forecast.upper, (predicted[i] + RADIUS[2]).astype(np.float32))
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert fast[name].dtype == slow[name].dtype and fast[name].shape == slow[name].shape, name
+        np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
