@@ -166,13 +166,23 @@ def vss_command() -> list[str]:
 
 
 def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: float = 300.0,
-                  via_vss_run: bool = False) -> Stack:
-    """Our served path on free ports: the predictor, then the transformer, with the command lines `vss run`
-    gives them (vss_api.serving_flags), as children of this process. With `via_vss_run`, `vss run FILE`
-    itself starts them, each in a session of its own (see `Stack.start` for why that is not the default).
-    `roles` names the predictor's and the transformer's processes."""
+                  via_vss_run: bool = False, processes: str | None = None) -> Stack:
+    """Our served path on free ports, as `vss run` serves it (vss_api.serving_flags: one process that runs the
+    model where the operator renders one container, else the predictor, then the transformer), with its command
+    lines, as children of this process. `processes` (single | two) overrides the spec's `predictor.processes`.
+    With `via_vss_run`, `vss run FILE` itself starts them, each in a session of its own (see `Stack.start` for
+    why that is not the default). `roles` names the processes: `server`, or `predictor` and `transformer`."""
+    from vss_api.serving_flags import predictor_args, single_process, single_process_args, transformer_args
+    from vss_api.vssmodel import Processes, VSSModel
+
+    model = VSSModel.from_yaml_file(spec_path)
+    if processes is not None:
+        model.spec.predictor.processes = Processes(processes)
+        spec_path = logs / f"{spec_path.stem}-{processes}.yaml"
+        spec_path.write_text(yaml.safe_dump(model.model_dump(mode="json", by_alias=True, exclude_none=True),
+                                            sort_keys=False))
     http_port, grpc_port = free_port(), free_port()
-    stack = Stack("vss")
+    stack = Stack("vss" if processes is None else f"vss-{processes}")
     try:
         if via_vss_run:
             process = stack.start("vss-run", [*vss_command(), "run", str(spec_path), "--http-port",
@@ -184,25 +194,33 @@ def start_vss_run(spec_path: Path, name: str, logs: Path, *, ready_timeout_s: fl
                     stack.roles["predictor"] = child
                 elif "vss_transformers" in line:
                     stack.roles["transformer"] = child
+                elif "vss_cli.single_process" in line:
+                    stack.roles["server"] = child
             del stack.roles["vss-run"]
         else:
-            from vss_api.serving_flags import predictor_args, transformer_args
-            from vss_api.vssmodel import VSSModel
             from vss_cli.run import local_model_path
 
-            spec = VSSModel.from_yaml_file(spec_path).spec
+            spec = model.spec
             version = spec.served_version()
             model_file = local_model_path(version.storage_uri, spec_path.resolve().parent)
-            p_http, p_grpc = free_port(), free_port()
-            predictor = stack.start("predictor", [
-                sys.executable, "-m", "vss_predictors",
-                *predictor_args(spec, version, str(model_file), p_http, p_grpc, model_name=name)], logs)
-            wait_ready(f"http://127.0.0.1:{p_http}/v2/models/{name}/ready", [predictor], ready_timeout_s)
-            transformer = stack.start("transformer", [
-                sys.executable, "-m", "vss_transformers",
-                *transformer_args(spec, name, f"127.0.0.1:{p_grpc}", f"127.0.0.1:{p_http}", http_port,
-                                  grpc_port)], logs)
-            wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [transformer], ready_timeout_s)
+            if single_process(spec):
+                server = stack.start("server", [
+                    sys.executable, "-m", "vss_cli.single_process",
+                    *single_process_args(spec, version, str(model_file), http_port, grpc_port, model_name=name)],
+                    logs)
+                wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [server], ready_timeout_s)
+            else:
+                p_http, p_grpc = free_port(), free_port()
+                predictor = stack.start("predictor", [
+                    sys.executable, "-m", "vss_predictors",
+                    *predictor_args(spec, version, str(model_file), p_http, p_grpc, model_name=name)], logs)
+                wait_ready(f"http://127.0.0.1:{p_http}/v2/models/{name}/ready", [predictor], ready_timeout_s)
+                transformer = stack.start("transformer", [
+                    sys.executable, "-m", "vss_transformers",
+                    *transformer_args(spec, name, f"127.0.0.1:{p_grpc}", f"127.0.0.1:{p_http}", http_port,
+                                      grpc_port)], logs)
+                wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", [transformer],
+                           ready_timeout_s)
     except Exception:
         stack.stop()
         raise

@@ -1,7 +1,7 @@
-"""Soak (issue 15): a VSSModel served as `vss run` serves it (predictor and transformer, two processes), its
-capacity measured closed-loop, then held at a fraction of it (80 % by default) open-loop for `--minutes`.
-Every 10 s the resident memory (VmRSS) of each process is read; each minute's latency p50/p99 and errors are
-printed as a table, then each process's RSS at the start and end of the soak and their ratio. Exits 1 when a
+"""Soak (issue 15): a VSSModel served as `vss run` serves it (one process on the CPU, else the predictor and the
+transformer), its capacity measured closed-loop, then held at a fraction of it (80 % by default) open-loop for
+`--minutes`. Every 10 s the resident memory (VmRSS) of each process is read; each minute's latency p50/p99 and
+errors are printed as a table, then each process's RSS at the start and end of the soak and their ratio. Exits 1 when a
 process's RSS grew more than `--max_growth` (10 %), or when a request failed.
 
     python benchmarks/soak.py                          # examples/classification.yaml, 10 minutes, v2 REST

@@ -21,8 +21,10 @@ from vss_api.vssmodel import (
     AnomalyParams,
     ClassificationParams,
     DetectionParams,
+    Device,
     ForecastingParams,
     ModelVersion,
+    Processes,
     SpecModel,
     Task,
     VSSModelSpec,
@@ -198,6 +200,17 @@ class PredictorFlags:
     def args(self) -> list[str]:
         return [
             "--model_name", self.model_name, "--model_version", self.model_version,
+            *self.model_args(),
+            "--max_concurrency", str(self.max_concurrency),
+            "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+            "--grpc_max_receive_message_length", str(self.max_message_bytes),
+            "--grpc_max_send_message_length", str(self.max_message_bytes),
+            *self.tracing.args(),
+        ]
+
+    def model_args(self) -> list[str]:
+        """The flags of the model and its batcher alone: what a single-process server adds to the transformer's."""
+        return [
             "--model_path", self.model_path, "--model_format", self.model_format,
             "--device", self.device,
             *([] if self.normalization is None else ["--normalize", self.normalization.format()]),
@@ -205,13 +218,9 @@ class PredictorFlags:
             "--max_batch_size", str(self.max_batch_size),
             "--max_latency_ms", str(self.max_latency_ms),
             "--max_inflight_batches", str(self.max_inflight_batches),
-            "--max_queue_size", str(self.max_queue_size), "--max_concurrency", str(self.max_concurrency),
-            "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
-            "--grpc_max_receive_message_length", str(self.max_message_bytes),
-            "--grpc_max_send_message_length", str(self.max_message_bytes),
+            "--max_queue_size", str(self.max_queue_size),
             *([] if self.threads is None else ["--threads", str(self.threads)]),
             *(["--allow_cpu_fallback"] if self.allow_cpu_fallback else []),
-            *self.tracing.args(),
         ]
 
 
@@ -250,8 +259,19 @@ def predictor_parser(*parents: argparse.ArgumentParser, description: str | None 
     parser = argparse.ArgumentParser(parents=list(parents), description=description, allow_abbrev=False)
     if not parents:
         _kserve_flags(parser, transformer=False)
-    parser.add_argument("--model_path", required=True)
     parser.add_argument("--model_version", default="v1")
+    _predictor_model_arguments(parser)
+    parser.add_argument("--max_concurrency", type=int, default=1024,
+                        help="REST requests served at once; one more gets 503 (GETs are not counted)")
+    parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--log_level", default="INFO")
+    _tracing_arguments(parser)
+    return parser
+
+
+def _predictor_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `PredictorFlags.model_args`, read by the predictor and by a single-process server."""
+    parser.add_argument("--model_path", required=True)
     parser.add_argument("--model_format", choices=MODEL_FORMATS, default="onnx")
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -265,13 +285,7 @@ def predictor_parser(*parents: argparse.ArgumentParser, description: str | None 
                         metavar="{1..8}", help="batches run at once")
     parser.add_argument("--max_queue_size", type=int, default=256,
                         help="requests that may wait for a batch; one more gets 503 / UNAVAILABLE")
-    parser.add_argument("--max_concurrency", type=int, default=1024,
-                        help="REST requests served at once; one more gets 503 (GETs are not counted)")
     parser.add_argument("--warmup_shape", type=_shape, default=(640, 640), help="H,W of the warm-up input")
-    parser.add_argument("--max_request_bytes", type=int, default=64 * 1024 * 1024)
-    parser.add_argument("--log_level", default="INFO")
-    _tracing_arguments(parser)
-    return parser
 
 
 def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
@@ -334,13 +348,15 @@ class TransformerFlags:
     cache: CacheFlags | None = None  # the result cache, off when None
     tracing: TracingFlags = TracingFlags()
 
-    def args(self) -> list[str]:
+    def args(self, *, hop: bool = True) -> list[str]:
+        """The command line; without `hop`, less the flags naming the predictor to call (a single-process
+        server runs the model itself)."""
         params = self.params.model_dump(mode="json", by_alias=True, exclude_none=True)
         return [
             "--model_name", self.model_name, "--model_version", self.model_version,
             "--task", self.task.value, "--params", json.dumps(params, separators=(",", ":")),
-            "--predictor_host", self.predictor_grpc, "--predictor_protocol", PREDICTOR_PROTOCOL,
-            "--predictor_rest_host", self.predictor_rest, "--enable_predictor_health_check",
+            *(["--predictor_host", self.predictor_grpc, "--predictor_protocol", PREDICTOR_PROTOCOL,
+               "--predictor_rest_host", self.predictor_rest, "--enable_predictor_health_check"] if hop else []),
             "--predictor_request_timeout_seconds", str(self.predictor_timeout_s),
             "--max_request_bytes", str(self.max_request_bytes),
             "--max_concurrency", str(self.max_concurrency),
@@ -381,8 +397,9 @@ def transformer_args(spec: VSSModelSpec, model_name: str, predictor_grpc: str, p
                                  version=version, tracing=tracing).args()
 
 
-def transformer_parser(*parents: argparse.ArgumentParser, description: str | None = None
+def transformer_parser(*parents: argparse.ArgumentParser, description: str | None = None, hop: bool = True
                        ) -> argparse.ArgumentParser:
+    """The transformer's parser; without `hop`, that of a single-process server, which names no predictor."""
     # No abbreviations: a flag renamed on one side must fail, not match a prefix of another.
     parser = argparse.ArgumentParser(parents=list(parents), description=description, allow_abbrev=False)
     if not parents:
@@ -390,7 +407,8 @@ def transformer_parser(*parents: argparse.ArgumentParser, description: str | Non
     parser.add_argument("--task", choices=[t.value for t in Task], required=True)
     parser.add_argument("--params", default="{}", help="the task's transformer block of the VSSModel, JSON")
     parser.add_argument("--model_version", default="v1")
-    parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
+    if hop:
+        parser.add_argument("--predictor_rest_host", required=True, help="host:port of the predictor's REST")
     parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024)
     parser.add_argument("--max_image_pixels", type=int, default=7680 * 4320,
                         help="largest image (width x height), read from its header before decoding")
@@ -429,16 +447,17 @@ def task_params(task: Task, params_json: str) -> SpecModel:
         raise InvalidFlags(f"--params for {task.value}: {describe_validation_error(exc)}") from exc
 
 
-def transformer_flags(args: argparse.Namespace) -> TransformerFlags:
-    if not args.predictor_host:
+def transformer_flags(args: argparse.Namespace, *, hop: bool = True) -> TransformerFlags:
+    """The transformer's flags; without `hop`, a single-process server's, whose predictor is IN_PROCESS."""
+    if hop and not args.predictor_host:
         raise InvalidFlags("--predictor_host (the predictor's gRPC host:port) is required")
-    if args.predictor_protocol != PREDICTOR_PROTOCOL:
+    if hop and args.predictor_protocol != PREDICTOR_PROTOCOL:
         raise InvalidFlags(f"--predictor_protocol must be {PREDICTOR_PROTOCOL}, got {args.predictor_protocol!r}")
     task = Task(args.task)
     return TransformerFlags(
         model_name=args.model_name, model_version=args.model_version, task=task,
-        params=task_params(task, args.params), predictor_grpc=args.predictor_host,
-        predictor_rest=args.predictor_rest_host, max_request_bytes=args.max_request_bytes,
+        params=task_params(task, args.params), predictor_grpc=args.predictor_host if hop else IN_PROCESS,
+        predictor_rest=args.predictor_rest_host if hop else IN_PROCESS, max_request_bytes=args.max_request_bytes,
         max_concurrency=args.max_concurrency, request_timeout_ms=args.request_timeout_ms,
         predictor_timeout_s=args.predictor_request_timeout_seconds, http_port=args.http_port,
         grpc_port=args.grpc_port, max_image_pixels=args.max_image_pixels, max_batch_images=args.max_batch_images,
@@ -455,6 +474,64 @@ def _cache_flags(args: argparse.Namespace) -> CacheFlags | None:
             raise InvalidFlags(f"{flag} must be at least {low}, got {value}")
     return CacheFlags(ttl_seconds=args.cache_ttl_seconds, max_entry_bytes=args.cache_max_entry_bytes,
                       timeout_ms=args.cache_timeout_ms)
+
+
+# --- single process: the transformer runs the model itself -------------------------------------------------
+
+IN_PROCESS = "in-process"  # the predictor address of a single-process server: the model runs in it
+
+
+def single_process(spec: VSSModelSpec) -> bool:
+    """Whether a version's pod runs one process (`spec.predictor.processes`), for render and `vss run` alike.
+    `auto` is single on the CPU: the model and the pre/post-processing share the same cores anyway, and the hop
+    (a detector's raw 1x84x8400 FP32 output is 2.8 MB a request, plus serialisation and wake-ups on both sides)
+    is pure overhead there. On a GPU the two containers stay, so the transformer's CPU scales apart from the
+    GPU (its requests and limits are its own) and a slow decode never holds the GPU's process."""
+    if spec.predictor.processes is Processes.AUTO:
+        return spec.predictor.device is Device.CPU
+    return spec.predictor.processes is Processes.SINGLE
+
+
+@dataclass(frozen=True)
+class SingleProcessFlags:
+    """What a single-process server is told: the transformer's flags without the hop, and the predictor's model
+    and batching flags (its name, version, ports, limits and tracing are the transformer's)."""
+
+    transformer: TransformerFlags
+    predictor: PredictorFlags
+
+    def args(self) -> list[str]:
+        return [*self.transformer.args(hop=False), *self.predictor.model_args()]
+
+
+def single_process_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
+                        grpc_port: int, *, model_name: str, tracing: TracingFlags | None = None) -> list[str]:
+    transformer = transformer_flags_for(spec, model_name, IN_PROCESS, IN_PROCESS, http_port, grpc_port,
+                                        version=version.name, tracing=tracing)
+    predictor = predictor_flags_for(spec, version, model_path, http_port, grpc_port, model_name=model_name,
+                                    tracing=tracing)
+    return SingleProcessFlags(transformer, predictor).args()
+
+
+def single_process_parser(*parents: argparse.ArgumentParser, description: str | None = None
+                          ) -> argparse.ArgumentParser:
+    parser = transformer_parser(*parents, description=description, hop=False)
+    _predictor_model_arguments(parser)
+    return parser
+
+
+def single_process_flags(args: argparse.Namespace) -> SingleProcessFlags:
+    transformer = transformer_flags(args, hop=False)
+    predictor = PredictorFlags(
+        model_name=transformer.model_name, model_version=transformer.model_version,
+        model_path=str(args.model_path), model_format=args.model_format, device=args.device,
+        normalization=args.normalize, warmup_shape=args.warmup_shape, max_batch_size=args.max_batch_size,
+        max_latency_ms=args.max_latency_ms, max_inflight_batches=args.max_inflight_batches,
+        max_queue_size=args.max_queue_size, max_concurrency=transformer.max_concurrency, threads=args.threads,
+        http_port=transformer.http_port, grpc_port=transformer.grpc_port,
+        max_message_bytes=args.grpc_max_receive_message_length, tracing=transformer.tracing,
+        allow_cpu_fallback=args.allow_cpu_fallback)
+    return SingleProcessFlags(transformer, predictor)
 
 
 def _kserve_flags(parser: argparse.ArgumentParser, *, transformer: bool) -> None:

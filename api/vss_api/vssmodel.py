@@ -95,6 +95,16 @@ class Device(StrEnum):
     GPU = "gpu"
 
 
+class Processes(StrEnum):
+    """How a version's pod runs its model: `single`, the transformer runs it in its own process (one container,
+    no hop); `two`, a predictor container beside the transformer, one gRPC hop away; `auto`, single on the CPU
+    and two on a GPU (`vss_api.serving_flags.single_process`)."""
+
+    AUTO = "auto"
+    SINGLE = "single"
+    TWO = "two"
+
+
 class YoloLayout(StrEnum):
     """How a detector's raw output is laid out; `auto` reads it from the model's outputs and metadata."""
 
@@ -159,6 +169,11 @@ class PredictorSpec(SpecModel):
     threads: Annotated[int | None, Field(ge=1, le=256, description=(
         "Intra-op threads of the runtime; unset means one per available core."))] = None
     batching: Batching = Field(default_factory=Batching)
+    processes: Processes = Field(default=Processes.AUTO, description=(
+        "single: the transformer runs the model in its own process, one container and no hop between them "
+        "(the fastest on CPUs, where the hop costs more than it saves); two: the predictor in a container of "
+        "its own beside the transformer, so the transformer's CPU and the GPU scale apart; auto: single for "
+        "device cpu, two for gpu. The API, limits and metrics are the same either way."))
 
     @model_validator(mode="after")
     def _replicas_ordered(self) -> Self:

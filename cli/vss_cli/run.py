@@ -1,5 +1,7 @@
-"""`vss run FILE`: serve a VSSModel on this machine, predictor and transformer as two processes on
-loopback, with no cluster. The same flags as in a pod (from `vss_api.serving_flags`), so what runs here runs there."""
+"""`vss run FILE`: serve a VSSModel on this machine, with no cluster, as its pod would: one process that runs
+the model itself (`python -m vss_cli.single_process`) where the operator renders one container, else the predictor
+and the transformer as two processes on loopback (`vss_api.serving_flags.single_process` decides for both). The
+same flags as in a pod (from `vss_api.serving_flags`), so what runs here runs there."""
 
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlparse
 
-from vss_api.serving_flags import CACHE_URL_ENV, predictor_args, transformer_args
+from vss_api.serving_flags import (
+    CACHE_URL_ENV,
+    predictor_args,
+    single_process,
+    single_process_args,
+    transformer_args,
+)
 from vss_api.vssmodel import InvalidSpec, VSSModel
 
 
@@ -104,6 +112,23 @@ def run_local(path: Path, http_port: int = 8080, grpc_port: int = 8081, *,
     return serve(model, model_file, http_port, grpc_port, ready_timeout_s=ready_timeout_s)
 
 
+def _endpoints(name: str, http_port: int, grpc_port: int) -> str:
+    return (f"  v2 REST  http://127.0.0.1:{http_port}/v2/models/{name}/infer\n"
+            f"  v2 gRPC  127.0.0.1:{grpc_port}  (model {name})\n"
+            f"  v1 JSON  http://127.0.0.1:{http_port}/v1/models/{name}:predict")
+
+
+def _wait(processes: list[subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> int:
+    """Until a signal: 0; 1 as soon as a serving process exits on its own."""
+    while not stopping():
+        for p in processes:
+            if p.poll() is not None:
+                print(f"error: a serving process exited with code {p.returncode}", file=sys.stderr)
+                return 1
+        time.sleep(0.2)
+    return 0
+
+
 def serve(model: VSSModel, model_file: Path, http_port: int = 8080, grpc_port: int = 8081, *,
           ready_timeout_s: float = 600.0) -> int:
     """Serve `model` with the weights in `model_file` until SIGINT/SIGTERM: 0, or 1 when a process fails."""
@@ -121,6 +146,17 @@ def serve(model: VSSModel, model_file: Path, http_port: int = 8080, grpc_port: i
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        if single_process(spec):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "vss_cli.single_process",
+                 *single_process_args(spec, version, str(model_file), http_port, grpc_port, model_name=name)],
+                env=env, start_new_session=True))
+            wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", processes[0], ready_timeout_s)
+            print(f"VSSModel {name} ({spec.task.value}, version {version.name}, {model_file.name}) is serving "
+                  f"in one process:\n{_endpoints(name, http_port, grpc_port)}\n"
+                  f"  metrics  http://127.0.0.1:{http_port}/metrics  (transformer and predictor)\n"
+                  "Ctrl-C stops it.", flush=True)
+            return _wait(processes, lambda: stopping)
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "vss_predictors",
              *predictor_args(spec, version, str(model_file), p_http, p_grpc, model_name=name)],
@@ -133,19 +169,11 @@ def serve(model: VSSModel, model_file: Path, http_port: int = 8080, grpc_port: i
             env=env, start_new_session=True))
         wait_ready(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", processes[1], ready_timeout_s)
         print(f"VSSModel {name} ({spec.task.value}, version {version.name}, {model_file.name}) is serving:\n"
-              f"  v2 REST  http://127.0.0.1:{http_port}/v2/models/{name}/infer\n"
-              f"  v2 gRPC  127.0.0.1:{grpc_port}  (model {name})\n"
-              f"  v1 JSON  http://127.0.0.1:{http_port}/v1/models/{name}:predict\n"
+              f"{_endpoints(name, http_port, grpc_port)}\n"
               f"  metrics  http://127.0.0.1:{http_port}/metrics  (predictor: "
               f"http://127.0.0.1:{p_http}/metrics)\n"
               "Ctrl-C stops both processes.", flush=True)
-        while not stopping:
-            for p in processes:
-                if p.poll() is not None:
-                    print(f"error: a serving process exited with code {p.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
-        return 0
+        return _wait(processes, lambda: stopping)
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

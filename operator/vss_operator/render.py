@@ -1,6 +1,7 @@
 """VSSModel → the manifests the operator applies (pure): one KServe InferenceService per served version,
-with the transformer collocated in the predictor pod, the Gateway API HTTPRoute that splits traffic, and the
-NetworkPolicy that keeps callers off the predictor's ports.
+with the transformer collocated in the predictor pod (or, in single-process mode, one container running both:
+`vss_api.serving_flags.single_process`), the Gateway API HTTPRoute that splits traffic, and the NetworkPolicy
+that keeps callers off the predictor's ports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from vss_api.serving_flags import (
     PREDICTOR_WAIT_S,
     TracingFlags,
     predictor_args,
+    single_process,
+    single_process_args,
     tracing_flags,
     transformer_args,
 )
@@ -331,6 +334,11 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         predictor["readinessProbe"] = _http_get("/v2/health/ready", PREDICTOR_HTTP_PORT, period=5, failures=3)
         predictor["livenessProbe"] = _http_get("/v2/health/live", PREDICTOR_HTTP_PORT, period=10, failures=3)
 
+    metrics_port = PREDICTOR_HTTP_PORT
+    containers = [predictor, transformer]
+    if single_process(spec):
+        containers = [_single_process_container(model, version, predictor, transformer, tracing)]
+        metrics_port = TRANSFORMER_HTTP_PORT
     pod: dict[str, Any] = {
         "minReplicas": spec.predictor.min_replicas,
         "maxReplicas": spec.predictor.max_replicas,
@@ -338,14 +346,14 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         "annotations": {
             # The predictor's metrics carry the version label the rollout analysis queries.
             "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(PREDICTOR_HTTP_PORT),
+            "prometheus.io/port": str(metrics_port),
             "prometheus.io/path": "/metrics",
         },
         "securityContext": {
             "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [predictor, transformer],
+        "containers": containers,
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     if config.model_service_account:
@@ -354,13 +362,31 @@ def _inference_service(model: VSSModel, config: RenderConfig, version: ModelVers
         pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
     annotations = {
         DEPLOYMENT_MODE: config.serverless_deployment_mode if knative else config.raw_deployment_mode,
-        "serving.kserve.io/enable-prometheus-scraping": "true",
+        # "false": with "true" KServe's pod mutator (metrics_aggregate_injector.go) rewrites prometheus.io/port to
+        # its queue-proxy's 9091, where nothing listens in raw mode; the pod's own annotations name the port.
+        "serving.kserve.io/enable-prometheus-scraping": "false",
     }
     return {
         "apiVersion": ISVC_API_VERSION,
         "kind": ISVC_KIND,
         "metadata": _metadata(model, name, labels, annotations),
         "spec": {"predictor": pod},
+    }
+
+
+def _single_process_container(model: VSSModel, version: ModelVersion, predictor: dict[str, Any],
+                              transformer: dict[str, Any], tracing: TracingFlags) -> dict[str, Any]:
+    """Single-process mode: one `kserve-container` that serves the transformer's ports and probes and runs the
+    model itself, with the predictor's image, resources and model env (the model's cores are the pod's)."""
+    return {
+        **transformer,
+        "name": PREDICTOR_CONTAINER,
+        "image": predictor["image"],
+        "command": ["python", "-m", "vss_cli.single_process"],
+        "args": single_process_args(model.spec, version, model_path(version.storage_uri), TRANSFORMER_HTTP_PORT,
+                                    TRANSFORMER_GRPC_PORT, model_name=model.metadata.name, tracing=tracing),
+        "env": [{"name": "STORAGE_URI", "value": version.storage_uri}, *transformer["env"]],
+        "resources": predictor["resources"],
     }
 
 
@@ -448,9 +474,10 @@ def network_policies(model: VSSModel, config: RenderConfig) -> list[Manifest]:
     One per VSSModel, not per version: its rules do not depend on the version, and a policy selecting every
     version's pods needs no apply before a canary's first pod starts. Ingress reaches the transformer's ports
     (what KServe's `<isvc>-predictor` Service targets) from `ingressFrom`, and the metrics ports (the
-    predictor's /metrics on its REST port, the transformer's on its own) from `metricsFrom`; the predictor's
-    ports get no rule of their own: the transformer calls them on localhost, which NetworkPolicy does not
-    filter. Egress is left alone (storage, Redis, tracing and DNS are the cluster's to restrict)."""
+    predictor's /metrics on its REST port, the transformer's on its own; in single-process mode both components'
+    series are on the one /metrics of 8080) from `metricsFrom`; the predictor's ports get no rule of their own:
+    the transformer calls them on localhost, which NetworkPolicy does not filter.
+    Egress is left alone (storage, Redis, tracing and DNS are the cluster's to restrict)."""
     settings = model.spec.network_policy
     if not settings.enabled:
         return []
@@ -467,7 +494,9 @@ def network_policies(model: VSSModel, config: RenderConfig) -> list[Manifest]:
     else:
         scrapers = []
     if scrapers:
-        rules.append({"ports": _tcp(PREDICTOR_HTTP_PORT, TRANSFORMER_HTTP_PORT), "from": scrapers})
+        metrics_ports = (TRANSFORMER_HTTP_PORT,) if single_process(model.spec) else (
+            PREDICTOR_HTTP_PORT, TRANSFORMER_HTTP_PORT)
+        rules.append({"ports": _tcp(*metrics_ports), "from": scrapers})
     name = model.metadata.name
     return [{
         "apiVersion": NETWORK_POLICY_API_VERSION,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from vss_api.serving_flags import PredictorFlags, predictor_flags, predictor_parser
 from vss_predictors.model import PredictorSettings
@@ -19,13 +18,7 @@ def read_flags(argv: Sequence[str] | None = None) -> tuple[PredictorFlags, int, 
 
 
 def settings_from(flags: PredictorFlags) -> PredictorSettings:
-    return PredictorSettings(
-        model_name=flags.model_name, version=flags.model_version, model_path=Path(flags.model_path),
-        model_format=flags.model_format, device=flags.device, threads=flags.threads,
-        normalization=flags.normalization, max_batch_size=flags.max_batch_size,
-        max_latency_ms=flags.max_latency_ms, max_in_flight=flags.max_inflight_batches,
-        max_queue_size=flags.max_queue_size, warmup_shape=flags.warmup_shape,
-        allow_cpu_fallback=flags.allow_cpu_fallback)
+    return PredictorSettings.from_flags(flags)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from vss_api.errors import Overloaded, RequestTimeout
 from vss_api.metrics import CLIENT_ERROR, PREDICTOR, PREDICTOR_STAGES, SERVER_ERROR, SUCCESS, Status
 from vss_api.request_context import RequestContext, serving
 from vss_api.server import binary_output
-from vss_api.serving_flags import Normalization
+from vss_api.serving_flags import Normalization, PredictorFlags
 from vss_api.serving_metrics import ServingMetrics, track_gpu_memory
 from vss_api.tracing import Tracing, annotate, record, traced
 from vss_api.v2 import Array
@@ -52,6 +52,17 @@ class PredictorSettings:
     warmup_runs: int = 2
     load_attempts: int = 5
     load_backoff_s: float = 0.5
+
+    @classmethod
+    def from_flags(cls, flags: PredictorFlags) -> PredictorSettings:
+        """The settings a command line names (the predictor's, or a single-process server's model flags)."""
+        return cls(
+            model_name=flags.model_name, version=flags.model_version, model_path=Path(flags.model_path),
+            model_format=flags.model_format, device=flags.device, threads=flags.threads,
+            normalization=flags.normalization, max_batch_size=flags.max_batch_size,
+            max_latency_ms=flags.max_latency_ms, max_in_flight=flags.max_inflight_batches,
+            max_queue_size=flags.max_queue_size, warmup_shape=flags.warmup_shape,
+            allow_cpu_fallback=flags.allow_cpu_fallback)
 
 
 MODEL_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".torchscript")}
@@ -288,14 +299,21 @@ class PredictorModel(kserve.Model):
                              requested_outputs=payload.request_outputs)
 
     async def _infer(self, payload: InferRequest) -> dict[str, Array]:
+        return await self.infer_tensors(payload, deadline=current_deadline())
+
+    async def infer_tensors(self, payload: InferRequest | Mapping[str, Array], *,
+                            deadline: float | None) -> dict[str, Array]:
+        """The outputs for a v2 request's tensors (checked against the model's inputs first), or for arrays a
+        single-process server's transformer made to the model's inputs itself (`vss_predictors.in_process`),
+        through the batcher within `deadline`, counted and traced as the predictor's either way."""
         started = time.perf_counter()
         status: Status = SUCCESS
         try:
-            feeds = self.feeds(payload)
+            feeds = self.feeds(payload) if isinstance(payload, InferRequest) else payload
             assert self.batcher is not None
             timing = RunTiming() if traced() else None
             try:
-                outputs = await self.batcher.submit(feeds, deadline=current_deadline(), timing=timing)
+                outputs = await self.batcher.submit(feeds, deadline=deadline, timing=timing)
             finally:
                 if timing is not None:
                     self._record_batch(timing, rows=int(next(iter(feeds.values())).shape[0]))

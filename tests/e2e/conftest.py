@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from tests.e2e.serving import REPO, Served, vss_run
 from tests.fixtures.onnx_graphs import colour_cell_detector, mean_colour_classifier, save
@@ -37,9 +38,16 @@ spec:
 """
 
 
-def write_model_yaml(tmp: Path, name: str, template: str, model_file: Path) -> Path:
-    path = tmp / f"{name}.yaml"
-    path.write_text(template.format(name=name, path=model_file))
+def write_model_yaml(tmp: Path, name: str, template: str, model_file: Path, processes: str | None = None) -> Path:
+    """The VSSModel of `template`; with `processes` (single | two), its `predictor.processes` set so (a CPU model
+    is served by one process by default, as the operator renders it)."""
+    text = template.format(name=name, path=model_file)
+    if processes is not None:
+        doc = yaml.safe_load(text)
+        doc["spec"].setdefault("predictor", {})["processes"] = processes
+        text = yaml.safe_dump(doc, sort_keys=False)
+    path = tmp / f"{name}.yaml" if processes is None else tmp / f"{name}-{processes}.yaml"
+    path.write_text(text)
     return path
 
 
@@ -79,6 +87,23 @@ def detector(workdir: Path) -> Iterator[Served]:
 def classifier(workdir: Path) -> Iterator[Served]:
     model = save(mean_colour_classifier(), workdir / "colour.onnx")
     with vss_run(write_model_yaml(workdir, "colours", CLASSIFICATION_YAML, model), "colours", workdir) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def detector_two(workdir: Path) -> Iterator[Served]:
+    """The `detector` fixture's model and spec served as two processes (transformer -> gRPC -> predictor), the
+    layout GPU models keep: what the single-process path is compared with."""
+    model = save(colour_cell_detector("yolov8"), workdir / "cells-v8-two.onnx")
+    with vss_run(write_model_yaml(workdir, "cells", DETECTION_YAML, model, "two"), "cells", workdir) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def classifier_two(workdir: Path) -> Iterator[Served]:
+    model = save(mean_colour_classifier(), workdir / "colour-two.onnx")
+    with vss_run(write_model_yaml(workdir, "colours", CLASSIFICATION_YAML, model, "two"), "colours",
+                 workdir) as served:
         yield served
 
 

@@ -25,7 +25,7 @@ from tests.e2e.predictor_process import stop
 from tests.e2e.prometheus_server import free_port, wait_until
 from tests.e2e.serving_pair import REPO
 from tests.fixtures.onnx_graphs import mean_colour_classifier, save
-from vss_api.serving_flags import predictor_args
+from vss_api.serving_flags import predictor_args, single_process_args
 from vss_api.vssmodel import VSSModel
 
 
@@ -43,18 +43,21 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 
 
 @contextmanager
-def _gpu_predictor(model_file: Path, workdir: Path, *, allow_fallback: bool) -> Iterator[tuple[str, int]]:
-    """The predictor of a `device: gpu` classification model, yielded once it answers live (REST, gRPC port)."""
+def _gpu_predictor(model_file: Path, workdir: Path, *, allow_fallback: bool,
+                   processes: str = "two") -> Iterator[tuple[str, int]]:
+    """The predictor of a `device: gpu` classification model (with `processes: single`, the one process that runs
+    the model and the transformer), yielded once it answers live (REST, gRPC port)."""
     body = yaml.safe_load(CLASSIFICATION_YAML.format(name="colours", path=model_file))
-    body["spec"]["predictor"] = {"device": "gpu", "allowCpuFallback": allow_fallback}
+    body["spec"]["predictor"] = {"device": "gpu", "allowCpuFallback": allow_fallback, "processes": processes}
     spec = VSSModel.model_validate(body).spec
     http_port, grpc_port = free_port(), free_port()
     log = workdir / "predictor.log"
+    module, args = ("vss_predictors", predictor_args) if processes == "two" else (
+        "vss_cli.single_process", single_process_args)
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "vss_predictors",
-             *predictor_args(spec, spec.served_version(), str(model_file), http_port, grpc_port,
-                             model_name="colours")],
+            [sys.executable, "-m", module,
+             *args(spec, spec.served_version(), str(model_file), http_port, grpc_port, model_name="colours")],
             stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""})
     base = f"http://127.0.0.1:{http_port}"
@@ -103,3 +106,23 @@ def test_a_gpu_predictor_allowed_to_fall_back_serves_on_the_cpu_and_is_ready(
         assert status == 200 and config["parameters"]["device"] == "cpu"  # type: ignore[index]
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             assert GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+
+
+def test_a_single_process_gpu_server_without_a_gpu_stays_not_ready_and_says_why(
+        model_file: Path, tmp_path: Path) -> None:
+    """`processes: single` forced on a GPU model: the model's refusal makes the one process not ready, with the
+    predictor's reason on the client-facing readiness answers, and it never warms the transformer up on the CPU."""
+    with _gpu_predictor(model_file, tmp_path, allow_fallback=False, processes="single") as (base, grpc_port):
+        for path in ("/v2/health/ready", "/v2/models/colours/ready"):
+            status, answer = _get(base + path)
+            assert status == 503, (path, answer)
+            assert "GpuUnavailable" in str(answer["error"]), (path, answer)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            assert not GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        assert '"transformer ready"' not in (tmp_path / "predictor.log").read_text()
+
+
+def test_a_single_process_gpu_server_allowed_to_fall_back_is_ready_on_the_cpu(model_file: Path, tmp_path: Path) -> None:
+    with _gpu_predictor(model_file, tmp_path, allow_fallback=True, processes="single") as (base, _grpc_port):
+        wait_until("fallback ready", lambda: True if _get(f"{base}/v2/health/ready")[0] == 200 else None, 60)
+        assert _get(f"{base}/v2/models/colours/ready") == (200, {"name": "colours", "ready": True})

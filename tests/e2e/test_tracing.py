@@ -21,6 +21,7 @@ import yaml
 
 from tests.e2e.conftest import CLASSIFICATION_YAML, jpeg
 from tests.e2e.prometheus_server import wait_until
+from tests.e2e.serving import vss_run
 from tests.e2e.serving_pair import REPO, Pair, serving_pair
 from tests.fixtures.onnx_graphs import mean_colour_classifier, save
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
@@ -196,3 +197,36 @@ def test_without_an_endpoint_nothing_is_exported_even_where_the_otel_variables_p
             processes = (pair.predictor.process, pair.transformer.process)
         assert [p.returncode for p in processes] == [0, 0]
         assert stray.requests == 0 and stray.spans() == []
+
+
+def test_a_single_process_server_makes_the_same_trace_with_the_batchers_spans_under_its_call_to_the_model(
+        model_file: Path, receiver: OtlpReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process (`spec.predictor.processes: single`, the CPU default) has one service: the transformer's spans,
+    and the predictor's `batch_wait` and `infer` as children of its `predictor.infer` (docs/tracing.md)."""
+    body = yaml.safe_load(CLASSIFICATION_YAML.format(name="single-traced", path=model_file))
+    body["spec"]["tracing"] = {"endpoint": receiver.url}
+    body["spec"]["predictor"] = {"processes": "single"}
+    spec_path = tmp_path / "single-traced.yaml"
+    spec_path.write_text(yaml.safe_dump(body))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", FAST_EXPORT["OTEL_BSP_SCHEDULE_DELAY"])
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4737"
+    with vss_run(spec_path, "single-traced", tmp_path) as served:
+        client = httpclient.InferenceServerClient(served.rest_url)
+        tensor = httpclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(_image())
+        client.infer(served.name, [tensor], headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"})
+        wanted = {("single-traced-transformer", n) for n in TRANSFORMER_SPANS | {"batch_wait", "infer"}}
+
+        def complete() -> dict[tuple[str, str], ReceivedSpan] | None:
+            spans = {(s.service, s.name): s for s in receiver.spans() if s.trace_id == trace_id}
+            return spans if wanted <= set(spans) else None
+
+        spans = wait_until(f"the spans of trace {trace_id}", complete, 30, every_s=0.05)
+    assert {service for service, _ in spans} == {"single-traced-transformer"}
+    root = spans["single-traced-transformer", "transformer.infer"]
+    call = spans["single-traced-transformer", "predictor.infer"]
+    assert root.parent_span_id == CLIENT_SPAN and call.parent_span_id == root.span_id
+    for name in ("batch_wait", "infer"):
+        span = spans["single-traced-transformer", name]
+        assert span.parent_span_id == call.span_id, name
+        assert call.start_ns <= span.start_ns <= span.end_ns <= call.end_ns, name

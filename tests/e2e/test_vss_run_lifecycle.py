@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import CLASSIFICATION_YAML, write_model_yaml
 from tests.e2e.serving import REPO, get, vss_run
 from tests.fixtures.onnx_graphs import mean_colour_classifier, save
@@ -37,9 +39,11 @@ def test_an_invalid_vssmodel_is_refused_with_the_field_that_is_wrong(tmp_path: P
     assert done.returncode == 2 and "v9" in done.stderr and "versions" in done.stderr
 
 
-def test_sigterm_stops_both_processes_and_frees_the_ports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["single", "two"])
+def test_sigterm_stops_every_serving_process_and_frees_the_ports(tmp_path: Path, processes: str) -> None:
     model = save(mean_colour_classifier(), tmp_path / "colour.onnx")
-    with vss_run(write_model_yaml(tmp_path, "stopme", CLASSIFICATION_YAML, model), "stopme", tmp_path) as served:
+    with vss_run(write_model_yaml(tmp_path, "stopme", CLASSIFICATION_YAML, model, processes), "stopme",
+                 tmp_path) as served:
         assert get(f"http://{served.rest_url}/v2/health/ready")[0] == 200
     assert served.process.returncode == 0, served.output()[-3000:]
     assert "Stopping the model server" in served.output()

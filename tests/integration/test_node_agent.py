@@ -16,8 +16,8 @@ import pytest
 from tests.fixtures.onnx_graphs import CLASSES, mean_colour_classifier, save
 from tests.support.apiserver import LocalCluster, TestBinaries, wait_until
 from tests.support.node_agent import NodeAgent
-from vss_api.vssmodel import VSSModel
-from vss_operator.render import PREDICTOR_HTTP_PORT, render
+from vss_api.vssmodel import Processes, VSSModel
+from vss_operator.render import PREDICTOR_HTTP_PORT, TRANSFORMER_HTTP_PORT, render
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "ghcr.io/vss-serving/predictor-cpu:0.1.0"
@@ -67,21 +67,27 @@ def _apply(cluster: LocalCluster, *manifests: dict[str, Any]) -> None:
                                                           "items": list(manifests)}))
 
 
-def _predictor_container() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The predictor container and pod volumes exactly as the operator renders them for the classification example."""
+def _predictor_container(processes: str = "two") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first container (the predictor, or with `processes: single` the one container that serves the whole
+    API) and pod volumes exactly as the operator renders them for the classification example."""
     model = VSSModel.from_yaml_file(REPO_ROOT / "examples" / "classification.yaml")
+    model.spec.predictor.processes = Processes(processes)
     isvc = next(m for m in render(model) if m["kind"] == "InferenceService")
     predictor = isvc["spec"]["predictor"]
     container = dict(predictor["containers"][0])
     return container, list(predictor.get("volumes") or [])
 
 
+@pytest.mark.parametrize("processes", ["two", "single"])
 def test_a_deployment_of_the_rendered_predictor_serves_v2_from_two_pods_with_their_own_addresses(
-        cluster: LocalCluster, agent: NodeAgent, namespace: str, tmp_path: Path) -> None:
+        cluster: LocalCluster, agent: NodeAgent, namespace: str, tmp_path: Path, processes: str) -> None:
+    """The predictor container of the two-process layout answers the model's own tensors on 8085; the one
+    container of single-process mode answers the client API (pixels in, labels out) on 8080."""
     source = tmp_path / "store"
     source.mkdir()
     save(mean_colour_classifier(), source / "classifier.onnx")
-    container, volumes = _predictor_container()
+    container, volumes = _predictor_container(processes)
+    port = PREDICTOR_HTTP_PORT if processes == "two" else TRANSFORMER_HTTP_PORT
     assert container["args"][container["args"].index("--model_path") + 1] == "/mnt/models"
     # As KServe's storage initializer would: an init container copies the model into an emptyDir, and the
     # predictor gets the file itself at /mnt/models (subPath), the way a pvc://claim/file URI is mounted.
@@ -104,8 +110,7 @@ def test_a_deployment_of_the_rendered_predictor_serves_v2_from_two_pods_with_the
                                         "spec": {"initContainers": [init], "containers": [container],
                                                  "volumes": volumes, "terminationGracePeriodSeconds": 2}}}}
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "classifier", "namespace": namespace},
-               "spec": {"selector": labels, "ports": [{"name": "http", "port": 80,
-                                                       "targetPort": PREDICTOR_HTTP_PORT}]}}
+               "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": port}]}}
     _apply(cluster, deployment, service)
 
     def endpoints() -> list[str] | None:
@@ -121,16 +126,20 @@ def test_a_deployment_of_the_rendered_predictor_serves_v2_from_two_pods_with_the
     assert sorted(p["status"]["podIP"] for p in pods) == sorted(ips)
     assert all(p["status"]["phase"] == "Running" and p["spec"]["nodeName"] == agent.node_name for p in pods)
     red = np.broadcast_to(np.array((250, 10, 10), np.uint8), (1, 224, 224, 3))
-    body = {"inputs": [{"name": "images", "shape": list(red.shape), "datatype": "UINT8",
-                        "data": red.ravel().tolist()}]}
+    body = {"inputs": [{"name": "images" if processes == "two" else "pixels", "shape": list(red.shape),
+                        "datatype": "UINT8", "data": red.ravel().tolist()}]}
     for ip in ips:
-        request = urllib.request.Request(f"http://{ip}:{PREDICTOR_HTTP_PORT}/v2/models/classifier/infer",
+        request = urllib.request.Request(f"http://{ip}:{port}/v2/models/classifier/infer",
                                          data=json.dumps(body).encode(), method="POST",
                                          headers={"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as resp:
             answer = json.loads(resp.read())
-        logits = answer["outputs"][0]["data"]
-        assert int(np.argmax(logits)) == CLASSES.index("red"), answer
+        if processes == "two":
+            logits = answer["outputs"][0]["data"]
+            assert int(np.argmax(logits)) == CLASSES.index("red"), answer
+        else:
+            labels = next(o for o in answer["outputs"] if o["name"] == "labels")
+            assert labels["data"][0] == "red", answer
 
 
 def test_a_container_failing_its_liveness_probe_is_restarted_with_a_growing_backoff(

@@ -1,5 +1,6 @@
 """The transformer as a KServe `Model`: v2 tensors (`image` BYTES or `pixels` UINT8) and v1 JSON
-in, task results out; the model itself runs in the predictor, one gRPC hop away. Each request's `parameters`
+in, task results out; the model itself runs in the predictor, one gRPC hop away, or in this process in
+single-process mode (`vss_transformers.predictor`). Each request's `parameters`
 are checked against the task's table (`vss_api.request_parameters`) before anything else is read of it. At most
 `max_concurrency` requests are served at once (one more is refused at once, 503 / UNAVAILABLE), each within its
 deadline, which the hop to the predictor carries on. A traced request (`vss_api.tracing`) gets a SERVER span,
@@ -31,7 +32,7 @@ from vss_api.serving_metrics import ServingMetrics
 from vss_api.tracing import CLIENT, Tracing, annotate, inject, stage
 from vss_api.v2 import CONTENT_ERRORS
 from vss_api.vssmodel import Task
-from vss_transformers.predictor_client import PredictorClient
+from vss_transformers.predictor import Predictor
 from vss_transformers.result_cache import (
     CorruptEntry,
     ResultCache,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
-    def __init__(self, name: str, version: str, task: ServingTask[Parsed, Context, Result], client: PredictorClient,
+    def __init__(self, name: str, version: str, task: ServingTask[Parsed, Context, Result], client: Predictor,
                  metrics: ServingMetrics, *, predictor_wait_s: float = 300.0, max_concurrency: int = 64,
                  request_timeout_s: float = 30.0, tracing: Tracing | None = None,
                  cache: ResultCache | None = None) -> None:
@@ -74,6 +75,9 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
                                  "rpc.method": "ModelInfer"}
         self.parameters = RequestParameters(Task(task.name), task.params)
         self._labels = {"model_name": name, "version": version, "component": TRANSFORMER}
+        # Why it stays not ready (`vss_api.server.not_ready_reason`): a single-process server's model that
+        # loaded but may not serve (a GPU asked for and not found) says so here.
+        self.not_ready_reason: str | None = None
 
     def load(self) -> bool:
         config = self.client.fetch_config(self.predictor_wait_s)
@@ -90,7 +94,8 @@ class TransformerModel(kserve.Model, Generic[Parsed, Context, Result]):
 
     def stop(self) -> None:
         """Called by KServe's ModelServer on SIGTERM/SIGINT (`ModelRepository.unload`): closes the channel to
-        the predictor. The pre/post-processing runs in the loop's default executor, which asyncio shuts down."""
+        the predictor (in one process: stops its batcher). The pre/post-processing runs in the loop's default
+        executor, which asyncio shuts down."""
         self.client.close()
         if self.cache is not None:
             try:  # the cache's connections belong to the serving loop: closed there, stores under way first

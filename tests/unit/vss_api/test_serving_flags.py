@@ -4,6 +4,7 @@ of the spec. A renamed, dropped or re-typed flag on either side fails here inste
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from vss_api.serving_flags import (
     GRPC_MAX_MESSAGE_BYTES,
+    IN_PROCESS,
     Normalization,
     PredictorFlags,
     TransformerFlags,
@@ -19,11 +21,14 @@ from vss_api.serving_flags import (
     predictor_flags,
     predictor_flags_for,
     predictor_parser,
+    single_process_flags,
+    single_process_parser,
     transformer_flags,
     transformer_flags_for,
     transformer_parser,
 )
-from vss_api.vssmodel import Device, ModelFormat, Task, VSSModel
+from vss_api.vssmodel import Device, ModelFormat, Processes, Task, VSSModel
+from vss_cli import single_process as single_process_main
 from vss_operator.render import (
     PREDICTOR_CONTAINER,
     PREDICTOR_GRPC_PORT,
@@ -69,9 +74,34 @@ def cases() -> list[Any]:
             for path in EXAMPLES for label, model in _variants(VSSModel.from_yaml_file(path))]
 
 
-def _containers(model: VSSModel) -> dict[str, dict[str, Any]]:
-    isvc = next(m for m in render(model) if m["kind"] == "InferenceService")
+def _containers(model: VSSModel, processes: Processes = Processes.TWO) -> dict[str, dict[str, Any]]:
+    """The containers of the model's InferenceService, rendered with `processes` (the two-process round trips
+    force two: the CPU examples render one container by default)."""
+    body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"]["predictor"]["processes"] = processes.value
+    isvc = next(m for m in render(VSSModel.model_validate(body)) if m["kind"] == "InferenceService")
     return {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
+
+
+@pytest.mark.parametrize("model", cases())
+def test_a_single_process_server_reads_back_every_setting_both_containers_would_get(model: VSSModel) -> None:
+    """One container's command line holds the transformer's settings (less the hop) and the predictor's model
+    and batching settings; its name, version, ports and tracing are the transformer's."""
+    spec, version = model.spec, model.spec.served_version()
+    (container,) = _containers(model, Processes.SINGLE).values()
+    assert container["name"] == PREDICTOR_CONTAINER
+    assert container["command"] == ["python", "-m", "vss_cli.single_process"]
+    flags, args = single_process_main.read_flags(container["args"])
+
+    assert flags.transformer == transformer_flags_for(
+        spec, model.metadata.name, IN_PROCESS, IN_PROCESS, TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT,
+        version=version.name)
+    two = predictor_flags_for(spec, version, model_path(version.storage_uri), TRANSFORMER_HTTP_PORT,
+                              TRANSFORMER_GRPC_PORT, model_name=model.metadata.name)
+    assert flags.predictor == dataclasses.replace(two, max_concurrency=spec.transformer.max_concurrency,
+                                                  max_message_bytes=spec.transformer.max_request_bytes)
+    assert args.predictor_host is None and not args.enable_predictor_health_check
+    assert flags == single_process_flags(single_process_parser().parse_args(container["args"]))
 
 
 @pytest.mark.parametrize("model", cases())

@@ -1,4 +1,5 @@
-"""render: a VSSModel becomes InferenceServices (predictor + collocated transformer) and an HTTPRoute."""
+"""render: a VSSModel becomes InferenceServices (predictor + collocated transformer, or one container running
+both in single-process mode) and an HTTPRoute."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vss_api.serving_flags import predictor_args, transformer_args
+from vss_api.serving_flags import predictor_args, single_process_args, transformer_args
 from vss_api.vssmodel import VSSModel
 from vss_operator.render import RenderConfig, child_selector, kserve_host_problem, model_path, render
 
@@ -31,6 +32,11 @@ def _model(**spec: Any) -> VSSModel:
     return VSSModel.model_validate(body)
 
 
+def _two_process(**spec: Any) -> VSSModel:
+    """A model rendered as two containers (a CPU model renders one by default): the tests of the hop's layout."""
+    return _model(**{**spec, "predictor": {"processes": "two", **spec.get("predictor", {})}})
+
+
 def _route(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     (route,) = [m for m in manifests if m["kind"] == "HTTPRoute"]
     return route
@@ -40,8 +46,8 @@ def _containers(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in isvc["spec"]["predictor"]["containers"]}
 
 
-def test_cpu_detection_model_renders_the_expected_inferenceservice_and_route() -> None:
-    model = _model()
+def test_a_two_process_cpu_detection_model_renders_the_expected_inferenceservice_and_route() -> None:
+    model = _two_process()
     config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1", domain="example.com")
 
     isvc, route, _policy = render(model, config)
@@ -76,7 +82,7 @@ def test_cpu_detection_model_renders_the_expected_inferenceservice_and_route() -
             "labels": labels,
             "annotations": {
                 "serving.kserve.io/deploymentMode": "RawDeployment",
-                "serving.kserve.io/enable-prometheus-scraping": "true",
+                "serving.kserve.io/enable-prometheus-scraping": "false",
             },
             "ownerReferences": [owner],
         },
@@ -162,7 +168,7 @@ def test_cpu_detection_model_renders_the_expected_inferenceservice_and_route() -
 
 
 def test_transformer_talks_to_the_predictor_on_localhost_with_its_health_check() -> None:
-    transformer = _containers(render(_model())[0])["transformer-container"]
+    transformer = _containers(render(_two_process())[0])["transformer-container"]
 
     args = transformer["args"]
     assert args[args.index("--predictor_host") + 1] == "localhost:8086"
@@ -175,7 +181,7 @@ def test_transformer_talks_to_the_predictor_on_localhost_with_its_health_check()
 def test_the_result_cache_url_reaches_the_transformer_from_its_secret_and_never_in_the_manifest() -> None:
     cache = {"secretRef": {"name": "redis-auth", "key": "redis-url"}, "ttlSeconds": 120,
              "maxEntryBytes": 65536, "timeoutMs": 20}
-    manifests = render(_model(transformer={"cache": cache}), stable_version="v1", canary_version="v2",
+    manifests = render(_two_process(transformer={"cache": cache}), stable_version="v1", canary_version="v2",
                        canary_weight=10)
     services = [m for m in manifests if m["kind"] == "InferenceService"]
     assert len(services) == 2 and "redis" not in str(manifests).replace("redis-auth", "").replace("redis-url", "")
@@ -192,7 +198,7 @@ def test_the_result_cache_url_reaches_the_transformer_from_its_secret_and_never_
 
 
 def test_without_a_cache_block_the_transformer_gets_no_cache_flags_or_secret() -> None:
-    transformer = _containers(render(_model())[0])["transformer-container"]
+    transformer = _containers(render(_two_process())[0])["transformer-container"]
     assert not any(a.startswith("--cache") for a in transformer["args"])
     assert all("valueFrom" not in e for e in transformer["env"])
 
@@ -284,7 +290,7 @@ def test_a_canary_that_is_the_stable_version_or_a_mirror_outside_0_to_100_is_ref
 
 
 def test_knative_router_renders_one_inferenceservice_with_canary_traffic_percent_and_no_route() -> None:
-    model = _model(rollout={"trafficRouter": "knative"})
+    model = _two_process(rollout={"trafficRouter": "knative"})
 
     plain = render(model)
     canary = render(model, stable_version="v1", canary_version="v2", canary_weight=25)
@@ -327,7 +333,7 @@ def test_replicas_and_model_service_account_come_through() -> None:
 
 
 def test_manifests_share_no_objects_so_a_caller_may_edit_one_safely() -> None:
-    isvc, route, policy = render(_model())
+    isvc, route, policy = render(_two_process())
 
     isvc["metadata"]["labels"]["x"] = "y"
     _containers(isvc)["kserve-container"]["securityContext"]["privileged"] = True
@@ -382,7 +388,7 @@ def test_the_transformer_is_given_a_startup_probe_as_long_as_its_wait_for_the_pr
     --predictor_wait_s; without a startup probe its liveness probe (3 x 10 s) restarts it during a slow warm-up."""
     from vss_api.serving_flags import PREDICTOR_WAIT_S, transformer_parser
 
-    (isvc, *_) = render(_model(rollout={"trafficRouter": router}))
+    (isvc, *_) = render(_two_process(rollout={"trafficRouter": router}))
     transformer = _containers(isvc)["transformer-container"]
     wait_s = transformer_parser().parse_args([*transformer["args"], "--model_name", "yolo"]).predictor_wait_s
     assert wait_s == PREDICTOR_WAIT_S
@@ -395,7 +401,7 @@ def test_the_transformer_is_given_a_startup_probe_as_long_as_its_wait_for_the_pr
 def test_the_predictor_startup_probe_allows_the_whole_wait_the_transformer_grants_it() -> None:
     from vss_api.serving_flags import PREDICTOR_WAIT_S
 
-    isvc = render(_model())[0]
+    isvc = render(_two_process())[0]
     containers = _containers(isvc)
     predictor, transformer = containers["kserve-container"], containers["transformer-container"]
     assert PREDICTOR_WAIT_S <= _startup_budget_s(predictor) < _startup_budget_s(transformer)
@@ -433,3 +439,72 @@ def test_one_character_more_in_the_namespace_is_refused_naming_the_label_and_wha
 def test_a_cluster_whose_domain_template_puts_the_namespace_in_a_label_of_its_own_accepts_the_long_namespace() -> None:
     config = RenderConfig(kserve_domain_template="{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}")
     assert kserve_host_problem(_named("n" * 20, "s" * 50), config) is None
+
+
+def test_a_cpu_model_renders_one_container_that_runs_the_model_on_the_transformers_ports_and_probes() -> None:
+    """Single-process mode, the default on the CPU: KServe routes to the one `kserve-container`, which answers the
+    client API, probes and metrics on 8080/8081 with the predictor's image and resources (the model's cores)."""
+    model = _model(predictor={"resources": {"requests": {"cpu": "2"}}})
+    config = RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1")
+
+    isvc = render(model, config)[0]
+
+    pod = isvc["spec"]["predictor"]
+    (container,) = pod["containers"]
+    version = model.spec.served_version()
+    assert container["name"] == "kserve-container"
+    assert (container["image"], container["command"]) == ("reg/cpu:1", ["python", "-m", "vss_cli.single_process"])
+    assert container["args"] == single_process_args(model.spec, version, "/mnt/models/best.onnx", 8080, 8081,
+                                                    model_name="yolo")
+    assert not any(a.startswith("--predictor_host") or a == "--enable_predictor_health_check"
+                   for a in container["args"])
+    assert container["env"] == [{"name": "STORAGE_URI", "value": "s3://models/yolo/v2/best.onnx"},
+                                {"name": "PROTOCOL", "value": "v2"}]
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
+    assert [container[p]["httpGet"] for p in ("startupProbe", "readinessProbe", "livenessProbe")] == [
+        {"path": "/v2/health/live", "port": 8080}, {"path": "/v2/health/ready", "port": 8080},
+        {"path": "/v2/health/live", "port": 8080}]
+    assert _startup_budget_s(container) >= _startup_budget_s(
+        _containers(render(_two_process(predictor={"resources": {"requests": {"cpu": "2"}}}), config)[0])[
+            "kserve-container"])
+    assert container["resources"] == {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["annotations"]["prometheus.io/port"] == "8080"  # both components' series are on its /metrics
+
+
+@pytest.mark.parametrize(("device", "processes", "containers"), [
+    ("cpu", "auto", ["kserve-container"]),
+    ("gpu", "auto", ["kserve-container", "transformer-container"]),
+    ("cpu", "two", ["kserve-container", "transformer-container"]),
+    ("gpu", "single", ["kserve-container"]),
+])
+def test_auto_runs_one_process_on_the_cpu_and_two_on_a_gpu_and_the_spec_may_force_either(
+        device: str, processes: str, containers: list[str]) -> None:
+    isvc = render(_model(predictor={"device": device, "processes": processes}))[0]
+    assert list(_containers(isvc)) == containers
+
+
+def test_a_single_process_gpu_model_gets_the_gpu_image_the_gpu_and_the_toleration() -> None:
+    isvc = render(_model(predictor={"device": "gpu", "processes": "single"}),
+                  RenderConfig(cpu_image="reg/cpu:1", gpu_image="reg/gpu:1"))[0]
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert container["image"] == "reg/gpu:1"
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert isvc["spec"]["predictor"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_a_single_process_knative_model_serves_one_port_with_its_probes() -> None:
+    (isvc,) = render(_model(rollout={"trafficRouter": "knative"}))
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert [p["containerPort"] for p in container["ports"]] == [8080]
+    assert container["readinessProbe"]["httpGet"]["port"] == 8080
+
+
+def test_the_result_cache_url_reaches_the_single_process_from_its_secret() -> None:
+    cache = {"secretRef": {"name": "redis-auth", "key": "redis-url"}}
+    (container,) = render(_model(transformer={"cache": cache}))[0]["spec"]["predictor"]["containers"]
+    assert {"name": "VSS_CACHE_URL", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "redis-url"}}
+            } in container["env"]
+    assert "--cache" in container["args"]

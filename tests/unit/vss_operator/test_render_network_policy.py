@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from vss_api.vssmodel import VSSModel
 from vss_operator.render import (
     PREDICTOR_GRPC_PORT,
@@ -63,7 +65,7 @@ def _ports(rule: dict[str, Any]) -> set[int]:
 
 
 def test_by_default_anyone_reaches_the_transformer_and_only_the_monitoring_namespace_the_metrics_ports() -> None:
-    policy = _policy(_model())
+    policy = _policy(_model(predictor={"processes": "two"}))
 
     assert policy["apiVersion"] == "networking.k8s.io/v1"
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -76,16 +78,20 @@ def test_by_default_anyone_reaches_the_transformer_and_only_the_monitoring_names
             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}}]}
 
 
-def test_the_predictors_grpc_port_has_no_rule_and_its_rest_port_only_the_scrape() -> None:
+@pytest.mark.parametrize("processes", ["two", "single"])
+def test_the_predictors_grpc_port_has_no_rule_and_its_rest_port_only_the_scrape(processes: str) -> None:
     """Every port the pod serves is accounted for: the transformer's to callers, the metrics ports to the scrape,
-    the predictor's gRPC port to no one (the transformer calls both predictor ports on localhost)."""
-    model = _model()
+    the predictor's gRPC port to no one (the transformer calls both predictor ports on localhost). A
+    single-process pod serves everything on the transformer's ports, and the policy admits no other."""
+    model = _model(predictor={"processes": processes})
     manifests = render(model)
     declared = {p["containerPort"] for m in manifests if m["kind"] == "InferenceService"
                 for c in m["spec"]["predictor"]["containers"] for p in c.get("ports", [])}
     serving, metrics = _policies(manifests)[0]["spec"]["ingress"]
 
-    assert declared == {TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT, PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT}
+    predictor_ports = {PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT} if processes == "two" else set()
+    assert declared == {TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT} | predictor_ports
+    assert _ports(serving) | _ports(metrics) <= declared
     assert _ports(serving) == {TRANSFORMER_HTTP_PORT, TRANSFORMER_GRPC_PORT}
     assert PREDICTOR_GRPC_PORT not in _ports(serving) | _ports(metrics)
     assert PREDICTOR_HTTP_PORT not in _ports(serving)

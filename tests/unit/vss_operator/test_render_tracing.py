@@ -10,16 +10,25 @@ from typing import Any
 import pytest
 import yaml
 
-from vss_api.serving_flags import predictor_flags, predictor_parser, transformer_flags, transformer_parser
+from vss_api.serving_flags import (
+    TracingFlags,
+    predictor_flags,
+    predictor_parser,
+    single_process_flags,
+    single_process_parser,
+    transformer_flags,
+    transformer_parser,
+)
 from vss_api.vssmodel import VSSModel
 from vss_cli import main as cli
 from vss_operator.render import PREDICTOR_CONTAINER, TRANSFORMER_CONTAINER, RenderConfig, render
 
 
-def _model(**spec: Any) -> VSSModel:
+def _model(processes: str = "two", **spec: Any) -> VSSModel:
+    """Two containers unless `processes` says otherwise (a CPU model renders one by default)."""
     return VSSModel.model_validate({
         "metadata": {"name": "yolo", "namespace": "vision"},
-        "spec": {"task": "detection", "version": "v1",
+        "spec": {"task": "detection", "version": "v1", "predictor": {"processes": processes},
                  "versions": [{"name": "v1", "storageUri": "s3://models/yolo/v1/model.onnx"}], **spec}})
 
 
@@ -39,6 +48,16 @@ def test_both_containers_send_their_spans_to_the_collector_the_spec_names_at_its
         env = {e["name"]: e for e in container["env"]}
         assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "k8s.namespace.name=vision,k8s.pod.name=$(POD_NAME)"
+
+
+def test_a_single_process_server_is_told_the_collector_and_gets_the_pods_resource_attributes() -> None:
+    (container,) = _containers(_model("single", tracing={"endpoint": "http://otel.observability:4318",
+                                                         "samplingRatio": 0.2})).values()
+    flags = single_process_flags(single_process_parser().parse_args(container["args"]))
+    assert flags.transformer.tracing == flags.predictor.tracing == TracingFlags(
+        "http://otel.observability:4318/v1/traces", 0.2)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "k8s.namespace.name=vision,k8s.pod.name=$(POD_NAME)"
 
 
 def test_the_operators_default_collector_serves_a_spec_that_names_none_and_the_specs_own_wins() -> None:
