@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -301,6 +302,7 @@ def test_the_detection_example_served_by_the_pod_kserve_created_answers_as_vss_r
                               if k in pod["spec"]}))
         mounts = {m["mountPath"]: m for c in pod["spec"]["containers"] for m in c.get("volumeMounts") or []}
         assert mounts["/mnt/models"]["subPath"] == "detector.onnx" and mounts["/mnt/models"]["readOnly"]
+        scrape, pod_ip = pod["metadata"]["annotations"], pod["status"]["podIP"]
         # The right answer: what `vss run` serves for the same YAML here (tests/e2e/test_shipped_models.py ties
         # that path to in-process inference): the same objects, boxes within a pixel, in the same order.
         with vss_run(EXAMPLES / "detection.yaml", name, tmp_path) as local:
@@ -323,6 +325,12 @@ def test_the_detection_example_served_by_the_pod_kserve_created_answers_as_vss_r
         shown = client.infer(name, [tensor], outputs=[httpclient.InferRequestedOutput(o, binary_data=False)
                                                      for o in ("num_detections", "class_ids", "scores")])
         print(f"v2 response from the Pod: {json.dumps(shown.get_response())[:1500]}")
+        # The scrape annotations, after KServe's mutator, name a port whose /metrics holds the model's series
+        # (with enable-prometheus-scraping "true" KServe rewrote the port to its queue-proxy's 9091).
+        with urllib.request.urlopen(f"http://{pod_ip}:{scrape['prometheus.io/port']}{scrape['prometheus.io/path']}",
+                                    timeout=10) as reply:
+            page = reply.read().decode()
+        assert re.search(rf'^inference_requests_total{{[^}}]*model_name="{name}"', page, re.M), page[:2000]
         # v2 gRPC on the Service's other port (8081 → the transformer's gRPC port), with KServe's own stubs.
         address, port = stack.endpoints(f"{isvc}-predictor", port=8081)[0]
         image = generate_scene(SEED, 0).image
