@@ -33,7 +33,7 @@ from vss_api.vssmodel import (
     describe_validation_error,
     parse_duration,
 )
-from vss_operator.kube import Forbidden, Kube, KubeError, Rejected
+from vss_operator.kube import Forbidden, Kube, KubeError, NotFound, Rejected
 from vss_operator.metrics import ModelMetrics
 from vss_operator.objects import Manifest
 from vss_operator.prometheus import PrometheusClient
@@ -464,8 +464,11 @@ async def _prune(kube: Kube, model: VSSModel, desired: Sequence[Mapping[str, Any
         if child["kind"] == ISVC_KIND and delay_s > 0:
             retired = _parse_time(mark)
             if retired is None:
-                await kube.annotate(child["apiVersion"], child["kind"], namespace, name,
-                                    {RETIRED_ANNOTATION: now.isoformat()})
+                try:
+                    await kube.annotate(child["apiVersion"], child["kind"], namespace, name,
+                                        {RETIRED_ANNOTATION: now.isoformat()})
+                except NotFound:  # deleted meanwhile (by someone else): nothing left to retire
+                    continue
                 logger.info("%s/%s: %s is retired, deleted in %.0f s", namespace, model.metadata.name, name,
                             delay_s)
                 retired = now

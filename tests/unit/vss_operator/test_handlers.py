@@ -12,7 +12,7 @@ import pytest
 
 from vss_api.vssmodel import VSSModel
 from vss_operator.handlers import RETIRED_ANNOTATION, OperatorContext, Requeues, advance
-from vss_operator.kube import Kube
+from vss_operator.kube import Kube, NotFound
 from vss_operator.prometheus import PrometheusClient
 from vss_operator.promql import Sample, VersionQuery, VersionSample
 from vss_operator.render import render
@@ -268,3 +268,25 @@ def test_kopf_compares_the_retry_annotation_even_on_objects_an_older_operator_ma
     essence = DiffBaseStorage().build(body=body)
     assert essence["metadata"]["annotations"] == {"serving.vss.ai/retry": "1", "team": "vision"}
     assert essence["spec"] == {"version": "v1"}
+
+
+async def test_an_old_version_deleted_by_someone_else_before_its_retirement_mark_is_left_alone() -> None:
+    """The listing still holds v1, but it is gone when the operator marks it: no error, nothing deleted."""
+    model = _model("v2", {"phase": "Stable", "stableVersion": "v2", "observedGeneration": 1})
+
+    class Racing(FakeKube):
+        async def annotate(self, api_version: str, kind: str, namespace: str, name: str,
+                           annotations: dict[str, str | None]) -> dict[str, Any]:
+            self.children.pop((kind, name), None)
+            raise NotFound(f"{kind} {name} not found")
+
+    kube = Racing(model)
+    ctx = _context(kube, FakePrometheus(GOOD))
+    await kube.apply_all(render(VSSModel.from_body(model), stable_version="v1"))
+    await kube.apply_all(render(VSSModel.from_body(model), stable_version="v2"))
+    kube.set_ready("v2")
+
+    advanced = await advance(ctx, NAMESPACE, NAME, None)
+
+    assert advanced is not None and "delete yolo-v1" not in kube.calls
+    await ctx.requeues.close()
