@@ -424,7 +424,7 @@ def _initializing(spec: VSSModelSpec, status: RolloutStatus, observations: Obser
     rollout = spec.rollout
     if observations.canary == "Ready":
         if rollout.strategy == "Immediate":
-            return _promote(status, f"{canary} is ready (strategy Immediate)", now)
+            return _promote(spec, status, f"{canary} is ready (strategy Immediate)", now)
         if rollout.shadow is not None:
             return _enter(spec, status, "Shadow", None, now, SHADOW_STARTED,
                           f"{canary} is ready: mirroring {rollout.shadow.percent}% of requests to it")
@@ -485,7 +485,7 @@ def _analysing(spec: VSSModelSpec, status: RolloutStatus, observations: Observat
     passed = progress.last_check is not None and progress.last_check.verdict == "Pass"
     if progress.stage == "AwaitingPromotion":
         if passed and observations.promote == canary:
-            return _with_check(_promote(status, f"{PROMOTE_ANNOTATION}={canary}", now), check, events)
+            return _with_check(_promote(spec, status, f"{PROMOTE_ANNOTATION}={canary}", now), check, events)
         waiting = f"waiting for the annotation {PROMOTE_ANNOTATION}: {canary}"
         if observations.promote is not None and observations.promote != canary:
             waiting += f" ({PROMOTE_ANNOTATION} names {observations.promote!r})"
@@ -527,7 +527,7 @@ def _advance(spec: VSSModelSpec, status: RolloutStatus, now: datetime) -> Rollou
         return _enter(spec, status, "AwaitingPromotion", step, now, AWAITING_PROMOTION,
                       f"{canary} passed every step{numbers}: waiting for the annotation "
                       f"{PROMOTE_ANNOTATION}: {canary}", keep_checks=True)
-    return _promote(status, f"{canary} passed every step{numbers}", now)
+    return _promote(spec, status, f"{canary} passed every step{numbers}", now)
 
 
 def _record(progress: RolloutProgress, check: Check) -> RolloutProgress:
@@ -606,10 +606,12 @@ def _enter(spec: VSSModelSpec, status: RolloutStatus, stage: Stage, step: int | 
     return replace(decision, requeue_after=_until_next(spec, after, now))
 
 
-def _promote(status: RolloutStatus, why: str, now: datetime) -> RolloutDecision:
+def _promote(spec: VSSModelSpec, status: RolloutStatus, why: str, now: datetime) -> RolloutDecision:
     canary = status.canary_version
     assert canary is not None
-    message = f"{canary} promoted: {why}; {status.stable_version} will be removed"
+    delay = spec.rollout.scale_down_delay
+    when = "" if parse_duration(delay) == 0 else f" after the scale-down delay ({delay})"
+    message = f"{canary} promoted: {why}; {status.stable_version} will be removed{when}"
     after = RolloutStatus(phase="Promoted", stable_version=canary, progress=RolloutProgress(
         reason=PROMOTED, message=message, started_at=status.progress.started_at,
         last_retry=status.progress.last_retry))

@@ -375,7 +375,7 @@ def test_step_and_promotion_events_carry_the_passing_checks_numbers_and_threshol
     assert [e.message for e in events] == [
         "v2 is ready: 10% of traffic (step 1 of 2)",
         f"v2 passed step 1 {numbers}: 50% of traffic (step 2 of 2)",
-        f"v2 promoted: v2 passed every step {numbers}; v1 will be removed",
+        f"v2 promoted: v2 passed every step {numbers}; v1 will be removed after the scale-down delay (30s)",
     ]
 
 
