@@ -237,18 +237,22 @@ def test_the_observability_objects_are_accepted_by_the_apiserver_with_the_promet
 def test_the_podmonitor_scrapes_the_ports_the_operator_gives_model_pods_and_stream_workers(
     k8s_cluster: LocalCluster,
 ) -> None:
-    """Its port names are those of the predictor and transformer containers and of the stream worker that the
-    operator renders, and its selector matches their pods' labels."""
-    model = VSSModel.model_validate(yaml.safe_load(MODEL) | {"metadata": {"name": "yolo", "namespace": "vision"}})
-    isvc = next(m for m in render(model) if m["kind"] == "InferenceService")
-    pod = isvc["spec"]["predictor"]
+    """Its port names are those of the model pods the operator renders, in both layouts (two processes: the
+    predictor's and the transformer's; one process: the one container's), and of the stream worker; each
+    layout's metrics port (its prometheus.io/port) is among them, and its selector matches the pods' labels."""
+    pods = []
+    for processes in ("two", "single"):
+        doc = yaml.safe_load(MODEL) | {"metadata": {"name": "yolo", "namespace": "vision"}}
+        doc["spec"]["predictor"] = {"processes": processes}
+        isvc = next(m for m in render(VSSModel.model_validate(doc)) if m["kind"] == "InferenceService")
+        pods.append(isvc["spec"]["predictor"])
     stream = VSSStream.model_validate({
         "apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSStream",
         "metadata": {"name": "gate", "namespace": "vision", "uid": "u"},
         "spec": {"source": {"url": "rtsp://camera:8554/live"}, "model": {"name": "yolo"}}})
     worker = next(m for m in render_stream(stream, "yolo:8081", RenderConfig()) if m["kind"] == "Deployment")
     worker_pod = worker["spec"]["template"]
-    containers = [*pod["containers"], *worker_pod["spec"]["containers"]]
+    containers = [*(c for pod in pods for c in pod["containers"]), *worker_pod["spec"]["containers"]]
     ports = {p["name"] for c in containers for p in c.get("ports", [])}
 
     for values, namespaces in (([], {"any": True}), (["--set", "watchNamespace=vision"], {"matchNames": ["vision"]})):
@@ -256,8 +260,13 @@ def test_the_podmonitor_scrapes_the_ports_the_operator_gives_model_pods_and_stre
         (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
         assert monitor["spec"]["namespaceSelector"] == namespaces
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["predictor-http", "http1", "http"]
-    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
-    for labels in (pod["labels"], worker_pod["metadata"]["labels"]):
+    scraped = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert scraped <= ports
+    for pod in pods:
+        metrics_port = int(pod["annotations"]["prometheus.io/port"])
+        assert {p["name"] for c in pod["containers"] for p in c.get("ports", [])
+                if p["containerPort"] == metrics_port} & scraped, pod["containers"]
+    for labels in (*(pod["labels"] for pod in pods), worker_pod["metadata"]["labels"]):
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
