@@ -238,7 +238,8 @@ def test_turning_the_network_policy_off_deletes_it_and_turning_it_on_applies_it_
     assert model is not None
     assert [(r["kind"], r["uid"], r["controller"]) for r in policy["metadata"]["ownerReferences"]] == [
         ("VSSModel", model["metadata"]["uid"], True)]
-    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [8080, 8081, 8085, 8080]
+    # A CPU model serves in one process: callers and the scrape both reach 8080 (8081 gRPC), no 8085.
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [8080, 8081, 8080]
 
     k8s_cluster.kubectl("patch", "vssm", "yolo", "-n", k8s_namespace, "--type=merge", "-p",
                         json.dumps({"spec": {"networkPolicy": {"enabled": False}}}))
