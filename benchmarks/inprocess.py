@@ -1,5 +1,6 @@
 """The served path with the serving taken out: the transformer's own task code (decode, letterbox or
-crop, YOLO decode + NMS or top-k) around the predictor's own ONNX Runtime session (same prelude, same
+crop, YOLO decode + NMS or top-k) around the predictor's own runtime (`open_runtime`: ONNX Runtime or
+OpenVINO, same prelude, same
 threads), configured from the same VSSModel YAML that `vss run` reads. This is the ceiling a served
 path is measured against, and `model_only` the model's own compute at the chosen input shape."""
 
@@ -13,22 +14,26 @@ from typing import Any
 from vss_api.serving_flags import normalization
 from vss_api.vssmodel import Task as TaskKind
 from vss_api.vssmodel import VSSModel
-from vss_predictors.onnx_runtime import OnnxRuntime
+from vss_predictors.model import PredictorSettings, open_runtime
+from vss_predictors.runtime import Runtime
 from vss_transformers.images import ImageRequests
 from vss_transformers.tasks import ClassificationTask, DetectionTask, ImageTask
 
 
 @dataclass
 class InProcessPipeline:
-    runtime: OnnxRuntime
+    runtime: Runtime
     task: ImageTask[Any, Any]
     input_shape: list[int] | None = None
 
     @classmethod
     def from_spec(cls, spec_path: Path, model_path: Path) -> InProcessPipeline:
         spec = VSSModel.from_yaml_file(spec_path).spec
-        runtime = OnnxRuntime(model_path, device=spec.predictor.device.value, threads=spec.predictor.threads,
-                              normalization=normalization(spec))
+        runtime = open_runtime(PredictorSettings(
+            model_name="in-process", version="v1", model_path=model_path, device=spec.predictor.device.value,
+            threads=spec.predictor.threads, runtime=spec.predictor.runtime.value,
+            precision=spec.predictor.precision.value, normalization=normalization(spec),
+            max_in_flight=spec.predictor.batching.max_in_flight))
         task: ImageTask[Any, Any]
         if spec.task is TaskKind.DETECTION:
             task = DetectionTask(spec.detection, ImageRequests())
@@ -54,7 +59,7 @@ class InProcessPipeline:
         return run
 
 
-def predictor_config(runtime: OnnxRuntime) -> dict[str, Any]:
+def predictor_config(runtime: Runtime) -> dict[str, Any]:
     """What the predictor's `/config` route reports, which the transformer configures itself from."""
     return {"inputs": [t.as_v2_metadata() for t in runtime.inputs],
             "outputs": [t.as_v2_metadata() for t in runtime.outputs],

@@ -39,6 +39,8 @@ TASK_PARAMS: dict[Task, type[SpecModel]] = {
 }
 MODEL_FORMATS = ("onnx", "torchscript")
 DEVICES = ("cpu", "gpu")
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16")
 PREDICTOR_PROTOCOL = "grpc-v2"  # the transformer -> predictor hop: binary tensors over gRPC, never JSON
 
 
@@ -196,6 +198,8 @@ class PredictorFlags:
     max_message_bytes: int  # gRPC receive and send limits: a batch of frames is larger than one request
     tracing: TracingFlags = TracingFlags()
     allow_cpu_fallback: bool = False  # device gpu without a usable GPU: serve on CPU instead of staying not ready
+    runtime: str = "auto"  # what runs an ONNX model: auto | onnxruntime | openvino
+    precision: str = "fp32"  # fp32 | bf16 (openvino on CPUs with AMX or AVX512-BF16)
 
     def args(self) -> list[str]:
         return [
@@ -221,6 +225,8 @@ class PredictorFlags:
             "--max_queue_size", str(self.max_queue_size),
             *([] if self.threads is None else ["--threads", str(self.threads)]),
             *(["--allow_cpu_fallback"] if self.allow_cpu_fallback else []),
+            *([] if self.runtime == "auto" else ["--runtime", self.runtime]),
+            *([] if self.precision == "fp32" else ["--precision", self.precision]),
         ]
 
 
@@ -242,7 +248,8 @@ def predictor_flags_for(spec: VSSModelSpec, version: ModelVersion, model_path: s
         max_inflight_batches=batching.max_in_flight, max_queue_size=batching.max_queue_size,
         max_concurrency=predictor_concurrency(spec), threads=spec.predictor.threads, http_port=http_port,
         grpc_port=grpc_port, max_message_bytes=grpc_message_bytes(spec.transformer.max_request_bytes),
-        tracing=tracing or tracing_flags(spec), allow_cpu_fallback=spec.predictor.allow_cpu_fallback)
+        tracing=tracing or tracing_flags(spec), allow_cpu_fallback=spec.predictor.allow_cpu_fallback,
+        runtime=spec.predictor.runtime.value, precision=spec.predictor.precision.value)
 
 
 def predictor_args(spec: VSSModelSpec, version: ModelVersion, model_path: str, http_port: int,
@@ -275,6 +282,11 @@ def _predictor_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model_format", choices=MODEL_FORMATS, default="onnx")
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="what runs an ONNX model: onnxruntime, openvino (CPU), or auto (openvino for an "
+                             "image model on the CPU, else onnxruntime)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="bf16: openvino computes in bfloat16 where the CPU has AMX or AVX512-BF16")
     parser.add_argument("--allow_cpu_fallback", action="store_true",
                         help="with --device gpu and no usable GPU, serve on CPU instead of staying not ready")
     parser.add_argument("--normalize", type=Normalization.parse, default=None,
@@ -297,7 +309,7 @@ def predictor_flags(args: argparse.Namespace) -> PredictorFlags:
         max_queue_size=args.max_queue_size, max_concurrency=args.max_concurrency, threads=args.threads,
         http_port=args.http_port, grpc_port=args.grpc_port,
         max_message_bytes=args.grpc_max_receive_message_length, tracing=_tracing_flags(args),
-        allow_cpu_fallback=args.allow_cpu_fallback)
+        allow_cpu_fallback=args.allow_cpu_fallback, runtime=args.runtime, precision=args.precision)
 
 
 # --- transformer ---------------------------------------------------------------------------------------
@@ -530,7 +542,7 @@ def single_process_flags(args: argparse.Namespace) -> SingleProcessFlags:
         max_queue_size=args.max_queue_size, max_concurrency=transformer.max_concurrency, threads=args.threads,
         http_port=transformer.http_port, grpc_port=transformer.grpc_port,
         max_message_bytes=args.grpc_max_receive_message_length, tracing=transformer.tracing,
-        allow_cpu_fallback=args.allow_cpu_fallback)
+        allow_cpu_fallback=args.allow_cpu_fallback, runtime=args.runtime, precision=args.precision)
     return SingleProcessFlags(transformer, predictor)
 
 

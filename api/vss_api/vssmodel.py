@@ -95,6 +95,23 @@ class Device(StrEnum):
     GPU = "gpu"
 
 
+class RuntimeKind(StrEnum):
+    """What runs an ONNX model: ONNX Runtime (TensorRT, CUDA or CPU providers), or OpenVINO on the CPU; `auto`,
+    OpenVINO for an image model on the CPU (where it measured faster, with the same outputs) and ONNX Runtime
+    for the rest (`vss_predictors.model.open_runtime`)."""
+
+    AUTO = "auto"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+class Precision(StrEnum):
+    """The arithmetic a model runs in: fp32 as exported, or bf16 (OpenVINO on CPUs with AMX or AVX512-BF16)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
 class Processes(StrEnum):
     """How a version's pod runs its model: `single`, the transformer runs it in its own process (one container,
     no hop); `two`, a predictor container beside the transformer, one gRPC hop away; `auto`, single on the CPU
@@ -148,12 +165,20 @@ class Resources(SpecModel):
         "Most the container may use, as Kubernetes quantities; a GPU is asked for here (nvidia.com/gpu: 1)."))
 
 
+OPENVINO_ON_CPU = "predictor.runtime openvino runs on the CPU only: use device cpu, or runtime onnxruntime"
+BF16_NEEDS_OPENVINO = "predictor.precision bf16 needs predictor.runtime openvino"
+
+
 class PredictorSpec(SpecModel):
     """The predictor container: where the model runs, its replicas, threads and batching."""
 
-    model_config = ConfigDict(json_schema_extra=_validations(cel(
-        "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-        "predictor.maxReplicas must be >= predictor.minReplicas", ".maxReplicas")))
+    model_config = ConfigDict(json_schema_extra=_validations(
+        cel("!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "predictor.maxReplicas must be >= predictor.minReplicas", ".maxReplicas"),
+        cel("!has(self.runtime) || self.runtime != 'openvino' || !has(self.device) || self.device == 'cpu'",
+            OPENVINO_ON_CPU, ".runtime"),
+        cel("!has(self.precision) || self.precision == 'fp32' || (has(self.runtime) && self.runtime == 'openvino')",
+            BF16_NEEDS_OPENVINO, ".precision")))
 
     device: Device = Field(default=Device.CPU, description=(
         "cpu, or gpu: ONNX Runtime's TensorRT and CUDA providers, TorchScript on CUDA. A gpu predictor that "
@@ -168,6 +193,14 @@ class PredictorSpec(SpecModel):
         "Most pods of each version the autoscaler may run."))] = 1
     threads: Annotated[int | None, Field(ge=1, le=256, description=(
         "Intra-op threads of the runtime; unset means one per available core."))] = None
+    runtime: RuntimeKind = Field(default=RuntimeKind.AUTO, description=(
+        "What runs an ONNX model: onnxruntime (TensorRT, CUDA or CPU), openvino (CPU only; YOLOv8n 41 ms "
+        "against 50-54 ms on a 2-core Sapphire Rapids, same outputs), or auto: openvino for an image model "
+        "(detection, classification) on the CPU, onnxruntime otherwise, and onnxruntime wherever OpenVINO "
+        "cannot run the model. TorchScript models ignore it."))
+    precision: Precision = Field(default=Precision.FP32, description=(
+        "fp32, or bf16 with runtime openvino: bfloat16 on CPUs with AMX or AVX512-BF16 (2-3x faster there), "
+        "scores drift by a measured amount (docs/performance.md)."))
     batching: Batching = Field(default_factory=Batching)
     processes: Processes = Field(default=Processes.AUTO, description=(
         "single: the transformer runs the model in its own process, one container and no hop between them "
@@ -179,6 +212,10 @@ class PredictorSpec(SpecModel):
     def _replicas_ordered(self) -> Self:
         if self.max_replicas < self.min_replicas:
             raise ValueError("predictor.maxReplicas must be >= predictor.minReplicas")
+        if self.runtime is RuntimeKind.OPENVINO and self.device is not Device.CPU:
+            raise ValueError(OPENVINO_ON_CPU)
+        if self.precision is Precision.BF16 and self.runtime is not RuntimeKind.OPENVINO:
+            raise ValueError(BF16_NEEDS_OPENVINO)
         return self
 
 

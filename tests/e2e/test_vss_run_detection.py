@@ -135,14 +135,16 @@ def test_model_metadata_describes_both_inputs_and_every_output(detector: Served)
     assert {o["name"] for o in meta["outputs"]} == {"boxes", "scores", "class_ids", "labels", "num_detections"}
 
 
-def test_the_predictor_reports_the_execution_provider_it_really_got(detector_two: Served) -> None:
-    """The predictor's own `/config`: a process of its own only in the two-process layout."""
+def test_the_predictor_reports_the_runtime_and_provider_it_really_got(detector_two: Served) -> None:
+    """The predictor's own `/config`: a process of its own only in the two-process layout. The example leaves
+    `predictor.runtime` to auto, which runs an image model on the CPU with OpenVINO."""
     port = re.search(r"predictor: http://127.0.0.1:(\d+)/metrics", detector_two.output())
     assert port, detector_two.output()[-2000:]
     status, body = get(f"http://127.0.0.1:{port.group(1)}/v2/models/{detector_two.name}/config")
     assert status == 200
     config = json.loads(body)
-    assert config["parameters"]["providers"][-1] == "CPUExecutionProvider"
+    assert config["backend"].startswith("openvino-")
+    assert config["parameters"]["providers"] == ["CPU:f32"]
     assert config["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}]
     assert config["parameters"]["metadata"]["stride"] == "32"
 

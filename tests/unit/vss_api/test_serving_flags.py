@@ -66,6 +66,9 @@ def _variants(model: VSSModel) -> Iterator[tuple[str, VSSModel]]:
                                         "cache": {"secretRef": {"name": "redis", "key": "url"}, "ttlSeconds": 61,
                                                   "maxEntryBytes": 4097, "timeoutMs": 7}})
     yield "every flag set", VSSModel.model_validate(body)
+    body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"]["predictor"].update({"device": "cpu", "runtime": "openvino", "precision": "bf16"})
+    yield "openvino bf16", VSSModel.model_validate(body)
 
 
 def cases() -> list[Any]:
@@ -122,6 +125,8 @@ def test_the_predictor_reads_back_every_setting_the_operator_renders(model: VSSM
     assert flags.max_queue_size == batching.max_queue_size
     assert flags.max_concurrency == batching.max_queue_size + batching.max_in_flight * batching.max_batch_size
     assert flags.threads == spec.predictor.threads
+    assert (flags.runtime, flags.precision) == (spec.predictor.runtime.value, spec.predictor.precision.value)
+    assert (settings.runtime, settings.precision) == (flags.runtime, flags.precision)
     assert flags.allow_cpu_fallback == spec.predictor.allow_cpu_fallback
     assert settings.allow_cpu_fallback == spec.predictor.allow_cpu_fallback
     assert (flags.http_port, flags.grpc_port) == (PREDICTOR_HTTP_PORT, PREDICTOR_GRPC_PORT)
@@ -209,7 +214,9 @@ def test_the_variants_really_move_every_predictor_setting_off_its_default() -> N
     """Otherwise the round trip of a setting could pass because both sides fall back to the same default."""
     defaults = predictor_parser().parse_args(["--model_path", "m.onnx"])
     model = VSSModel.from_yaml_file(next(p for p in EXAMPLES if p.stem == "classification"))
-    (_, _), (_, varied) = list(_variants(model))
+    (_, _), (_, varied), (_, openvino) = list(_variants(model))
+    flags = predictor_flags(predictor_parser().parse_args(_containers(openvino)[PREDICTOR_CONTAINER]["args"]))
+    assert (flags.runtime, flags.precision) == ("openvino", "bf16") != (defaults.runtime, defaults.precision)
     flags = predictor_flags(predictor_parser().parse_args(_containers(varied)[PREDICTOR_CONTAINER]["args"]))
     assert flags.device == Device.GPU.value != defaults.device
     assert flags.threads == 3 != defaults.threads

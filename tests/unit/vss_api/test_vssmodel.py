@@ -57,3 +57,19 @@ def test_network_policy_settings_that_name_no_one_or_mismatch_their_operator_are
         _model(settings)
 
     assert message in str(refused.value)
+
+
+def test_openvino_is_refused_on_a_gpu_and_bf16_without_openvino() -> None:
+    base = {"apiVersion": "serving.vss.ai/v1alpha1", "kind": "VSSModel", "metadata": {"name": "m"},
+            "spec": {"task": "detection", "version": "v1", "versions": [{"name": "v1", "storageUri": "s3://m"}]}}
+
+    def with_predictor(**predictor: str) -> dict[str, object]:
+        return {**base, "spec": {**base["spec"], "predictor": predictor}}  # type: ignore[dict-item]
+
+    with pytest.raises(ValidationError, match="runs on the CPU only"):
+        VSSModel.model_validate(with_predictor(device="gpu", runtime="openvino"))
+    with pytest.raises(ValidationError, match="bf16 needs predictor.runtime openvino"):
+        VSSModel.model_validate(with_predictor(precision="bf16"))
+    ok = VSSModel.model_validate(with_predictor(runtime="openvino", precision="bf16"))
+    assert (ok.spec.predictor.runtime.value, ok.spec.predictor.precision.value) == ("openvino", "bf16")
+    assert VSSModel.model_validate(base).spec.predictor.runtime.value == "auto"
