@@ -68,7 +68,7 @@ def test_openvino_is_refused_on_a_gpu_and_bf16_without_openvino() -> None:
 
     with pytest.raises(ValidationError, match="runs on the CPU only"):
         VSSModel.model_validate(with_predictor(device="gpu", runtime="openvino"))
-    with pytest.raises(ValidationError, match="bf16 needs predictor.runtime openvino"):
+    with pytest.raises(ValidationError, match=r"bf16 needs predictor\.runtime openvino"):
         VSSModel.model_validate(with_predictor(precision="bf16"))
     ok = VSSModel.model_validate(with_predictor(runtime="openvino", precision="bf16"))
     assert (ok.spec.predictor.runtime.value, ok.spec.predictor.precision.value) == ("openvino", "bf16")

@@ -1,6 +1,7 @@
 """OpenVINO on the CPU, real: the package is installed with the serving extra, and the graphs are the test
 fixtures' ONNX models (the shipped ones for the model that OpenVINO cannot run)."""
 
+import os
 import threading
 from pathlib import Path
 
@@ -37,10 +38,12 @@ def test_openvino_reports_its_backend_precision_and_the_exports_metadata(tmp_pat
 
 
 def test_outputs_of_overlapping_runs_are_each_their_own(tmp_path: Path) -> None:
-    """Two runs at once (the batcher's `max_in_flight`) use two infer requests: neither sees the other's
-    outputs, and an answer is not overwritten by the next run."""
+    """Two runs at once (the batcher's `max_in_flight`) use two infer requests (on a machine of more than one
+    core, the overlapping one on a stream of one thread): neither sees the other's outputs, and an answer is not
+    overwritten by the next run."""
     runtime = OpenVinoRuntime(save(mean_colour_classifier(), tmp_path / "c.onnx"), normalization=Normalization(),
                               concurrent_runs=2, cache_dir=tmp_path)
+    assert runtime.overlap_streams == (2 if len(os.sched_getaffinity(0)) > 1 else 0)
     name = runtime.inputs[0].name
     reds = np.zeros((1, 224, 224, 3), np.uint8)
     reds[..., 0] = 255
@@ -104,3 +107,11 @@ def test_auto_serves_an_image_model_with_openvino(tmp_path: Path) -> None:
     runtime = open_runtime(PredictorSettings(model_name="m", version="v1", model_path=path,
                                              normalization=Normalization()))
     assert runtime.info.backend.startswith("openvino-")
+
+
+def test_set_threads_or_one_run_at_a_time_compile_the_model_once(tmp_path: Path) -> None:
+    path = save(mean_colour_classifier(), tmp_path / "c.onnx")
+    assert OpenVinoRuntime(path, normalization=Normalization(), concurrent_runs=2, threads=1,
+                           cache_dir=tmp_path).overlap_streams == 0
+    assert OpenVinoRuntime(path, normalization=Normalization(), concurrent_runs=1,
+                           cache_dir=tmp_path).overlap_streams == 0
