@@ -50,6 +50,27 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
+_bridge_lock = threading.Lock()
+_bridge_ready = False
+
+
+def _init_numpy_bridge(ov: Any) -> None:
+    """Make OpenVINO's Python module look up NumPy's C API now, on one thread, with one run of a one-operator
+    model. It does so once per process, on the first array `infer` converts, inside a C++ static whose guard it
+    holds while it waits for the GIL: two threads whose first runs overlap deadlock (seen in the in-process
+    benchmark at c=8: one thread held the GIL and waited for the guard, the other held the guard and waited for
+    the GIL; gdb puts both in the same call chain of `infer`'s input conversion that this run takes)."""
+    global _bridge_ready
+    with _bridge_lock:
+        if not _bridge_ready:
+            import openvino.opset13 as ops
+
+            x = ops.parameter([1], np.float32)
+            tiny = ov.Core().compile_model(ov.Model([ops.relu(x)], [x]), "CPU")
+            tiny.create_infer_request().infer({0: np.zeros((1,), np.float32)})
+            _bridge_ready = True
+
+
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
@@ -78,6 +99,7 @@ class OpenVinoRuntime:
         except ImportError as exc:
             raise UnsupportedModel("runtime openvino asked for, and the openvino package is not installed "
                                    "(pip install 'vss-serving[openvino]')") from exc
+        _init_numpy_bridge(ov)
         staged = StagedModel.prepare(path, normalization, cache_dir)
         self.prelude = staged.prelude
         core = ov.Core()

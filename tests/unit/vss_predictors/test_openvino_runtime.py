@@ -115,3 +115,35 @@ def test_set_threads_or_one_run_at_a_time_compile_the_model_once(tmp_path: Path)
                            cache_dir=tmp_path).overlap_streams == 0
     assert OpenVinoRuntime(path, normalization=Normalization(), concurrent_runs=1,
                            cache_dir=tmp_path).overlap_streams == 0
+
+
+FIRST_RUNS_AT_ONCE = """
+import sys, threading, numpy as np
+from pathlib import Path
+from vss_api.serving_flags import Normalization
+from vss_predictors.openvino_runtime import OpenVinoRuntime
+runtime = OpenVinoRuntime(Path(sys.argv[1]), normalization=Normalization(), concurrent_runs=2,
+                          cache_dir=Path(sys.argv[2]))
+name = runtime.inputs[0].name
+start = threading.Barrier(8)
+def work():
+    start.wait()
+    runtime.run({name: np.zeros((1, 224, 224, 3), np.uint8)})
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("all ran")
+"""
+
+
+def test_the_first_runs_of_a_fresh_process_may_all_start_at_once(tmp_path: Path) -> None:
+    """OpenVINO's Python module sets up its NumPy bridge on the first array it converts, in a way that deadlocks
+    when two threads do it at once; the runtime does it on one thread before any run. A fresh process, because
+    this one may have set it up already; the timeout turns a hang into a failure."""
+    import subprocess
+    import sys
+
+    path = save(mean_colour_classifier(), tmp_path / "c.onnx")
+    done = subprocess.run([sys.executable, "-c", FIRST_RUNS_AT_ONCE, str(path), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and "all ran" in done.stdout, done.stderr[-2000:]
