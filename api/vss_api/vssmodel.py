@@ -200,7 +200,7 @@ class PredictorSpec(SpecModel):
         "cannot run the model. TorchScript models ignore it."))
     precision: Precision = Field(default=Precision.FP32, description=(
         "fp32, or bf16 with runtime openvino: bfloat16 on CPUs with AMX or AVX512-BF16 (2-3x faster there), "
-        "scores drift by a measured amount (docs/performance.md)."))
+        "scores drift by a measured amount (docs/runtimes.md)."))
     batching: Batching = Field(default_factory=Batching)
     processes: Processes = Field(default=Processes.AUTO, description=(
         "single: the transformer runs the model in its own process, one container and no hop between them "

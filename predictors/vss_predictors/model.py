@@ -95,7 +95,7 @@ def wants_openvino(settings: PredictorSettings) -> bool:
     set) on the CPU where the package is installed. On a 2-core Sapphire Rapids it ran YOLOv8n in 41 ms against
     ONNX Runtime's 50-54 ms and the project's classifier in 1.45 against 1.93 ms, with the same outputs (scores
     within 1e-6); the series models are a tenth of a millisecond either way, and the anomaly model's trees
-    have no OpenVINO kernel (benchmarks/reports/2026-12-08)."""
+    have no OpenVINO kernel (benchmarks/reports/2026-12-07-openvino)."""
     if settings.runtime != "auto":
         return settings.runtime == "openvino"
     if settings.device != "cpu" or settings.normalization is None:

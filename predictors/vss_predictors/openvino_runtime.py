@@ -2,9 +2,9 @@
 
 The same ONNX file and the same uint8 NHWC prelude as ONNX Runtime (`StagedModel`); OpenVINO reads it directly.
 On a 2-core Sapphire Rapids VM, YOLOv8n 640x640 in FP32 runs in 41 ms against ONNX Runtime's 50-54 ms, with the
-same outputs (benchmarks/reports/2026-12-08). `precision: bf16` lets OpenVINO compute in bfloat16 on CPUs with
-AMX or AVX512-BF16 (17 ms there), at a measured score drift (docs/performance.md); elsewhere OpenVINO emulates
-nothing and stays in FP32.
+same outputs (benchmarks/reports/2026-12-07-openvino). `precision: bf16` lets OpenVINO compute in bfloat16 on CPUs with
+AMX or AVX512-BF16 (17 ms there), at a measured score drift (docs/runtimes.md); the precision OpenVINO really
+chose is what the runtime reports (`providers`: `CPU:bf16` or `CPU:f32`, in `/config` and the load log).
 
 A run that starts alone goes to a model compiled in OpenVINO's latency mode (one stream, every core's thread):
 the lowest latency for a lone client. With more than one run allowed at once (`concurrent_runs`, the batcher's
