@@ -20,7 +20,7 @@ from vss_api.serving_flags import Normalization
 from vss_api.v2 import Array
 from vss_predictors.errors import UnsupportedModel
 from vss_predictors.prelude import add_uint8_nhwc_prelude, image_input
-from vss_predictors.runtime import RuntimeInfo, TensorSpec
+from vss_predictors.runtime import DescribedRuntime, RuntimeInfo, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class StagedModel:
         return cls(staged, True, metadata)
 
 
-class OnnxRuntime:
+class OnnxRuntime(DescribedRuntime):
     """One `InferenceSession`, with the uint8 NHWC prelude in front of image models."""
 
     def __init__(self, path: Path, *, device: str = "cpu", threads: int | None = None,
@@ -176,18 +176,6 @@ class OnnxRuntime:
                 log.warning("execution provider %s failed to start: %s", providers[0], exc)
                 last = exc
         raise UnsupportedModel(f"onnxruntime could not open the model: {last}")
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
-    def info(self) -> RuntimeInfo:
-        return self._info
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
         results = self._session.run(self._output_names, dict(feeds))

@@ -31,7 +31,7 @@ from vss_api.serving_flags import Normalization
 from vss_api.v2 import Array
 from vss_predictors.errors import UnsupportedModel
 from vss_predictors.onnx_runtime import StagedModel
-from vss_predictors.runtime import RuntimeInfo, TensorSpec
+from vss_predictors.runtime import DescribedRuntime, RuntimeInfo, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(port.get_any_name(), datatype, shape)
 
 
-class OpenVinoRuntime:
+class OpenVinoRuntime(DescribedRuntime):
     def __init__(self, path: Path, *, threads: int | None = None, normalization: Normalization | None = None,
                  concurrent_runs: int = 1, precision: str = "fp32",
                  cache_dir: Path = Path("/tmp/vss-trt-cache")) -> None:  # noqa: S108
@@ -138,18 +138,6 @@ class OpenVinoRuntime:
     def overlap_streams(self) -> int:
         """Streams of one thread that runs overlapping another get (0: they queue for the latency model)."""
         return 0 if self._narrow is None else self._streams
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
-    def info(self) -> RuntimeInfo:
-        return self._info
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
         with self._lock:

@@ -58,6 +58,26 @@ class Runtime(Protocol):
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]: ...
 
 
+class DescribedRuntime:
+    """What every runtime reports, set by its constructor: `_inputs`, `_outputs` and `_info`."""
+
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+    _info: RuntimeInfo
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    @property
+    def info(self) -> RuntimeInfo:
+        return self._info
+
+
 def has_dynamic_batch(runtime: Runtime) -> bool:
     """True when every input and output has a dynamic leading dimension, so requests can be merged."""
     return all(t.shape and t.shape[0] == -1 for t in [*runtime.inputs, *runtime.outputs])

@@ -16,7 +16,7 @@ from vss_api.serving_flags import Normalization
 from vss_api.v2 import Array
 from vss_predictors.errors import UnsupportedModel
 from vss_predictors.prelude import scale_and_bias
-from vss_predictors.runtime import RuntimeInfo, TensorSpec
+from vss_predictors.runtime import DescribedRuntime, RuntimeInfo, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".torchscript", "")
 
 
-class TorchScriptRuntime:
+class TorchScriptRuntime(DescribedRuntime):
     """An image model in TorchScript: takes UINT8 NHWC pixels when a normalisation is given (done in
     torch on the model's device), FP32 NCHW otherwise; its output is read as `output0`."""
 
@@ -72,18 +72,6 @@ class TorchScriptRuntime:
         self._info = RuntimeInfo(backend=f"torchscript-{torch.__version__}",
                                  providers=("CUDA",) if want_gpu else ("CPU",),
                                  device="gpu" if want_gpu else "cpu", metadata=metadata)
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
-    def info(self) -> RuntimeInfo:
-        return self._info
 
     def run(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
         torch = self._torch
