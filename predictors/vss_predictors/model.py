@@ -95,7 +95,10 @@ def wants_openvino(settings: PredictorSettings) -> bool:
     set) on the CPU where the package is installed. On a 2-core Sapphire Rapids it ran YOLOv8n in 41 ms against
     ONNX Runtime's 50-54 ms and the project's classifier in 1.45 against 1.93 ms, with the same outputs (scores
     within 1e-6); the series models are a tenth of a millisecond either way, and the anomaly model's trees
-    have no OpenVINO kernel (benchmarks/reports/2026-12-07-openvino)."""
+    have no OpenVINO kernel (benchmarks/reports/2026-12-07-openvino). A quantized (QDQ) model stays on ONNX
+    Runtime with `auto` too: its int8 arithmetic was calibrated and measured there, and OpenVINO's int8 kernels
+    round differently (served on OpenVINO, the shipped int8 detector failed the e2e comparison with its
+    in-process ONNX Runtime inference)."""
     if settings.runtime != "auto":
         return settings.runtime == "openvino"
     if settings.device != "cpu" or settings.normalization is None:
@@ -114,7 +117,8 @@ def open_runtime(settings: PredictorSettings) -> Runtime:
 
         try:
             return OpenVinoRuntime(path, threads=settings.threads, normalization=settings.normalization,
-                                   concurrent_runs=settings.max_in_flight, precision=settings.precision)
+                                   concurrent_runs=settings.max_in_flight, precision=settings.precision,
+                                   quantized_ok=settings.runtime == "openvino")
         except UnsupportedModel as exc:
             if settings.runtime == "openvino":
                 raise

@@ -104,6 +104,7 @@ class StagedModel:
     path: Path
     prelude: bool
     metadata: dict[str, str]
+    quantized: bool = False  # holds QuantizeLinear/DequantizeLinear or QLinear* nodes
 
     @classmethod
     def prepare(cls, path: Path, normalization: Normalization | None, cache_dir: Path) -> StagedModel:
@@ -116,15 +117,17 @@ class StagedModel:
         except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
             raise UnsupportedModel(f"{path}: not a readable ONNX model: {exc}") from exc
         metadata = {p.key: p.value for p in model.metadata_props}
+        quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear")
+                        for n in model.graph.node)
         prelude = normalization is not None and image_input(model) is not None
         if not prelude or normalization is None:
-            return cls(path, False, metadata)
+            return cls(path, False, metadata, quantized)
         # Runtimes open a file, not bytes: a session built from an in-memory model keeps a second copy of the
         # weights in the heap (measured with ONNX Runtime: 62 -> 22 MB for YOLOv8n, 208 -> 52 MB ResNet-18).
         staged = _stage(add_uint8_nhwc_prelude(model, normalization), path, cache_dir)
         del model
         _release_heap()
-        return cls(staged, True, metadata)
+        return cls(staged, True, metadata, quantized)
 
 
 class OnnxRuntime(DescribedRuntime):

@@ -90,7 +90,7 @@ def _spec(port: Any) -> TensorSpec:
 
 class OpenVinoRuntime(DescribedRuntime):
     def __init__(self, path: Path, *, threads: int | None = None, normalization: Normalization | None = None,
-                 concurrent_runs: int = 1, precision: str = "fp32",
+                 concurrent_runs: int = 1, precision: str = "fp32", quantized_ok: bool = True,
                  cache_dir: Path = Path("/tmp/vss-trt-cache")) -> None:  # noqa: S108
         if precision not in PRECISIONS:
             raise UnsupportedModel(f"precision {precision!r} is not one of {PRECISIONS}")
@@ -101,6 +101,9 @@ class OpenVinoRuntime(DescribedRuntime):
                                    "(pip install 'vss-serving[openvino]')") from exc
         _init_numpy_bridge(ov)
         staged = StagedModel.prepare(path, normalization, cache_dir)
+        if staged.quantized and not quantized_ok:
+            raise UnsupportedModel(f"{path} is quantized (QDQ): it keeps the runtime it was calibrated and "
+                                   "measured with, ONNX Runtime, unless predictor.runtime asks for openvino")
         self.prelude = staged.prelude
         core = ov.Core()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision]}

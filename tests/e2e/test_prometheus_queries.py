@@ -34,7 +34,7 @@ def make_spec(v1: Path, v2: Path) -> VSSModelSpec:
     return VSSModelSpec.model_validate({
         "task": "detection", "version": "v2",
         "versions": [{"name": "v1", "storageUri": str(v1)}, {"name": "v2", "storageUri": str(v2)}],
-        "predictor": {"threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0}},
+        "predictor": {"runtime": "onnxruntime", "threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0}},
         "transformer": {"detection": {"inputSize": SIDE, "rectangular": False}},
         "rollout": {"analysis": {"interval": "10s", "minRequests": 10, "maxErrorRate": 0.05,
                                  "maxP95LatencyMs": 500}},

@@ -93,7 +93,7 @@ def model_doc(name: str, namespace: str, files: tuple[Path, Path], **rollout: An
         "spec": {
             "task": "detection", "version": "v1",
             "versions": [{"name": "v1", "storageUri": str(files[0])}, {"name": "v2", "storageUri": str(files[1])}],
-            "predictor": {"threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0}},
+            "predictor": {"runtime": "onnxruntime", "threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0}},
             "transformer": {"detection": {"inputSize": SIDE, "rectangular": False}},
             "rollout": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
                         "analysis": analysis, "progressDeadline": "60s", "scaleDownDelay": "2s", **rollout},

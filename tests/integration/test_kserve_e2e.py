@@ -495,7 +495,7 @@ def _rollout_doc(stack: Stack, name: str, canary: str) -> dict[str, Any]:
             "task": "detection", "version": "v1",
             "versions": [{"name": "v1", "storageUri": "pvc://rollout-models/stable.onnx"},
                          {"name": "v2", "storageUri": f"pvc://rollout-models/{canary}.onnx"}],
-            "predictor": {"threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0},
+            "predictor": {"runtime": "onnxruntime", "threads": 1, "batching": {"maxBatchSize": 4, "maxLatencyMs": 0},
                           "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}},
             "transformer": {"detection": {"inputSize": 64}},
             "rollout": {"steps": [{"weight": 25, "pause": "4s"}, {"weight": 50, "pause": "4s"}],

@@ -147,3 +147,13 @@ def test_the_first_runs_of_a_fresh_process_may_all_start_at_once(tmp_path: Path)
     done = subprocess.run([sys.executable, "-c", FIRST_RUNS_AT_ONCE, str(path), str(tmp_path)],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0 and "all ran" in done.stdout, done.stderr[-2000:]
+
+
+def test_auto_leaves_a_quantized_model_on_onnx_runtime_unless_openvino_is_asked_for() -> None:
+    int8 = REPO / "models" / "artifacts" / "detector.int8.onnx"
+    auto = open_runtime(PredictorSettings(model_name="m", version="v1", model_path=int8,
+                                          normalization=Normalization()))
+    assert auto.info.backend.startswith("onnxruntime-")
+    asked = open_runtime(PredictorSettings(model_name="m", version="v1", model_path=int8, runtime="openvino",
+                                           normalization=Normalization()))
+    assert asked.info.backend.startswith("openvino-")
