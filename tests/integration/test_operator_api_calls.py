@@ -54,7 +54,8 @@ def _model(name: str, namespace: str) -> dict[str, Any]:
 def test_models_that_no_stream_follows_cost_no_listing_of_streams(
         k8s_cluster: LocalCluster, k8s_namespace: str, operator_factory: OperatorFactory, api: Any) -> None:
     """The operator's own watch lists the namespace's VSSStreams once as it starts, at a moment of its own
-    (after it leads): the count is taken after that listing, and only of namespaced listings."""
+    (after it leads): the count is taken after that listing, and only of namespaced listings. Per-model listings
+    would add one per VSSModel; at most one listing of the watch's own is let through."""
     started_with = _requests(api, "vssstreams", "LIST", "namespace")
     operator = operator_factory()
     operator.wait_leading()
@@ -66,7 +67,9 @@ def test_models_that_no_stream_follows_cost_no_listing_of_streams(
     wait_until(lambda: all(operator.reconciled(d["metadata"]["name"]) for d in docs), timeout=60,
                what="5 VSSModels reconciled", abort=operator.exit_reason)
 
-    assert _requests(api, "vssstreams", "LIST", "namespace") == before
+    # A reconcile that listed the streams would list them once per model: 5 here. A listing of kopf's own may
+    # still land in the window (the full suite on a loaded machine saw one: 3 against 2), so one is allowed.
+    assert _requests(api, "vssstreams", "LIST", "namespace") - before <= 1
 
 
 def test_a_reconcile_lists_each_kind_of_child_once(
