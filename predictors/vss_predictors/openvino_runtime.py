@@ -98,7 +98,7 @@ class OpenVinoRuntime(DescribedRuntime):
             import openvino as ov
         except ImportError as exc:
             raise UnsupportedModel("runtime openvino asked for, and the openvino package is not installed "
-                                   "(pip install 'vss-serving[openvino]')") from exc
+                                   "(it comes with the serving extra: pip install 'vss-serving[serving]')") from exc
         _init_numpy_bridge(ov)
         staged = StagedModel.prepare(path, normalization, cache_dir)
         if staged.quantized and not quantized_ok:
